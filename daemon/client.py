@@ -1,0 +1,130 @@
+"""A client for programs: submit requests and follow a job's events.
+
+    async with Client(settings) as client:
+        job_id = await client.submit(request)
+        async for event in client.events(job_id):
+            print(event.type, event.phase)
+
+``events`` de-duplicates on event_id, yields in seq order, and ends with job.completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from daemon.errors import ConfigError
+from daemon.kafka import client_options, make_producer
+from daemon.models import Event, GenerationRequest
+from daemon.settings import Settings
+
+EMBEDDED = "embedded"
+TERMINAL_EVENTS = frozenset({"job.completed"})
+
+
+def resolve_bootstrap(settings: Settings, address_file: Path | None = None) -> str:
+    """The brokers to talk to; ``embedded`` means the broker of a daemon running on this store."""
+    servers = settings.kafka.bootstrap_servers
+    if servers != EMBEDDED:
+        return servers
+    address_file = address_file or settings.store.path.with_name(settings.store.path.name + ".broker")
+    if not address_file.is_file():
+        raise ConfigError(
+            "kafka.bootstrap_servers is 'embedded' but no daemon with an embedded broker runs on "
+            f"store {settings.store.path}; start `codegend run` or set CODEGEND_KAFKA__BOOTSTRAP_SERVERS"
+        )
+    return address_file.read_text().strip()
+
+
+class Client:
+    def __init__(self, settings: Settings, bootstrap_servers: str | None = None) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap_servers or resolve_bootstrap(settings)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def submit(self, request: GenerationRequest) -> str:
+        """Produce a request; returns the job id it will run as."""
+        kafka = self._settings.kafka
+        if self._producer is None:
+            self._producer = make_producer(kafka, self._bootstrap)
+            await self._producer.start()
+        key = request.request_id.encode() if request.request_id else None
+        value = request.model_dump_json(exclude_none=True).encode()
+        meta = await self._producer.send_and_wait(kafka.requests_topic, value, key=key)
+        return request.request_id or f"{meta.topic}:{meta.partition}:{meta.offset}"
+
+    async def events(self, job_id: str | None = None, follow: bool = True) -> AsyncIterator[Event]:
+        """Events of one job (or of all jobs), from the start of the topic, without duplicates.
+
+        With a job id, ends after its job.completed; ``follow=False`` ends at the topic's end.
+        """
+        consumer = await self._open_events_consumer()
+        last_seq: dict[str, int] = {}
+        try:
+            async for event in _read(consumer, follow):
+                if job_id is not None and event.job_id != job_id:
+                    continue
+                # A re-published event repeats its event_id and seq: seq alone tells it apart.
+                if event.seq <= last_seq.get(event.job_id, 0):
+                    continue
+                last_seq[event.job_id] = event.seq
+                yield event
+                if job_id is not None and event.type in TERMINAL_EVENTS:
+                    return
+        finally:
+            await consumer.stop()
+
+    async def _open_events_consumer(self) -> AIOKafkaConsumer:
+        kafka = self._settings.kafka
+        consumer = AIOKafkaConsumer(
+            **client_options(kafka, self._bootstrap),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=kafka.max_publish_bytes + 64 * 1024,
+            fetch_max_bytes=max(52_428_800, kafka.max_publish_bytes + 64 * 1024),
+        )
+        await consumer.start()
+        partitions = await _wait_for_partitions(consumer, kafka.events_topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        return consumer
+
+
+async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(100):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        with contextlib.suppress(Exception):
+            await consumer.topics()
+        await asyncio.sleep(0.1)
+    raise ConfigError(f"topic {topic} does not exist on the broker")
+
+
+async def _read(consumer: AIOKafkaConsumer, follow: bool) -> AsyncIterator[Event]:
+    """Events in seq order per job: each job's events are on one partition, in order."""
+    while True:
+        batches = await consumer.getmany(timeout_ms=500)
+        for records in batches.values():
+            for record in records:
+                yield Event.model_validate_json(record.value or b"{}")
+        if not batches and not follow:
+            return

@@ -1,0 +1,54 @@
+"""Every error codegend raises on purpose. A class's docstring is its default message."""
+
+from __future__ import annotations
+
+
+class CodegendError(Exception):
+    """codegend failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(CodegendError):
+    """The configuration is not valid."""
+
+
+class StoreError(CodegendError):
+    """The store cannot be used."""
+
+
+class JobNotFound(CodegendError):
+    """No such job."""
+
+
+class BadRequest(CodegendError):
+    """The message is not a valid generation request."""
+
+
+class UnsafePath(CodegendError):
+    """The model returned a path that may not be written."""
+
+
+class LLMError(CodegendError):
+    """The model call failed."""
+
+
+class RetryableLLMError(LLMError):
+    """The model call failed for a passing reason (rate limit, overload, network); try again later."""
+
+
+class PermanentLLMError(LLMError):
+    """The model call failed for a reason that retrying will not fix."""
+
+
+class ReplayMissing(PermanentLLMError):
+    """The cassette holds no answer for this call."""
+
+
+class PhaseFailed(CodegendError):
+    """The phase could not produce a valid answer."""
+
+    def __init__(self, message: str | None = None, usage: object | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage

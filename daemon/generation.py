@@ -1,0 +1,213 @@
+"""Running one phase: prompt, call, interpret the answer, ask again until the phase is whole.
+
+An answer cut at ``max_tokens`` keeps every complete file and the next call asks only for
+the rest, naming the files already produced; a phase therefore finishes whatever its
+per-call budget, as long as one file fits (the budget grows up to a ceiling if not).
+Broken answers (invalid JSON, schema errors, unsafe paths, refusals) are asked again with
+the precise error fed back, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+from dataclasses import dataclass, field
+
+import anthropic
+from pydantic import ValidationError
+from pydantic_core import from_json
+
+from daemon import prompts
+from daemon.errors import PermanentLLMError, PhaseFailed, RetryableLLMError, UnsafePath
+from daemon.llm import LLMAnswer, LLMCall, LLMProvider
+from daemon.models import FileRecord, Usage
+from daemon.paths import check_path
+from daemon.settings import Settings
+from daemon.states import ArchPlan, Phase
+from daemon.states.base import GeneratedFile, PhaseFiles
+from daemon.store import JobRecord, NewFile, PhaseOutcome
+
+log = logging.getLogger(__name__)
+CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
+RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0)
+
+
+@dataclass
+class Interpretation:
+    """What one answer contributed: complete files, whether the phase is done, what was wrong."""
+
+    files: list[NewFile] = field(default_factory=list)
+    plan: ArchPlan | None = None
+    done: bool = False
+    cut: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def interpret_files(answer: LLMAnswer) -> Interpretation:
+    if answer.stop_reason == "refusal":
+        return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
+    errors: list[str] = []
+    if answer.stop_reason in CUT_STOP_REASONS:
+        files = _safe(recover_files(answer.text), errors)
+        return Interpretation(files=files, cut=True, errors=errors)
+    try:
+        parsed = PhaseFiles.model_validate_json(answer.text)
+    except ValidationError as exc:
+        return Interpretation(errors=[_validation_summary(exc)])
+    files = _safe(parsed.files, errors)
+    return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
+
+
+def recover_files(text: str) -> list[GeneratedFile]:
+    """The complete files of a cut answer. Incomplete strings are dropped by the partial
+    parser, so a file object missing its path or content was the one being written."""
+    try:
+        partial = from_json(text, allow_partial=True) if text.strip() else {}
+    except ValueError:
+        return []
+    items = partial.get("files", []) if isinstance(partial, dict) else []
+    recovered = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            recovered.append(GeneratedFile.model_validate(item))
+        except ValidationError:
+            break
+    return recovered
+
+
+def _safe(files: Sequence[GeneratedFile], errors: list[str]) -> list[NewFile]:
+    safe = []
+    for item in files:
+        try:
+            safe.append(NewFile(check_path(item.path), item.content))
+        except UnsafePath as exc:
+            errors.append(f"{exc}; use a relative POSIX path inside the project")
+    return safe
+
+
+def interpret_plan(answer: LLMAnswer) -> Interpretation:
+    if answer.stop_reason == "refusal":
+        return Interpretation(errors=["the answer was a refusal; produce the plan as asked"])
+    if answer.stop_reason in CUT_STOP_REASONS:
+        return Interpretation(cut=True)
+    try:
+        return Interpretation(plan=ArchPlan.model_validate_json(answer.text), done=True)
+    except ValidationError as exc:
+        return Interpretation(errors=[_validation_summary(exc)])
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}" for err in exc.errors()[:5]
+    ]
+    return "the answer is not valid JSON for the schema: " + "; ".join(problems)
+
+
+@cache
+def api_schema(model: type) -> dict[str, Any]:
+    """The output schema as the API accepts it (the SDK's own rewrite of pydantic schemas)."""
+    return anthropic.transform_schema(model)
+
+
+@dataclass
+class PhaseProgress:
+    """The running state of one phase across its calls."""
+
+    budget: int
+    produced: dict[str, NewFile] = field(default_factory=dict)
+    feedback: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    calls: int = 0
+    repairs: int = 0
+    plan: ArchPlan | None = None
+
+
+class PhaseRunner:
+    """Turns one phase of one job into a PhaseOutcome, or raises PhaseFailed with the reason."""
+
+    def __init__(self, llm: LLMProvider, settings: Settings, call_slots: asyncio.Semaphore) -> None:
+        self._llm = llm
+        self._settings = settings
+        self._slots = call_slots
+
+    async def run(self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord]) -> PhaseOutcome:
+        started = time.monotonic()
+        options = job.request.options
+        progress = PhaseProgress(budget=self._settings.max_tokens_for(phase.state, options.max_tokens))
+        interpret = interpret_files if phase.produces_files else interpret_plan
+        try:
+            while True:
+                answer = await self._call(job, phase, manifest, progress)
+                if self._absorb(phase, progress, interpret(answer)):
+                    break
+        except PhaseFailed as exc:
+            exc.usage = progress.usage
+            raise
+        return PhaseOutcome(
+            phase=phase.state, step=phase.step, files=list(progress.produced.values()),
+            plan=progress.plan, usage=progress.usage, duration_s=time.monotonic() - started,
+        )
+
+    def _absorb(self, phase: Phase, progress: PhaseProgress, result: Interpretation) -> bool:
+        """Fold one answer into the phase; True when the phase is finished."""
+        limits = self._settings.llm
+        for new in result.files:
+            progress.produced[new.path] = new
+        progress.plan = result.plan or progress.plan
+        progress.feedback = list(result.errors)
+        if result.errors:
+            progress.repairs += 1
+            if progress.repairs > limits.max_repairs:
+                raise PhaseFailed(f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
+                                  + "; ".join(result.errors))
+        if result.cut and not result.files:
+            if progress.budget >= limits.max_tokens_ceiling:
+                raise PhaseFailed(
+                    f"{phase.state}: one answer does not fit in max_tokens={progress.budget} "
+                    f"(llm.max_tokens_ceiling)"
+                )
+            progress.budget = min(progress.budget * 2, limits.max_tokens_ceiling)
+        return result.done
+
+    async def _call(
+        self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord], progress: PhaseProgress
+    ) -> LLMAnswer:
+        progress.calls += 1
+        if progress.calls > self._settings.llm.max_calls_per_phase:
+            raise PhaseFailed(
+                f"{phase.state}: not complete after {self._settings.llm.max_calls_per_phase} calls "
+                "(llm.max_calls_per_phase)"
+            )
+        call = LLMCall(
+            job_id=job.job_id, phase=phase.state, call=progress.calls,
+            model=self._settings.model_for(phase.state, job.request.options.model),
+            max_tokens=progress.budget, system=prompts.system_blocks(),
+            messages=prompts.build_messages(
+                job.request, job.plan, phase, manifest, list(progress.produced), progress.feedback
+            ),
+            schema=api_schema(phase.output_model), timeout_s=self._settings.llm.timeout_s,
+        )
+        answer = await self._call_with_retries(call)
+        progress.usage += answer.usage
+        log.debug("call %d of %s: stop_reason=%s", call.call, phase.state, answer.stop_reason,
+                  extra={"job_id": job.job_id, "phase": phase.state})
+        return answer
+
+    async def _call_with_retries(self, call: LLMCall) -> LLMAnswer:
+        for delay_s in (*RETRY_BACKOFF_S, None):
+            try:
+                async with self._slots:
+                    return await self._llm.complete(call)
+            except PermanentLLMError as exc:
+                raise PhaseFailed(f"{call.phase}: {exc}") from None
+            except RetryableLLMError as exc:
+                if delay_s is None:
+                    raise PhaseFailed(f"{call.phase}: model unavailable: {exc}") from None
+                log.warning("model call failed (%s); retrying in %.0f s", exc, delay_s,
+                            extra={"job_id": call.job_id, "phase": call.phase})
+                await asyncio.sleep(delay_s)
+        raise AssertionError("unreachable")

@@ -1,0 +1,206 @@
+"""Running jobs: one task per job walks its state machine; the scheduler keeps
+``jobs.max_concurrent`` of them in flight. Jobs waiting their turn stay rows in SQLite,
+not coroutines holding prompts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.errors import PhaseFailed, UnsafePath
+from daemon.generation import PhaseRunner
+from daemon.machine import JobMachine
+from daemon.models import FileRecord, Usage
+from daemon.paths import check_path, write_file
+from daemon.states import PHASE_BY_STATE, JobState, Phase
+from daemon.store import JobRecord, PhaseOutcome, Store
+
+log = logging.getLogger(__name__)
+SCHEDULER_POLL_S = 1.0
+BANNER = "=" * 60
+
+
+def output_folder(job_id: str) -> str:
+    """The job's folder name under output.dir; ids that are not a safe name are hashed."""
+    try:
+        check_path(job_id)
+    except UnsafePath:
+        return "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:16]
+    return job_id.replace("/", "_")
+
+
+class StepReporter:
+    """Logs a job's progress the way the seed did: step banners, per-phase and per-step counts."""
+
+    def __init__(self, job: JobRecord, store: Store) -> None:
+        self._job = job
+        self._store = store
+        self._extra = {"job_id": job.job_id}
+        self._groups = [PHASE_BY_STATE[name].group for name in job.planned]
+        self._steps_total = max(group.number for group in self._groups)
+        self._announced: set[int] = set()
+
+    def phase_starting(self, phase: Phase) -> None:
+        group = phase.group
+        if group.number not in self._announced:
+            self._announced.add(group.number)
+            log.info(BANNER, extra=self._extra)
+            log.info("STEP %d: %s", group.number, group.title, extra=self._extra)
+            log.info(BANNER, extra=self._extra)
+        log.info("Step %s: %s...", phase.step, phase.progress, extra=self._extra)
+
+    def phase_done(self, phase: Phase, files: list[FileRecord]) -> None:
+        if phase.produces_files:
+            log.info("✓ Generated %d %s files", len(files), phase.noun, extra=self._extra)
+        group = phase.group
+        last_of_group = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group][-1]
+        if phase.state == last_of_group:
+            count = sum(len(self._store.files(self._job.job_id, n)) for n in self._job.planned
+                        if PHASE_BY_STATE[n].group == group)
+            suffix = f" ({count} files)" if phase.produces_files else ""
+            log.info("✓ Step %d/%d: %s%s", group.number, self._steps_total, group.done, suffix,
+                     extra=self._extra)
+
+    def phase_failed(self, phase: Phase, error: str) -> None:
+        log.error("✗ Step %s failed: %s", phase.step, error, extra=self._extra)
+
+    def job_done(self, state: JobState) -> None:
+        total = len(self._store.files(self._job.job_id))
+        if state is JobState.COMPLETED:
+            log.info("Chained generation completed: %d files generated", total, extra=self._extra)
+        else:
+            log.warning("Chained generation ended %s: %d files generated, failed phases: %s",
+                        state.name.lower(), total, ", ".join(self._job.failed_phases) or "none",
+                        extra=self._extra)
+
+
+class JobRunner:
+    """Walks one job through its machine, one phase at a time, committing each step."""
+
+    def __init__(
+        self, store: Store, phases: PhaseRunner, output_dir: Path, on_commit: Callable[[], None]
+    ) -> None:
+        self._store = store
+        self._phases = phases
+        self._output_dir = output_dir
+        self._on_commit = on_commit
+        self._stopping = False
+
+    def stop_after_phase(self) -> None:
+        """Let running phases finish and commit, but start no new one."""
+        self._stopping = True
+
+    async def run(self, job_id: str) -> JobState:
+        store = self._store
+        job = store.job(job_id)
+        machine = JobMachine(job.planned, job.state, job.failed_phases)
+        report = StepReporter(job, store)
+        completed = store.completed_phases(job_id)
+        while not machine.finished and not self._stopping:
+            if store.cancel_requested(job_id):
+                machine.cancel()
+                store.move(job, machine.current)
+            elif machine.current is JobState.PENDING or machine.state in completed:
+                machine.advance()
+                if machine.finished:
+                    store.move(job, machine.current)
+            else:
+                await self._run_phase(job, machine, report)
+            self._on_commit()
+        if machine.finished:
+            report.job_done(machine.current)
+        return machine.current
+
+    async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> None:
+        phase = PHASE_BY_STATE[machine.state]
+        report.phase_starting(phase)
+        self._store.start_phase(job, phase.state, phase.step)
+        self._on_commit()
+        try:
+            outcome = await self._phases.run(job, phase, self._store.files(job.job_id))
+        except PhaseFailed as exc:
+            self._fail(job, machine, phase, exc)
+            report.phase_failed(phase, str(exc))
+            return
+        machine.advance()
+        records = self._store.complete_phase(job, outcome, machine.current)
+        self._write_files(job.job_id, records)
+        report.phase_done(phase, records)
+
+    def _fail(self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed) -> None:
+        if phase.critical:
+            machine.fail()
+        else:
+            machine.phase_failed(phase.state)
+            machine.advance()
+        usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+        outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
+        self._store.fail_phase(job, outcome, str(exc), machine.current)
+
+    def _write_files(self, job_id: str, records: list[FileRecord]) -> None:
+        root = self._output_dir / output_folder(job_id)
+        for record in records:
+            write_file(root, record.path, record.content)
+
+
+class Scheduler:
+    """Keeps up to ``max_concurrent`` jobs running, oldest first; the rest wait in the store."""
+
+    def __init__(self, store: Store, runner: JobRunner, max_concurrent: int) -> None:
+        self._store = store
+        self._runner = runner
+        self._max = max_concurrent
+        self._tasks: dict[str, asyncio.Task[JobState]] = {}
+        self._broken: set[str] = set()
+        self._wake = asyncio.Event()
+        self._accepting = True
+
+    @property
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while self._accepting:
+            self._fill()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SCHEDULER_POLL_S)
+
+    def _fill(self) -> None:
+        free = self._max - len(self._tasks)
+        if free <= 0:
+            return
+        for job_id in self._store.runnable_jobs(exclude=[*self._tasks, *self._broken], limit=free):
+            task = asyncio.create_task(self._runner.run(job_id), name=f"job:{job_id}")
+            self._tasks[job_id] = task
+            task.add_done_callback(lambda t, job_id=job_id: self._finished(job_id, t))
+
+    def _finished(self, job_id: str, task: asyncio.Task[JobState]) -> None:
+        self._tasks.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Not retried in this process: a job that breaks the runner must not loop.
+            self._broken.add(job_id)
+            log.error("job stopped by an internal error", exc_info=task.exception(),
+                      extra={"job_id": job_id})
+        self.wake()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop starting jobs; give running phases ``grace_s`` to finish, then cancel them.
+        A cancelled phase stays checkpointed as running and resumes at the next start."""
+        self._accepting = False
+        self._runner.stop_after_phase()
+        self.wake()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

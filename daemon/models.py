@@ -1,0 +1,194 @@
+"""The messages at the edges: what arrives on the requests topic and what leaves on the events topic.
+
+These pydantic models are the contract of Part 1 of DESIGN.md; the JSON Schema files
+under ``schemas/`` are generated from them (``codegend schemas``) and a test fails if
+they drift apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from daemon.states import PHASE_NAMES
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+PROJECT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MAX_TOKENS_PER_CALL_LIMIT = 128_000
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextMockup(_Message):
+    kind: Literal["text"]
+    description: str = Field(min_length=1, max_length=100_000)
+    notes: str | None = Field(default=None, max_length=20_000)
+
+
+class ImageMockup(_Message):
+    kind: Literal["image"]
+    media_type: Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
+    data: str = Field(min_length=1, description="base64 of the image; its size is capped by config")
+    notes: str | None = Field(default=None, max_length=20_000)
+
+    @field_validator("data")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("data must be standard base64") from exc
+        return value
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) * 3 // 4 - self.data[-2:].count("=")
+
+
+Mockup = Annotated[TextMockup | ImageMockup, Field(discriminator="kind")]
+
+
+class Stack(_Message):
+    backend: str = Field(default="fastapi", min_length=1, max_length=64)
+    frontend: str = Field(default="react-vite", min_length=1, max_length=64)
+    database: str = Field(default="postgresql", min_length=1, max_length=64)
+
+
+class RequestOptions(_Message):
+    max_tokens: dict[str, Annotated[int, Field(ge=256, le=MAX_TOKENS_PER_CALL_LIMIT)]] = Field(
+        default_factory=dict, description="per-phase max_tokens overrides, keyed by phase state"
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    phases: list[str] | None = Field(
+        default=None, min_length=1, description="a subset of phases to run; ARCH always runs"
+    )
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _known_budget_phases(cls, value: dict[str, int]) -> dict[str, int]:
+        _check_phase_names(value)
+        return value
+
+    @field_validator("phases")
+    @classmethod
+    def _known_phases(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            _check_phase_names(value)
+        return value
+
+
+def _check_phase_names(names: Any) -> None:
+    unknown = sorted(set(names) - set(PHASE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown phase(s) {unknown}; known: {list(PHASE_NAMES)}")
+
+
+class GenerationRequest(_Message):
+    """A request to generate one project, as produced to the requests topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GenerationRequest")
+
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    project_name: str = Field(pattern=PROJECT_NAME_PATTERN)
+    mockup: Mockup
+    stack: Stack = Field(default_factory=Stack)
+    options: RequestOptions = Field(default_factory=RequestOptions)
+
+
+# ---------------------------------------------------------------------------
+# Events
+
+EventType = Literal[
+    "job.accepted",
+    "job.rejected",
+    "phase.started",
+    "phase.completed",
+    "phase.failed",
+    "job.resumed",
+    "job.completed",
+]
+JobStatus = Literal["completed", "partial", "failed", "cancelled"]
+
+
+class Usage(_Message):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+
+class FileRecord(_Message):
+    path: str
+    sha256: str
+    size: int
+    content: str
+
+
+class Event(_Message):
+    """One event on the events topic. Fields beyond the common six depend on ``type``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Event")
+
+    event_id: str
+    type: EventType
+    job_id: str
+    request_id: str | None
+    seq: int = Field(ge=1)
+    ts: datetime
+    # job.accepted
+    project_name: str | None = None
+    phases: list[str] | None = None
+    # job.rejected / phase.failed
+    error: str | None = None
+    # phase.*
+    phase: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+    attempts: int | None = None
+    files: list[FileRecord] | None = None
+    usage: Usage | None = None
+    duration_s: float | None = None
+    warnings: list[str] | None = None
+    # job.resumed
+    from_phase: str | None = None
+    reason: str | None = None
+    # job.completed
+    status: JobStatus | None = None
+    files_total: int | None = None
+    failed_phases: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _has_fields_of_its_type(self) -> Event:
+        missing = [name for name in REQUIRED_BY_TYPE[self.type] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.type} event lacks {missing}")
+        return self
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "job.accepted": ("project_name", "phases"),
+    "job.rejected": ("error",),
+    "phase.started": ("phase", "step", "attempt"),
+    "phase.completed": ("phase", "step", "files", "usage", "duration_s", "warnings"),
+    "phase.failed": ("phase", "step", "error", "attempts"),
+    "job.resumed": ("from_phase", "reason"),
+    "job.completed": ("status", "files_total", "failed_phases", "usage"),
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,86 @@
+"""The phase registry: every phase of a job is data, so a new phase is a new entry.
+
+The order of ``PHASES`` is the order of the explicit state machine. ``JobState`` is
+the single enum of job states shared by the machine, the store and the events.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+
+from daemon.states.architecture import ARCHITECTURE_PHASES
+from daemon.states.backend import BACKEND_PHASES
+from daemon.states.base import ArchPlan, Phase, PhaseFiles, StepGroup
+from daemon.states.deployment import DEPLOYMENT_PHASES
+from daemon.states.frontend import FRONTEND_PHASES
+
+PHASES: tuple[Phase, ...] = (
+    *ARCHITECTURE_PHASES,
+    *BACKEND_PHASES,
+    *FRONTEND_PHASES,
+    *DEPLOYMENT_PHASES,
+)
+PHASE_BY_STATE: dict[str, Phase] = {phase.state: phase for phase in PHASES}
+PHASE_NAMES: tuple[str, ...] = tuple(phase.state for phase in PHASES)
+
+
+class JobState(enum.Enum):
+    """Where a job is: waiting, at one of the phases, or finished."""
+
+    PENDING = "PENDING"
+    ARCH = "ARCH"
+    DB = "DB"
+    BE_CORE = "BE_CORE"
+    BE_MODELS = "BE_MODELS"
+    BE_ROUTES = "BE_ROUTES"
+    BE_UTILS = "BE_UTILS"
+    FE_SETUP = "FE_SETUP"
+    FE_CORE = "FE_CORE"
+    FE_PAGES = "FE_PAGES"
+    FE_COMPONENTS = "FE_COMPONENTS"
+    CONFIG = "CONFIG"
+    COMPLETED = "COMPLETED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def phase(self) -> Phase | None:
+        return PHASE_BY_STATE.get(self.name)
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED})
+PHASE_STATES = tuple(JobState[name] for name in PHASE_NAMES)
+ACTIVE = frozenset(PHASE_STATES)
+
+if tuple(s.name for s in JobState)[1:-4] != PHASE_NAMES:  # pragma: no cover - import-time guard
+    raise RuntimeError("JobState must list the phases in registry order")
+
+
+def plan_phases(selected: Iterable[str] | None) -> list[str]:
+    """The phases a job runs, in machine order; ARCH always runs because every phase needs it."""
+    if not selected:
+        return list(PHASE_NAMES)
+    wanted = set(selected) | {"ARCH"}
+    return [name for name in PHASE_NAMES if name in wanted]
+
+
+__all__ = [
+    "ACTIVE",
+    "PHASES",
+    "PHASE_BY_STATE",
+    "PHASE_NAMES",
+    "PHASE_STATES",
+    "TERMINAL",
+    "ArchPlan",
+    "JobState",
+    "Phase",
+    "PhaseFiles",
+    "StepGroup",
+    "plan_phases",
+]

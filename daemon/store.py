@@ -1,0 +1,464 @@
+"""The store: SQLite through sqlite-utils, in WAL mode. The only module that knows the schema.
+
+Every state change of a job and the events announcing it are written in one
+transaction (the transactional outbox): there is no moment where one exists without
+the other. One connection, used from the event loop's thread; each write is a short
+transaction, so no call blocks the loop for long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from daemon.errors import JobNotFound, StoreError
+from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
+from daemon.states import ArchPlan, JobState
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
+
+
+@dataclass(eq=False)
+class JobRecord:
+    """A job as the store holds it; the machine is rebuilt from ``state``."""
+
+    job_id: str
+    request_id: str | None
+    request: GenerationRequest
+    state: JobState
+    planned: list[str]
+    plan: ArchPlan | None
+    failed_phases: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseRecord:
+    phase: str
+    status: str
+    attempts: int
+    usage: Usage
+    duration_s: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    job_id: str
+    type: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class NewFile:
+    path: str
+    content: str
+
+    def record(self) -> FileRecord:
+        data = self.content.encode()
+        return FileRecord(
+            path=self.path, sha256=hashlib.sha256(data).hexdigest(), size=len(data), content=self.content
+        )
+
+
+class Store:
+    """All reads and writes of codegend's SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        try:
+            self._configure()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"store {path} is not a usable SQLite database: {exc}") from None
+
+    # -- setup -------------------------------------------------------------
+
+    def _configure(self) -> None:
+        conn = self.db.conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.enable_wal()
+        # FULL: a committed phase survives power loss too, not only a killed process;
+        # the fsync per commit is cheap next to a model call.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            raise StoreError(f"store {self.path} is corrupt: {result}")
+
+    def _migrate(self) -> None:
+        version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this codegend "
+                f"({SCHEMA_VERSION}); upgrade codegend"
+            )
+        if version < 1:
+            with self.db.atomic():
+                self._create_v1()
+                self.db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_v1(self) -> None:
+        db = self.db
+        db["jobs"].create(
+            {
+                "job_id": str, "request_id": str, "project_name": str, "request": str,
+                "source": str, "state": str, "planned": str, "plan": str,
+                "cancel_requested": int, "created_at": float, "updated_at": float,
+            },
+            pk="job_id",
+        )
+        db["phases"].create(
+            {
+                "job_id": str, "phase": str, "status": str, "attempts": int,
+                **{name: int for name in USAGE_COLUMNS},
+                "started_at": float, "finished_at": float, "duration_s": float,
+                "error": str, "warnings": str,
+            },
+            pk=("job_id", "phase"),
+            not_null={"attempts", *USAGE_COLUMNS},
+            defaults={"attempts": 0, **{name: 0 for name in USAGE_COLUMNS}},
+            foreign_keys=[("job_id", "jobs", "job_id")],
+        )
+        db["files"].create(
+            {"job_id": str, "path": str, "phase": str, "content": str, "sha256": str, "size": int},
+            pk=("job_id", "path"),
+            foreign_keys=[("job_id", "jobs", "job_id")],
+        )
+        db["sequences"].create({"job_id": str, "last_seq": int}, pk="job_id")
+        db["outbox"].create(
+            {
+                "id": int, "event_id": str, "job_id": str, "seq": int, "type": str,
+                "payload": bytes, "created_at": float, "published_at": float,
+            },
+            pk="id",
+        )
+        db["outbox"].create_index(["published_at", "id"])
+        db["outbox"].create_index(["job_id", "seq"], unique=True)
+        db["jobs"].create_index(["state", "created_at"])
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.atomic():
+            yield
+
+    # -- events ------------------------------------------------------------
+
+    def _emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
+        """Append an event to the outbox; call inside a transaction."""
+        row = self.db.conn.execute(
+            "INSERT INTO sequences (job_id, last_seq) VALUES (?, 1) "
+            "ON CONFLICT(job_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            (job_id,),
+        ).fetchone()
+        event = Event(
+            event_id=uuid.uuid4().hex, type=type_, job_id=job_id, request_id=request_id,  # type: ignore[arg-type]
+            seq=row[0], ts=utc_now(), **fields,
+        )
+        self.db.conn.execute(
+            "INSERT INTO outbox (event_id, job_id, seq, type, payload, created_at) VALUES (?,?,?,?,?,?)",
+            (event.event_id, job_id, event.seq, type_, event.to_json(), time.time()),
+        )
+        return event
+
+    def emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
+        with self.transaction():
+            return self._emit(job_id, request_id, type_, **fields)
+
+    def unpublished(self, limit: int) -> list[OutboxRow]:
+        rows = self.db.conn.execute(
+            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def mark_published(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        with self.transaction():
+            self.db.conn.executemany(
+                "UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
+            )
+
+    def outbox_backlog(self) -> int:
+        return self.db.conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
+
+    # -- jobs --------------------------------------------------------------
+
+    def create_job(
+        self, job_id: str, request: GenerationRequest, source: str, planned: list[str]
+    ) -> bool:
+        """Create a job with its phases and its job.accepted event; False if it already exists."""
+        now = time.time()
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "INSERT OR IGNORE INTO jobs (job_id, request_id, project_name, request, source, state, "
+                "planned, cancel_requested, created_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?)",
+                (
+                    job_id, request.request_id, request.project_name, request.model_dump_json(),
+                    source, JobState.PENDING.name, json.dumps(planned), now, now,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            self.db.conn.executemany(
+                "INSERT INTO phases (job_id, phase, status, attempts) VALUES (?, ?, 'pending', 0)",
+                [(job_id, phase) for phase in planned],
+            )
+            self._emit(
+                job_id, request.request_id, "job.accepted",
+                project_name=request.project_name, phases=planned,
+            )
+        return True
+
+    def job(self, job_id: str) -> JobRecord:
+        row = self.db.conn.execute(
+            "SELECT job_id, request_id, request, state, planned, plan, cancel_requested "
+            "FROM jobs WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        failed = self._phases_with_status(job_id, "failed")
+        return JobRecord(
+            job_id=row[0], request_id=row[1],
+            request=GenerationRequest.model_validate_json(row[2]), state=JobState[row[3]],
+            planned=json.loads(row[4]),
+            plan=ArchPlan.model_validate_json(row[5]) if row[5] else None,
+            failed_phases=failed, cancel_requested=bool(row[6]),
+        )
+
+    def _phases_with_status(self, job_id: str, status: str) -> list[str]:
+        rows = self.db.conn.execute(
+            "SELECT phase FROM phases WHERE job_id = ? AND status = ?", (job_id, status)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def runnable_jobs(self, exclude: Iterable[str], limit: int) -> list[str]:
+        """Jobs not in a terminal state, oldest first, skipping those already running here."""
+        exclude = set(exclude)
+        terminal = [s.name for s in JobState if s.is_terminal]
+        rows = self.db.conn.execute(
+            f"SELECT job_id FROM jobs WHERE state NOT IN ({','.join('?' * len(terminal))}) "
+            "ORDER BY created_at LIMIT ?",
+            (*terminal, limit + len(exclude)),
+        ).fetchall()
+        return [row[0] for row in rows if row[0] not in exclude][:limit]
+
+    def _set_state(self, job_id: str, state: JobState) -> None:
+        self.db.conn.execute(
+            "UPDATE jobs SET state = ?, updated_at = ? WHERE job_id = ?", (state.name, time.time(), job_id)
+        )
+
+    def request_cancel(self, job_id: str) -> None:
+        self.job(job_id)
+        with self.transaction():
+            self.db.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self.db.conn.execute(
+            "SELECT cancel_requested FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- phases ------------------------------------------------------------
+
+    def start_phase(self, job: JobRecord, phase: str, step: str) -> int:
+        """Mark a phase running, make it the job's state, announce it; returns the attempt number."""
+        with self.transaction():
+            self._set_state(job.job_id, JobState[phase])
+            row = self.db.conn.execute(
+                "UPDATE phases SET status = 'running', attempts = attempts + 1, started_at = ?, "
+                "error = NULL WHERE job_id = ? AND phase = ? RETURNING attempts",
+                (time.time(), job.job_id, phase),
+            ).fetchone()
+            self._emit(job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=row[0])
+        job.state = JobState[phase]
+        return int(row[0])
+
+    def complete_phase(
+        self,
+        job: JobRecord,
+        outcome: PhaseOutcome,
+        next_state: JobState,
+    ) -> list[FileRecord]:
+        """One transaction: the files, the phase's result, the job's next state, the events."""
+        records = [new.record() for new in outcome.files]
+        conn = self.db.conn
+        with self.transaction():
+            conn.executemany(
+                "INSERT OR REPLACE INTO files (job_id, path, phase, content, sha256, size) "
+                "VALUES (?,?,?,?,?,?)",
+                [(job.job_id, r.path, outcome.phase, r.content, r.sha256, r.size) for r in records],
+            )
+            self._finish_phase_row(job.job_id, outcome, "completed", None)
+            if outcome.plan is not None:
+                conn.execute(
+                    "UPDATE jobs SET plan = ? WHERE job_id = ?", (outcome.plan.model_dump_json(), job.job_id)
+                )
+            self._emit(
+                job.job_id, job.request_id, "phase.completed", phase=outcome.phase, step=outcome.step,
+                files=records, usage=outcome.usage, duration_s=round(outcome.duration_s, 3),
+                warnings=outcome.warnings,
+            )
+            self._advance(job, next_state)
+        job.state = next_state
+        if outcome.plan is not None:
+            job.plan = outcome.plan
+        return records
+
+    def fail_phase(self, job: JobRecord, outcome: PhaseOutcome, error: str, next_state: JobState) -> None:
+        with self.transaction():
+            attempts = self._finish_phase_row(job.job_id, outcome, "failed", error)
+            self._emit(
+                job.job_id, job.request_id, "phase.failed", phase=outcome.phase, step=outcome.step,
+                error=error, attempts=attempts,
+            )
+            self._advance(job, next_state)
+        job.state = next_state
+        job.failed_phases.append(outcome.phase)
+
+    def _finish_phase_row(
+        self, job_id: str, outcome: PhaseOutcome, status: str, error: str | None
+    ) -> int:
+        usage = outcome.usage
+        row = self.db.conn.execute(
+            "UPDATE phases SET status = ?, finished_at = ?, duration_s = ?, error = ?, warnings = ?, "
+            + ", ".join(f"{name} = {name} + ?" for name in USAGE_COLUMNS)
+            + " WHERE job_id = ? AND phase = ? RETURNING attempts",
+            (
+                status, time.time(), outcome.duration_s, error, json.dumps(outcome.warnings),
+                *(getattr(usage, name) for name in USAGE_COLUMNS), job_id, outcome.phase,
+            ),
+        ).fetchone()
+        return int(row[0])
+
+    def _advance(self, job: JobRecord, next_state: JobState) -> None:
+        self._set_state(job.job_id, next_state)
+        if next_state.is_terminal:
+            self._emit_job_completed(job, next_state)
+
+    def move(self, job: JobRecord, state: JobState) -> None:
+        """Move a job to ``state`` without running a phase (skip, cancel); a terminal state
+        is announced with job.completed in the same transaction."""
+        with self.transaction():
+            self._advance(job, state)
+        job.state = state
+
+    def _emit_job_completed(self, job: JobRecord, state: JobState) -> None:
+        totals = self.db.conn.execute(
+            "SELECT " + ", ".join(f"coalesce(sum({n}), 0)" for n in USAGE_COLUMNS)
+            + " FROM phases WHERE job_id = ?",
+            (job.job_id,),
+        ).fetchone()
+        files_total = self.db.conn.execute(
+            "SELECT count(*) FROM files WHERE job_id = ?", (job.job_id,)
+        ).fetchone()[0]
+        self._emit(
+            job.job_id, job.request_id, "job.completed", status=state.name.lower(),
+            files_total=files_total, failed_phases=self._phases_with_status(job.job_id, "failed"),
+            usage=Usage(**dict(zip(USAGE_COLUMNS, totals, strict=True))),
+        )
+
+    def phases(self, job_id: str) -> list[PhaseRecord]:
+        rows = self.db.conn.execute(
+            "SELECT phase, status, attempts, " + ", ".join(USAGE_COLUMNS)
+            + ", duration_s, error FROM phases WHERE job_id = ?",
+            (job_id,),
+        ).fetchall()
+        records = [
+            PhaseRecord(
+                phase=r[0], status=r[1], attempts=r[2],
+                usage=Usage(**dict(zip(USAGE_COLUMNS, r[3:8], strict=True))),
+                duration_s=r[8], error=r[9],
+            )
+            for r in rows
+        ]
+        order = self.job(job_id).planned
+        return sorted(records, key=lambda rec: order.index(rec.phase))
+
+    def completed_phases(self, job_id: str) -> set[str]:
+        return set(self._phases_with_status(job_id, "completed"))
+
+    def unfinished_phases(self, job_id: str) -> list[str]:
+        rows = self.db.conn.execute(
+            "SELECT phase FROM phases WHERE job_id = ? AND status != 'completed'", (job_id,)
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    # -- files -------------------------------------------------------------
+
+    def files(self, job_id: str, phase: str | None = None) -> list[FileRecord]:
+        query = "SELECT path, sha256, size, content FROM files WHERE job_id = ?"
+        args: tuple[str, ...] = (job_id,)
+        if phase is not None:
+            query += " AND phase = ?"
+            args = (job_id, phase)
+        rows = self.db.conn.execute(query + " ORDER BY rowid", args).fetchall()
+        return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
+
+    # -- resume and listing ------------------------------------------------
+
+    def reopen(self, job_id: str, reason: str) -> str | None:
+        """Re-queue a job: its failed and unfinished phases become pending again.
+
+        Returns the phase it resumes from, or None when nothing is left to run.
+        """
+        job = self.job(job_id)
+        unfinished = [p for p in job.planned if p in set(self.unfinished_phases(job_id))]
+        if not unfinished:
+            return None
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'pending' WHERE job_id = ? AND status != 'completed'",
+                (job_id,),
+            )
+            self.db.conn.execute(
+                "UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,)
+            )
+            self._set_state(job_id, JobState[unfinished[0]])
+            self._emit(job_id, job.request_id, "job.resumed", from_phase=unfinished[0], reason=reason)
+        return unfinished[0]
+
+    def jobs(self, states: Iterable[JobState] | None = None) -> list[dict[str, Any]]:
+        query = "SELECT job_id, project_name, state, created_at, updated_at FROM jobs"
+        args: list[str] = []
+        if states is not None:
+            names = [s.name for s in states]
+            query += f" WHERE state IN ({','.join('?' * len(names))})"
+            args = names
+        rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
+        keys = ("job_id", "project_name", "state", "created_at", "updated_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@dataclass
+class PhaseOutcome:
+    """What running one phase produced, ready to be committed."""
+
+    phase: str
+    step: str
+    files: list[NewFile] = field(default_factory=list)
+    plan: ArchPlan | None = None
+    usage: Usage = field(default_factory=Usage)
+    duration_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)

@@ -1,0 +1,162 @@
+"""The daemon: intake, scheduler and outbox relay around one store, until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from daemon.broker import EmbeddedBroker, ensure_topics
+from daemon.generation import PhaseRunner
+from daemon.intake import Intake
+from daemon.jobs import JobRunner, Scheduler
+from daemon.kafka import client_options, make_consumer, make_producer
+from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
+from daemon.outbox import OutboxRelay
+from daemon.settings import Settings
+from daemon.states import JobState
+from daemon.store import Store
+
+log = logging.getLogger(__name__)
+EMBEDDED = "embedded"
+FLUSH_TIMEOUT_S = 10.0
+
+
+def broker_address_file(settings: Settings) -> Path:
+    """Where a daemon with an embedded broker tells other commands its address."""
+    return settings.store.path.with_name(settings.store.path.name + ".broker")
+
+
+def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProvider:
+    llm = settings.llm
+    provider: LLMProvider
+    if llm.provider == "replay":
+        if llm.cassette_dir is None:
+            raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
+        provider = ReplayProvider(llm.cassette_dir)
+    else:
+        provider = AnthropicProvider(max_retries=llm.max_retries, timeout_s=llm.timeout_s)
+    return RecordingProvider(provider, record_dir) if record_dir else provider
+
+
+class Daemon:
+    """``await Daemon(settings).run()`` consumes, runs jobs and publishes until SIGTERM/SIGINT
+    (or ``request_stop()``), then drains and closes everything in order."""
+
+    def __init__(
+        self, settings: Settings, llm: LLMProvider | None = None, record_dir: Path | None = None
+    ) -> None:
+        self.settings = settings
+        self._llm = llm or make_provider(settings, record_dir)
+        self._stop = asyncio.Event()
+        self._resources = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.bootstrap_servers = settings.kafka.bootstrap_servers
+        self.started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await self._start()
+            self.started.set()
+            await self._wait_for_stop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self._shutdown()
+
+    def _on_signal(self) -> None:
+        if self._stop.is_set():
+            log.warning("second signal: exiting now (every committed step is in the store)")
+            os._exit(1)
+        log.info("stopping: finishing running phases, then closing")
+        self._stop.set()
+
+    async def _wait_for_stop(self) -> None:
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in done - {stop}:
+            task.result()  # a side task that died takes the daemon down with its error
+
+    async def _start(self) -> None:
+        settings, kafka, resources = self.settings, self.settings.kafka, self._resources
+        resources.push_async_callback(self._llm.aclose)
+        self.store = Store(settings.store.path)
+        resources.callback(self.store.close)
+        await self._connect_broker()
+        topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
+        await ensure_topics(self.bootstrap_servers, topics, kafka.topic_partitions,
+                            **client_options(kafka, self.bootstrap_servers))
+        self.producer = make_producer(kafka, self.bootstrap_servers)
+        await self.producer.start()
+        resources.push_async_callback(self.producer.stop)
+        self.consumer = make_consumer(kafka, self.bootstrap_servers, kafka.requests_topic)
+        await self.consumer.start()
+        resources.push_async_callback(self.consumer.stop)
+        self._build_services()
+        self._announce_resumed()
+        self._tasks = [
+            asyncio.create_task(self.relay.run(), name="outbox-relay"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(self.intake.run(), name="intake"),
+        ]
+        log.info("codegend running: brokers %s, store %s, model provider %s",
+                 self.bootstrap_servers, settings.store.path, settings.llm.provider)
+
+    def _build_services(self) -> None:
+        settings = self.settings
+        self.relay = OutboxRelay(self.store, self.producer, settings.kafka.events_topic)
+        call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
+        phases = PhaseRunner(self._llm, settings, call_slots)
+        self.runner = JobRunner(self.store, phases, settings.output.dir, self.relay.wake)
+        self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
+        self.intake = Intake(self.consumer, self.producer, self.store, settings.kafka,
+                             settings.llm.max_image_bytes, self._on_new_work)
+
+    def _on_new_work(self) -> None:
+        self.scheduler.wake()
+        self.relay.wake()
+
+    async def _connect_broker(self) -> None:
+        if self.settings.kafka.bootstrap_servers != EMBEDDED:
+            return
+        broker = EmbeddedBroker()
+        await broker.start()
+        self._resources.push_async_callback(broker.stop)
+        self.bootstrap_servers = broker.bootstrap_servers
+        address_file = broker_address_file(self.settings)
+        address_file.write_text(self.bootstrap_servers)
+        self._resources.callback(address_file.unlink, missing_ok=True)
+        log.info("embedded broker (tansu) listening on %s", self.bootstrap_servers)
+
+    def _announce_resumed(self) -> None:
+        for row in self.store.jobs():
+            state = JobState[row["state"]]
+            if state.phase is not None:
+                job = self.store.job(row["job_id"])
+                self.store.emit(job.job_id, job.request_id, "job.resumed",
+                                from_phase=state.name, reason="daemon restart")
+                log.info("resuming at %s", state.name, extra={"job_id": job.job_id})
+
+    async def _shutdown(self) -> None:
+        """Stop intake, let running phases finish within the grace period, publish what is
+        committed, then close consumer, producer, store and broker (in that order)."""
+        if self._tasks:
+            self.intake.stop()
+            await self.scheduler.drain(self.settings.jobs.shutdown_grace_s)
+            await self.relay.flush(FLUSH_TIMEOUT_S)
+            self.relay.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._resources.aclose()
+        log.info("codegend stopped")

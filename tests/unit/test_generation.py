@@ -1,0 +1,163 @@
+"""The phase runner against a scripted provider of our own interface (no network here)."""
+
+import asyncio
+import json
+
+import pytest
+
+from daemon.errors import PhaseFailed, PermanentLLMError
+from daemon.generation import PhaseRunner, interpret_files, recover_files
+from daemon.llm import LLMAnswer, LLMCall
+from daemon.models import GenerationRequest, Usage
+from daemon.settings import load_settings
+from daemon.states import PHASE_BY_STATE
+from daemon.store import JobRecord
+from daemon.states import JobState
+
+FILES = [{"path": f"backend/app/m{i}.py", "content": f"X{i} = {i}\n" * 5} for i in range(4)]
+
+
+def answer(obj, stop_reason="end_turn", cut_at=None):
+    text = json.dumps(obj)
+    if cut_at is not None:
+        text = text[:cut_at]
+    return LLMAnswer(text=text, stop_reason=stop_reason, usage=Usage(input_tokens=10, output_tokens=5, calls=1))
+
+
+def cut_inside_file(index):
+    """A cut answer whose text ends inside the content string of file ``index``."""
+    text = json.dumps({"files": FILES, "complete": True})
+    marker = json.dumps(FILES[index]["content"])[:8]
+    position = text.index(marker, text.index(FILES[index]["path"])) + 5
+    return text[:position]
+
+
+class Scripted:
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls: list[LLMCall] = []
+
+    async def complete(self, call):
+        self.calls.append(call)
+        item = self.answers.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def aclose(self):
+        pass
+
+
+def job():
+    request = GenerationRequest.model_validate(
+        {"project_name": "p", "mockup": {"kind": "text", "description": "d"}}
+    )
+    return JobRecord(job_id="j", request_id=None, request=request, state=JobState.DB,
+                     planned=["ARCH", "DB"], plan=None)
+
+
+async def run(provider, phase="DB", **llm):
+    settings = load_settings(llm=llm)
+    runner = PhaseRunner(provider, settings, asyncio.Semaphore(1))
+    return await runner.run(job(), PHASE_BY_STATE[phase], [])
+
+
+def test_recover_keeps_only_closed_files():
+    text = cut_inside_file(2)
+    assert [f.path for f in recover_files(text)] == [FILES[0]["path"], FILES[1]["path"]]
+    assert recover_files("") == []
+    assert recover_files('{"fi') == []
+
+
+@pytest.mark.parametrize("cut", ['\\', '\\u00', '\\n'])
+def test_recover_cut_mid_escape(cut):
+    head = json.dumps({"files": FILES[:1], "complete": True})[:-len("], \"complete\": true}")]
+    text = head + ', {"path": "b.py", "content": "abc' + cut
+    assert [f.path for f in recover_files(text)] == [FILES[0]["path"]]
+
+
+def test_unsafe_paths_are_dropped_and_reported():
+    result = interpret_files(answer({"files": [FILES[0], {"path": "../x", "content": ""}], "complete": True}))
+    assert [f.path for f in result.files] == [FILES[0]["path"]]
+    assert not result.done and "unsafe path '../x'" in result.errors[0]
+
+
+async def test_cut_answer_continues_with_the_rest_named():
+    provider = Scripted(
+        LLMAnswer(cut_inside_file(2), "max_tokens", Usage(output_tokens=100, calls=1)),
+        answer({"files": FILES[2:], "complete": True}),
+    )
+    outcome = await run(provider)
+    assert [f.path for f in outcome.files] == [f["path"] for f in FILES]
+    follow_up = provider.calls[1].messages[0]["content"][-1]["text"]
+    assert "already produced" in follow_up
+    assert FILES[0]["path"] in follow_up and FILES[1]["path"] in follow_up
+    assert FILES[2]["path"] not in follow_up
+    assert outcome.usage.calls == 2 and outcome.usage.output_tokens == 105
+
+
+async def test_cut_within_the_first_file_raises_the_budget():
+    provider = Scripted(
+        LLMAnswer(cut_inside_file(0), "max_tokens", Usage(calls=1)),
+        answer({"files": FILES, "complete": True}),
+    )
+    outcome = await run(provider)
+    assert len(outcome.files) == 4
+    assert [c.max_tokens for c in provider.calls] == [2000, 4000]
+
+
+async def test_a_file_that_never_fits_fails_clearly():
+    cut = LLMAnswer(cut_inside_file(0), "max_tokens", Usage(calls=1))
+    with pytest.raises(PhaseFailed, match="does not fit in max_tokens=4000"):
+        await run(Scripted(cut, cut, cut), max_tokens_ceiling=4000)
+
+
+async def test_invalid_json_is_repaired_with_the_error_fed_back():
+    provider = Scripted(
+        LLMAnswer('{"files": [}', "end_turn", Usage(calls=1)),
+        answer({"files": FILES[:1], "complete": True}),
+    )
+    outcome = await run(provider)
+    assert len(outcome.files) == 1
+    assert "not valid JSON" in provider.calls[1].messages[0]["content"][-1]["text"]
+
+
+async def test_repairs_are_bounded():
+    bad = LLMAnswer("nope", "end_turn", Usage(calls=1))
+    with pytest.raises(PhaseFailed, match="after 1 repairs") as failure:
+        await run(Scripted(bad, bad, bad), max_repairs=1)
+    assert failure.value.usage.calls == 2
+
+
+async def test_refusal_is_re_asked():
+    provider = Scripted(LLMAnswer("", "refusal", Usage(calls=1)), answer({"files": FILES, "complete": True}))
+    assert len((await run(provider)).files) == 4
+
+
+async def test_incomplete_answer_asks_for_more():
+    provider = Scripted(answer({"files": FILES[:2], "complete": False}),
+                        answer({"files": FILES[2:], "complete": True}))
+    assert len((await run(provider)).files) == 4
+
+
+async def test_calls_per_phase_are_bounded():
+    more = answer({"files": FILES[:1], "complete": False})
+    with pytest.raises(PhaseFailed, match="not complete after 3 calls"):
+        await run(Scripted(more, more, more, more), max_calls_per_phase=3)
+
+
+async def test_permanent_error_fails_the_phase():
+    with pytest.raises(PhaseFailed, match="no key"):
+        await run(Scripted(PermanentLLMError("no key")))
+
+
+async def test_arch_cut_retries_with_a_larger_budget():
+    from tests.fake_anthropic import example_for_schema
+    from daemon.generation import api_schema
+    from daemon.states import ArchPlan
+
+    plan = example_for_schema(api_schema(ArchPlan))
+    provider = Scripted(answer(plan, "max_tokens", cut_at=50), answer(plan))
+    outcome = await run(provider, phase="ARCH")
+    assert outcome.plan is not None and outcome.files == []
+    assert [c.max_tokens for c in provider.calls] == [2000, 4000]

@@ -1,0 +1,108 @@
+import sqlite3
+
+import pytest
+
+from daemon.errors import StoreError
+from daemon.models import Event, GenerationRequest, Usage
+from daemon.states import JobState
+from daemon.store import SCHEMA_VERSION, NewFile, PhaseOutcome, Store
+
+REQUEST = GenerationRequest.model_validate(
+    {"request_id": "r1", "project_name": "p", "mockup": {"kind": "text", "description": "d"}}
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    opened = Store(tmp_path / "s.db")
+    yield opened
+    opened.close()
+
+
+def events(store):
+    return [Event.model_validate_json(row.payload) for row in store.unpublished(1000)]
+
+
+def test_create_job_is_idempotent(store):
+    assert store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    assert not store.create_job("r1", REQUEST, "t:0:5", ["ARCH", "DB"])
+    assert [e.type for e in events(store)] == ["job.accepted"]
+    assert store.job("r1").state is JobState.PENDING
+
+
+def test_phase_commit_writes_files_state_and_events_together(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    job = store.job("r1")
+    assert store.start_phase(job, "DB", "2") == 1
+    outcome = PhaseOutcome("DB", "2", files=[NewFile("db/schema.sql", "CREATE TABLE x;")],
+                           usage=Usage(input_tokens=7, output_tokens=3, calls=1), duration_s=1.5)
+    records = store.complete_phase(job, outcome, JobState.COMPLETED)
+    assert records[0].size == len("CREATE TABLE x;")
+    assert store.job("r1").state is JobState.COMPLETED
+    kinds = [e.type for e in events(store)]
+    assert kinds == ["job.accepted", "phase.started", "phase.completed", "job.completed"]
+    done = events(store)[-1]
+    assert done.status == "completed" and done.files_total == 1 and done.usage.output_tokens == 3
+    assert [e.seq for e in events(store)] == [1, 2, 3, 4]
+
+
+def test_a_failing_commit_leaves_nothing_behind(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    job = store.job("r1")
+    store.start_phase(job, "DB", "2")
+    before = len(events(store))
+    store.db.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.type = 'phase.completed' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    with pytest.raises(sqlite3.IntegrityError):
+        store.complete_phase(job, PhaseOutcome("DB", "2", files=[NewFile("a.sql", "x")]), JobState.COMPLETED)
+    assert store.files("r1") == []
+    assert len(events(store)) == before
+    assert store.job("r1").state is JobState.DB
+    assert [p.status for p in store.phases("r1")] == ["pending", "running"]
+
+
+def test_fail_and_reopen_reruns_only_unfinished(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB", "CONFIG"])
+    job = store.job("r1")
+    store.start_phase(job, "ARCH", "1")
+    store.complete_phase(job, PhaseOutcome("ARCH", "1"), JobState.DB)
+    store.start_phase(job, "DB", "2")
+    store.fail_phase(job, PhaseOutcome("DB", "2"), "bad", JobState.CONFIG)
+    store.start_phase(job, "CONFIG", "5")
+    store.complete_phase(job, PhaseOutcome("CONFIG", "5"), JobState.PARTIAL)
+    assert events(store)[-1].failed_phases == ["DB"]
+    assert store.reopen("r1", "test") == "DB"
+    assert store.job("r1").state is JobState.DB
+    assert store.completed_phases("r1") == {"ARCH", "CONFIG"}
+    assert events(store)[-1].type == "job.resumed"
+
+
+def test_published_rows_are_not_returned_again(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH"])
+    rows = store.unpublished(10)
+    store.mark_published(r.id for r in rows)
+    assert store.unpublished(10) == [] and store.outbox_backlog() == 0
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "s.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this codegend"):
+        Store(path)
+
+
+def test_corrupt_file_is_refused(tmp_path):
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        Store(path)
+
+
+def test_wal_and_synchronous(store):
+    assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
