@@ -165,7 +165,7 @@ async def _follow(client: Any, job_id: str | None, as_json: bool) -> int:
     status = None
     async for event in client.events(job_id):
         if as_json:
-            print(event.model_dump_json(exclude_none=True), flush=True)
+            print(event.to_json().decode(), flush=True)
         else:
             out.print(describe(event), highlight=False, markup=False)
         if event.type == "job.completed" and event.job_id == job_id:

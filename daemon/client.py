@@ -71,11 +71,15 @@ class Client:
         meta = await self._producer.send_and_wait(kafka.requests_topic, value, key=key)
         return request.request_id or f"{meta.topic}:{meta.partition}:{meta.offset}"
 
-    async def events(self, job_id: str | None = None, follow: bool = True) -> AsyncIterator[Event]:
+    async def events(
+        self, job_id: str | None = None, follow: bool = True, until_completed: int = 1
+    ) -> AsyncIterator[Event]:
         """Events of one job (or of all jobs), from the start of the topic, without duplicates.
 
-        With a job id, ends after its job.completed; ``follow=False`` ends at the topic's end.
+        With a job id, ends after its job.completed (the ``until_completed``-th one, for a
+        job that was resumed after it ended); ``follow=False`` ends at the topic's end.
         """
+        completions = 0
         consumer = await self._open_events_consumer()
         last_seq: dict[str, int] = {}
         try:
@@ -88,14 +92,17 @@ class Client:
                 last_seq[event.job_id] = event.seq
                 yield event
                 if job_id is not None and event.type in TERMINAL_EVENTS:
-                    return
+                    completions += 1
+                    if completions >= until_completed:
+                        return
         finally:
             await consumer.stop()
 
     async def _open_events_consumer(self) -> AIOKafkaConsumer:
         kafka = self._settings.kafka
         consumer = AIOKafkaConsumer(
-            **client_options(kafka, self._bootstrap),
+            bootstrap_servers=self._bootstrap,
+            **client_options(kafka),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=kafka.max_publish_bytes + 64 * 1024,

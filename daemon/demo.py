@@ -29,8 +29,9 @@ async def run_demo(output_dir: Path) -> int:
     request = GenerationRequest.model_validate(json.loads(SAMPLE_REQUEST.read_text(encoding="utf-8")))
     with tempfile.TemporaryDirectory(prefix="codegend-demo-") as scratch:
         settings = load_settings(
-            kafka={"bootstrap_servers": "embedded", "session_timeout_ms": 6000,
-                   "heartbeat_interval_ms": 1000},
+            # A short session: the embedded broker holds a group's join for half of it.
+            kafka={"bootstrap_servers": "embedded", "session_timeout_ms": 2000,
+                   "heartbeat_interval_ms": 500},
             store={"path": Path(scratch) / "demo.db"},
             llm={"provider": "replay", "cassette_dir": SAMPLE_CASSETTE},
             output={"dir": output_dir},

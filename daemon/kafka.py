@@ -10,10 +10,10 @@ from aiokafka.helpers import create_ssl_context
 from daemon.settings import KafkaSettings
 
 
-def client_options(kafka: KafkaSettings, bootstrap_servers: str) -> dict[str, Any]:
-    """Options shared by every client: where the brokers are and how to authenticate."""
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Options shared by every client besides the brokers' address: who it is, how it
+    authenticates."""
     options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
     }
@@ -32,7 +32,8 @@ def client_options(kafka: KafkaSettings, bootstrap_servers: str) -> dict[str, An
 
 def make_producer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        **client_options(kafka, bootstrap_servers),
+        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         acks="all" if kafka.acks == "all" else int(kafka.acks),
         enable_idempotence=kafka.enable_idempotence,
         max_request_size=kafka.max_publish_bytes,
@@ -43,7 +44,8 @@ def make_producer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaProdu
 def make_consumer(kafka: KafkaSettings, bootstrap_servers: str, *topics: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         *topics,
-        **client_options(kafka, bootstrap_servers),
+        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         group_id=kafka.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

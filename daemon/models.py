@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -176,7 +177,10 @@ class Event(_Message):
         return self
 
     def to_json(self) -> bytes:
-        return self.model_dump_json(exclude_none=True).encode()
+        """The wire form: the fields of the event's type; request_id always, null if none."""
+        fields = self.model_dump(mode="json", exclude_none=True)
+        fields.setdefault("request_id", None)
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {

@@ -95,7 +95,7 @@ class Daemon:
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(self.bootstrap_servers, topics, kafka.topic_partitions,
-                            **client_options(kafka, self.bootstrap_servers))
+                            **client_options(kafka))
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
         resources.push_async_callback(self.producer.stop)
