@@ -10,13 +10,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from daemon.errors import ConfigError
 from daemon.kafka import client_options, make_producer
@@ -99,31 +97,21 @@ class Client:
             await consumer.stop()
 
     async def _open_events_consumer(self) -> AIOKafkaConsumer:
+        """A consumer of every partition of the events topic from its start, in no group:
+        subscribers keep no offsets here, they read the whole history of a job."""
         kafka = self._settings.kafka
         consumer = AIOKafkaConsumer(
+            kafka.events_topic,
             bootstrap_servers=self._bootstrap,
             **client_options(kafka),
+            group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=kafka.max_publish_bytes + 64 * 1024,
             fetch_max_bytes=max(52_428_800, kafka.max_publish_bytes + 64 * 1024),
         )
         await consumer.start()
-        partitions = await _wait_for_partitions(consumer, kafka.events_topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         return consumer
-
-
-async def _wait_for_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(100):
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return [TopicPartition(topic, p) for p in sorted(partitions)]
-        with contextlib.suppress(Exception):
-            await consumer.topics()
-        await asyncio.sleep(0.1)
-    raise ConfigError(f"topic {topic} does not exist on the broker")
 
 
 async def _read(consumer: AIOKafkaConsumer, follow: bool) -> AsyncIterator[Event]:

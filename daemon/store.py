@@ -80,7 +80,9 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
         self.db = sqlite_utils.Database(conn)
         try:
             self._configure()
@@ -93,8 +95,8 @@ class Store:
 
     def _configure(self) -> None:
         conn = self.db.conn
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.enable_wal()
+        if self.db.journal_mode != "wal":
+            self.db.enable_wal()
         # FULL: a committed phase survives power loss too, not only a killed process;
         # the fsync per commit is cheap next to a model call.
         conn.execute("PRAGMA synchronous = FULL")

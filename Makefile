@@ -1,0 +1,30 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint schemas clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## demo: the whole flow offline (embedded broker, daemon, sample request); files in out/
+demo: $(STAMP)
+	$(BIN)/codegend demo
+
+## test: the whole suite (unit, integration against a real broker, acceptance)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests
+
+## schemas: regenerate schemas/*.schema.json from the pydantic models
+schemas: $(STAMP)
+	$(BIN)/codegend schemas schemas
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

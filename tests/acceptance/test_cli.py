@@ -1,0 +1,209 @@
+"""The ``codegend`` command line in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.settings import load_settings
+from daemon.states import PHASE_NAMES
+from daemon.store import Store
+from tests.conftest import BOOTSTRAP_ENV
+from tests.fake_anthropic import MessagesServer
+from tests.integration.conftest import collect, raw_events
+
+ROOT = Path(__file__).resolve().parents[2]
+CODEGEND = [sys.executable, "-m", "daemon"]
+
+
+@pytest.fixture
+def env(tmp_path, kafka_bootstrap, topic_names):
+    server = MessagesServer(latency_s=0.15).start()
+    variables = {
+        **os.environ,
+        "ANTHROPIC_BASE_URL": server.url,
+        "ANTHROPIC_API_KEY": "sk-ant-acceptance-secret",
+        "CODEGEND_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CODEGEND_KAFKA__REQUESTS_TOPIC": topic_names.requests,
+        "CODEGEND_KAFKA__EVENTS_TOPIC": topic_names.events,
+        "CODEGEND_KAFKA__DEAD_LETTER_TOPIC": topic_names.dlq,
+        "CODEGEND_KAFKA__GROUP_ID": f"g-{topic_names.suffix}",
+        "CODEGEND_KAFKA__SESSION_TIMEOUT_MS": "6000" if os.environ.get(BOOTSTRAP_ENV) else "2000",
+        "CODEGEND_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "CODEGEND_STORE__PATH": str(tmp_path / "codegend.db"),
+        "CODEGEND_OUTPUT__DIR": str(tmp_path / "out"),
+        "PYTHONPATH": str(ROOT),
+    }
+    yield variables, server
+    server.stop()
+
+
+def settings_from(variables):
+    keys = {k: v for k, v in variables.items() if k.startswith("CODEGEND_")}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        return load_settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+
+
+def codegend(variables, *args, check=True, input_=None, timeout=60):
+    result = subprocess.run([*CODEGEND, *args], env=variables, capture_output=True, text=True,
+                            timeout=timeout, input=input_, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"codegend {args} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+def start_daemon(variables, log_path: Path) -> subprocess.Popen:
+    starts = log_path.read_text().count("codegend running") if log_path.exists() else 0
+    with log_path.open("a") as log:
+        process = subprocess.Popen([*CODEGEND, "run"], env=variables, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=ROOT)
+    _wait_for(lambda: log_path.read_text().count("codegend running") > starts
+              or process.poll() is not None, 30)
+    assert process.poll() is None, log_path.read_text()
+    return process
+
+
+def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    return process.wait(timeout=timeout)
+
+
+def write_request(tmp_path, request_id):
+    path = tmp_path / f"{request_id}.json"
+    path.write_text(json.dumps({"request_id": request_id, "project_name": "shop",
+                                "mockup": {"kind": "text", "description": "A shop"}}))
+    return path
+
+
+def test_demo_produces_the_sample_project(tmp_path):
+    variables = {k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))}
+    variables["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([*CODEGEND, "demo", "--output", str(tmp_path / "out")], env=variables,
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "out" / "demo-car-management-app"
+    files = [p for p in project.rglob("*") if p.is_file()]
+    assert len(files) >= 50
+    assert len([p for p in files if p.parts[len(project.parts)] == "backend"]) >= 10
+    assert len([p for p in files if p.parts[len(project.parts)] == "frontend"]) >= 15
+    assert (project / "backend" / "requirements.txt").is_file()
+    assert json.loads((project / "frontend" / "package.json").read_text())["scripts"]
+    log = result.stderr
+    assert "STEP 3: BACKEND API GENERATION (Multi-phase)" in log
+    assert "Step 3.2: Generating data models and schemas..." in log
+    assert "✓ Step 3/5: Backend API generated (" in log
+    assert f"Chained generation completed: {len(files)} files generated" in log
+    assert "[demo-car-management-app]" in log
+
+
+def test_submit_watch_status_export(env, tmp_path):
+    variables, server = env
+    daemon = start_daemon(variables, tmp_path / "daemon.log")
+    try:
+        submitted = codegend(variables, "submit", str(write_request(tmp_path, "cli-1")))
+        assert submitted.stdout.strip() == "cli-1"
+        watched = codegend(variables, "watch", "cli-1", timeout=120)
+        lines = watched.stdout.strip().splitlines()
+        assert "job.accepted" in lines[0] and "job.completed" in lines[-1]
+        assert sum("phase.completed" in line for line in lines) == 11
+        as_json = codegend(variables, "watch", "cli-1", "--json")
+        events = [json.loads(line) for line in as_json.stdout.splitlines()]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    finally:
+        assert stop(daemon) == 0
+    status = json.loads(codegend(variables, "status", "cli-1", "--json").stdout)
+    assert status["state"] == "COMPLETED"
+    assert [p["status"] for p in status["phases"]] == ["completed"] * 11
+    exported = codegend(variables, "export", "cli-1", str(tmp_path / "exported"))
+    assert "30 files" in exported.stdout
+    log = (tmp_path / "daemon.log").read_text()
+    assert "sk-ant-acceptance-secret" not in log
+    assert "Chained generation completed: 30 files generated" in log
+
+
+def test_submit_rejects_bad_requests_locally(env, tmp_path):
+    variables, _ = env
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"project_name": "Bad Name", "mockup": {"kind": "text", "description": "x"}}))
+    result = codegend(variables, "submit", str(bad), check=False)
+    assert result.returncode == 2 and "project_name" in result.stderr
+    result = codegend(variables, "submit", check=False)
+    assert result.returncode == 2
+
+
+def test_help_names_the_environment_variables(env):
+    variables, _ = env
+    assert "CODEGEND_CONFIG" in codegend(variables, "run", "--help").stdout
+    assert "CODEGEND_LOG_FORMAT" in codegend(variables, "run", "--help").stdout
+
+
+def test_bad_configuration_names_the_key(env):
+    variables, _ = env
+    result = codegend({**variables, "CODEGEND_JOBS__EXECUTION": "sideways"}, "config", check=False)
+    assert result.returncode == 2 and "jobs.execution" in result.stderr
+
+
+def test_sigterm_then_restart_finishes_without_redoing_phases(env, tmp_path):
+    variables, server = env
+    settings = settings_from(variables)
+    log_path = tmp_path / "daemon.log"
+    daemon = start_daemon(variables, log_path)
+    try:
+        codegend(variables, "submit", str(write_request(tmp_path, "term-1")))
+        _wait_for(lambda: _completed_phases(settings, "term-1") >= 3, timeout_s=60)
+        assert stop(daemon) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    done_before = _completed_phases(settings, "term-1")
+    assert 3 <= done_before < 11, "the job should be interrupted mid-way"
+    calls_before = len(server.requests)
+    assert calls_before == done_before  # nothing cut, nothing retried: one call per phase
+
+    restarted = start_daemon(variables, log_path)
+    try:
+        events = asyncio.run(collect(settings, "term-1", timeout_s=90))
+    finally:
+        assert stop(restarted) == 0
+    assert events[-1].status == "completed"
+    completed = [e.phase for e in events if e.type == "phase.completed"]
+    assert sorted(completed) == sorted(PHASE_NAMES)  # each phase exactly once
+    assert len(server.requests) == 11  # the restart paid only for the unfinished phases
+    assert any(e.type == "job.resumed" for e in events)
+    raw = asyncio.run(raw_events(settings))
+    assert len({e.event_id for e in raw if e.job_id == "term-1"}) == events[-1].seq
+
+
+def _completed_phases(settings, job_id):
+    if not settings.store.path.exists():
+        return 0
+    store = Store(settings.store.path)
+    try:
+        return len(store.completed_phases(job_id)) if store.jobs() else 0
+    finally:
+        store.close()
+
+
+def _wait_for(condition, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
