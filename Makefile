@@ -21,6 +21,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests
+	$(BIN)/ruff format --check daemon tests
 
 ## schemas: regenerate schemas/*.schema.json from the pydantic models
 schemas: $(STAMP)

@@ -32,12 +32,23 @@ err = Console(stderr=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", envvar="CODEGEND_CONFIG", show_envvar=True,
-                 help="TOML file overlaying config/default.toml.", dir_okay=False),
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="CODEGEND_CONFIG",
+        show_envvar=True,
+        help="TOML file overlaying config/default.toml.",
+        dir_okay=False,
+    ),
 ]
 LogFormatOption = Annotated[
-    str, typer.Option("--log-format", envvar="CODEGEND_LOG_FORMAT", show_envvar=True,
-                      help="text (the readable step log) or json (one object per line).")
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="CODEGEND_LOG_FORMAT",
+        show_envvar=True,
+        help="text (the readable step log) or json (one object per line).",
+    ),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", envvar="CODEGEND_JSON", show_envvar=True, help="Print JSON.")
@@ -71,8 +82,13 @@ def run(
     log_format: LogFormatOption = "text",
     record: Annotated[
         Path | None,
-        typer.Option("--record", envvar="CODEGEND_RECORD", show_envvar=True, file_okay=False,
-                     help="Record every model answer into this cassette directory."),
+        typer.Option(
+            "--record",
+            envvar="CODEGEND_RECORD",
+            show_envvar=True,
+            file_okay=False,
+            help="Record every model answer into this cassette directory.",
+        ),
     ] = None,
 ) -> None:
     """Run the daemon: consume requests, run jobs, publish events; SIGTERM/SIGINT stop it cleanly."""
@@ -90,28 +106,48 @@ def _read_request(
     file: Path | None, project: str | None, mockup_text: str | None, mockup_image: Path | None
 ) -> GenerationRequest:
     if file is not None:
-        raw: Any = json.loads(sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8"))
+        raw: Any = json.loads(
+            sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        )
     elif project and (mockup_text or mockup_image):
         if mockup_image is not None:
-            media = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-                     ".webp": "image/webp", ".gif": "image/gif"}.get(mockup_image.suffix.lower(), "image/png")
-            mockup = {"kind": "image", "media_type": media,
-                      "data": base64.b64encode(mockup_image.read_bytes()).decode()}
+            media = {
+                ".png": "image/png",
+                ".jpg": "image/jpeg",
+                ".jpeg": "image/jpeg",
+                ".webp": "image/webp",
+                ".gif": "image/gif",
+            }.get(mockup_image.suffix.lower(), "image/png")
+            mockup = {
+                "kind": "image",
+                "media_type": media,
+                "data": base64.b64encode(mockup_image.read_bytes()).decode(),
+            }
         else:
             mockup = {"kind": "text", "description": mockup_text}
         raw = {"project_name": project, "mockup": mockup}
     else:
-        raise CodegendError("give a request FILE (or - for stdin), or --project with --mockup-text or --mockup-image")
+        raise CodegendError(
+            "give a request FILE (or - for stdin), or --project with --mockup-text or --mockup-image"
+        )
     return GenerationRequest.model_validate(raw)
 
 
 @app.command()
 def submit(
     file: Annotated[Path | None, typer.Argument(help="Request JSON file, or - for stdin.")] = None,
-    project: Annotated[str | None, typer.Option(help="Project name (a slug), instead of a FILE.")] = None,
-    mockup_text: Annotated[str | None, typer.Option(help="Mockup description, instead of a FILE.")] = None,
-    mockup_image: Annotated[Path | None, typer.Option(help="Mockup image file, instead of a FILE.")] = None,
-    request_id: Annotated[str | None, typer.Option(help="Idempotency key (default: from the file).")] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project name (a slug), instead of a FILE.")
+    ] = None,
+    mockup_text: Annotated[
+        str | None, typer.Option(help="Mockup description, instead of a FILE.")
+    ] = None,
+    mockup_image: Annotated[
+        Path | None, typer.Option(help="Mockup image file, instead of a FILE.")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Idempotency key (default: from the file).")
+    ] = None,
     watch_: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -155,8 +191,10 @@ def describe(event: Event) -> str:
         ),
         "phase.failed": lambda e: f"{e.phase}: {e.error}",
         "job.resumed": lambda e: f"from {e.from_phase} ({e.reason})",
-        "job.completed": lambda e: f"{e.status}: {e.files_total} files"
-        + (f", failed: {', '.join(e.failed_phases)}" if e.failed_phases else ""),
+        "job.completed": lambda e: (
+            f"{e.status}: {e.files_total} files"
+            + (f", failed: {', '.join(e.failed_phases)}" if e.failed_phases else "")
+        ),
     }[event.type](event)
     return f"{event.ts:%H:%M:%S} {event.job_id} #{event.seq:<3} {event.type:<16} {detail}"
 
@@ -175,7 +213,9 @@ async def _follow(client: Any, job_id: str | None, as_json: bool) -> int:
 
 @app.command()
 def watch(
-    job_id: Annotated[str | None, typer.Argument(help="The job to follow; all jobs if omitted.")] = None,
+    job_id: Annotated[
+        str | None, typer.Argument(help="The job to follow; all jobs if omitted.")
+    ] = None,
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
@@ -236,22 +276,53 @@ def _print_job(store: Any, job_id: str, as_json: bool) -> None:
     job = store.job(job_id)
     phases = store.phases(job_id)
     if as_json:
-        print(json.dumps({
-            "job_id": job.job_id, "state": job.state.name, "planned": job.planned,
-            "phases": [
-                {"phase": p.phase, "status": p.status, "attempts": p.attempts,
-                 "usage": p.usage.model_dump(), "duration_s": p.duration_s, "error": p.error,
-                 "files": len(store.files(job_id, p.phase))}
-                for p in phases
-            ],
-        }, indent=1))
+        print(
+            json.dumps(
+                {
+                    "job_id": job.job_id,
+                    "state": job.state.name,
+                    "planned": job.planned,
+                    "phases": [
+                        {
+                            "phase": p.phase,
+                            "status": p.status,
+                            "attempts": p.attempts,
+                            "usage": p.usage.model_dump(),
+                            "duration_s": p.duration_s,
+                            "error": p.error,
+                            "files": len(store.files(job_id, p.phase)),
+                        }
+                        for p in phases
+                    ],
+                },
+                indent=1,
+            )
+        )
         return
-    table = Table("phase", "status", "attempts", "calls", "files", "in tok", "out tok", "s", "error",
-                  title=f"{job.job_id}: {job.state.name}")
+    table = Table(
+        "phase",
+        "status",
+        "attempts",
+        "calls",
+        "files",
+        "in tok",
+        "out tok",
+        "s",
+        "error",
+        title=f"{job.job_id}: {job.state.name}",
+    )
     for p in phases:
-        table.add_row(p.phase, p.status, str(p.attempts), str(p.usage.calls),
-                      str(len(store.files(job_id, p.phase))), str(p.usage.input_tokens),
-                      str(p.usage.output_tokens), f"{p.duration_s or 0:.1f}", p.error or "")
+        table.add_row(
+            p.phase,
+            p.status,
+            str(p.attempts),
+            str(p.usage.calls),
+            str(len(store.files(job_id, p.phase))),
+            str(p.usage.input_tokens),
+            str(p.usage.output_tokens),
+            f"{p.duration_s or 0:.1f}",
+            p.error or "",
+        )
     out.print(table)
 
 
@@ -269,9 +340,14 @@ def resume(
         raise typer.Exit(2)
     store = _open_store(_settings(config))
     try:
-        ids = [job_id] if job_id else [
-            row["job_id"] for row in store.jobs([JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED])
-        ]
+        ids = (
+            [job_id]
+            if job_id
+            else [
+                row["job_id"]
+                for row in store.jobs([JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED])
+            ]
+        )
         for one in ids:
             phase = store.reopen(one, reason="codegend resume")
             out.print(f"{one}: resumes at {phase}" if phase else f"{one}: nothing left to run")
@@ -328,8 +404,15 @@ def show_config(config: ConfigOption = None) -> None:
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option("--output", envvar="CODEGEND_OUTPUT__DIR", show_envvar=True,
-                                         help="Where the generated project goes.")] = Path("out"),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            envvar="CODEGEND_OUTPUT__DIR",
+            show_envvar=True,
+            help="Where the generated project goes.",
+        ),
+    ] = Path("out"),
     log_format: LogFormatOption = "text",
 ) -> None:
     """The whole flow offline: embedded broker, daemon, the sample request, files in out/."""

@@ -30,7 +30,9 @@ def resolve_bootstrap(settings: Settings, address_file: Path | None = None) -> s
     servers = settings.kafka.bootstrap_servers
     if servers != EMBEDDED:
         return servers
-    address_file = address_file or settings.store.path.with_name(settings.store.path.name + ".broker")
+    address_file = address_file or settings.store.path.with_name(
+        settings.store.path.name + ".broker"
+    )
     if not address_file.is_file():
         raise ConfigError(
             "kafka.bootstrap_servers is 'embedded' but no daemon with an embedded broker runs on "
@@ -49,7 +51,10 @@ class Client:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.close()
 

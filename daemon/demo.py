@@ -26,12 +26,17 @@ EXIT_BY_STATUS = {"completed": 0, "partial": 2}
 
 
 async def run_demo(output_dir: Path) -> int:
-    request = GenerationRequest.model_validate(json.loads(SAMPLE_REQUEST.read_text(encoding="utf-8")))
+    request = GenerationRequest.model_validate(
+        json.loads(SAMPLE_REQUEST.read_text(encoding="utf-8"))
+    )
     with tempfile.TemporaryDirectory(prefix="codegend-demo-") as scratch:
         settings = load_settings(
             # A short session: the embedded broker holds a group's join for half of it.
-            kafka={"bootstrap_servers": "embedded", "session_timeout_ms": 2000,
-                   "heartbeat_interval_ms": 500},
+            kafka={
+                "bootstrap_servers": "embedded",
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 500,
+            },
             store={"path": Path(scratch) / "demo.db"},
             llm={"provider": "replay", "cassette_dir": SAMPLE_CASSETTE},
             output={"dir": output_dir},
@@ -48,8 +53,11 @@ async def run_demo(output_dir: Path) -> int:
             daemon.request_stop()
             await running
     job_dir = output_dir / output_folder(request.request_id or "")
-    log.info("The project is in %s/ (example answers from %s, not live model output)", job_dir,
-             SAMPLE_CASSETTE.relative_to(EXAMPLES.parent))
+    log.info(
+        "The project is in %s/ (example answers from %s, not live model output)",
+        job_dir,
+        SAMPLE_CASSETTE.relative_to(EXAMPLES.parent),
+    )
     return EXIT_BY_STATUS.get(status, 1)
 
 

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
-from dataclasses import dataclass, field
 
 import anthropic
 from pydantic import ValidationError
@@ -102,7 +102,8 @@ def interpret_plan(answer: LLMAnswer) -> Interpretation:
 
 def _validation_summary(exc: ValidationError) -> str:
     problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}" for err in exc.errors()[:5]
+        f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
+        for err in exc.errors()[:5]
     ]
     return "the answer is not valid JSON for the schema: " + "; ".join(problems)
 
@@ -134,10 +135,14 @@ class PhaseRunner:
         self._settings = settings
         self._slots = call_slots
 
-    async def run(self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord]) -> PhaseOutcome:
+    async def run(
+        self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord]
+    ) -> PhaseOutcome:
         started = time.monotonic()
         options = job.request.options
-        progress = PhaseProgress(budget=self._settings.max_tokens_for(phase.state, options.max_tokens))
+        progress = PhaseProgress(
+            budget=self._settings.max_tokens_for(phase.state, options.max_tokens)
+        )
         interpret = interpret_files if phase.produces_files else interpret_plan
         try:
             while True:
@@ -148,8 +153,12 @@ class PhaseRunner:
             exc.usage = progress.usage
             raise
         return PhaseOutcome(
-            phase=phase.state, step=phase.step, files=list(progress.produced.values()),
-            plan=progress.plan, usage=progress.usage, duration_s=time.monotonic() - started,
+            phase=phase.state,
+            step=phase.step,
+            files=list(progress.produced.values()),
+            plan=progress.plan,
+            usage=progress.usage,
+            duration_s=time.monotonic() - started,
         )
 
     def _absorb(self, phase: Phase, progress: PhaseProgress, result: Interpretation) -> bool:
@@ -162,8 +171,10 @@ class PhaseRunner:
         if result.errors:
             progress.repairs += 1
             if progress.repairs > limits.max_repairs:
-                raise PhaseFailed(f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
-                                  + "; ".join(result.errors))
+                raise PhaseFailed(
+                    f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
+                    + "; ".join(result.errors)
+                )
         if result.cut and not result.files:
             if progress.budget >= limits.max_tokens_ceiling:
                 raise PhaseFailed(
@@ -183,18 +194,27 @@ class PhaseRunner:
                 "(llm.max_calls_per_phase)"
             )
         call = LLMCall(
-            job_id=job.job_id, phase=phase.state, call=progress.calls,
+            job_id=job.job_id,
+            phase=phase.state,
+            call=progress.calls,
             model=self._settings.model_for(phase.state, job.request.options.model),
-            max_tokens=progress.budget, system=prompts.system_blocks(),
+            max_tokens=progress.budget,
+            system=prompts.system_blocks(),
             messages=prompts.build_messages(
                 job.request, job.plan, phase, manifest, list(progress.produced), progress.feedback
             ),
-            schema=api_schema(phase.output_model), timeout_s=self._settings.llm.timeout_s,
+            schema=api_schema(phase.output_model),
+            timeout_s=self._settings.llm.timeout_s,
         )
         answer = await self._call_with_retries(call)
         progress.usage += answer.usage
-        log.debug("call %d of %s: stop_reason=%s", call.call, phase.state, answer.stop_reason,
-                  extra={"job_id": job.job_id, "phase": phase.state})
+        log.debug(
+            "call %d of %s: stop_reason=%s",
+            call.call,
+            phase.state,
+            answer.stop_reason,
+            extra={"job_id": job.job_id, "phase": phase.state},
+        )
         return answer
 
     async def _call_with_retries(self, call: LLMCall) -> LLMAnswer:
@@ -207,7 +227,11 @@ class PhaseRunner:
             except RetryableLLMError as exc:
                 if delay_s is None:
                     raise PhaseFailed(f"{call.phase}: model unavailable: {exc}") from None
-                log.warning("model call failed (%s); retrying in %.0f s", exc, delay_s,
-                            extra={"job_id": call.job_id, "phase": call.phase})
+                log.warning(
+                    "model call failed (%s); retrying in %.0f s",
+                    exc,
+                    delay_s,
+                    extra={"job_id": call.job_id, "phase": call.phase},
+                )
                 await asyncio.sleep(delay_s)
         raise AssertionError("unreachable")

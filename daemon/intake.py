@@ -76,49 +76,80 @@ class Intake:
             await self._reject(record, source, outcome)
             return
         job_id = outcome.request_id or source
-        created = self._store.create_job(job_id, outcome, source, plan_phases(outcome.options.phases))
-        log.info("%s job for %s from %s", "accepted" if created else "duplicate request; no new",
-                 outcome.project_name, source, extra={"job_id": job_id})
+        created = self._store.create_job(
+            job_id, outcome, source, plan_phases(outcome.options.phases)
+        )
+        log.info(
+            "%s job for %s from %s",
+            "accepted" if created else "duplicate request; no new",
+            outcome.project_name,
+            source,
+            extra={"job_id": job_id},
+        )
 
     def parse(self, value: bytes) -> GenerationRequest | Rejection:
         if len(value) > self._kafka.max_request_bytes:
-            return Rejection(f"message of {len(value)} bytes exceeds kafka.max_request_bytes "
-                             f"({self._kafka.max_request_bytes})", _sniff_request_id(value[:4096]))
+            return Rejection(
+                f"message of {len(value)} bytes exceeds kafka.max_request_bytes "
+                f"({self._kafka.max_request_bytes})",
+                _sniff_request_id(value[:4096]),
+            )
         try:
             raw = json.loads(value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return Rejection(f"not JSON: {exc}", None)
         request_id = raw.get("request_id") if isinstance(raw, dict) else None
-        request_id = request_id if isinstance(request_id, str) and _REQUEST_ID.match(request_id) else None
+        request_id = (
+            request_id if isinstance(request_id, str) and _REQUEST_ID.match(request_id) else None
+        )
         try:
             request = GenerationRequest.model_validate(raw)
         except ValidationError as exc:
             return Rejection(_describe(exc), request_id)
         mockup = request.mockup
         if isinstance(mockup, ImageMockup) and mockup.size_bytes > self._max_image_bytes:
-            return Rejection(f"mockup image of {mockup.size_bytes} bytes exceeds llm.max_image_bytes "
-                             f"({self._max_image_bytes})", request_id)
+            return Rejection(
+                f"mockup image of {mockup.size_bytes} bytes exceeds llm.max_image_bytes "
+                f"({self._max_image_bytes})",
+                request_id,
+            )
         return request
 
     async def _reject(self, record: ConsumerRecord, source: str, rejection: Rejection) -> None:
-        log.warning("rejected message %s: %s", source, rejection.error,
-                    extra={"job_id": rejection.request_id or "-"})
+        log.warning(
+            "rejected message %s: %s",
+            source,
+            rejection.error,
+            extra={"job_id": rejection.request_id or "-"},
+        )
         await self._dead_letter(record, source, rejection.error)
         if rejection.request_id is not None:
-            self._store.emit(rejection.request_id, rejection.request_id, "job.rejected", error=rejection.error)
+            self._store.emit(
+                rejection.request_id, rejection.request_id, "job.rejected", error=rejection.error
+            )
 
     async def _dead_letter(self, record: ConsumerRecord, source: str, error: str) -> None:
-        headers = [*(record.headers or ()), ("error", error[:1000].encode()), ("source", source.encode())]
+        headers = [
+            *(record.headers or ()),
+            ("error", error[:1000].encode()),
+            ("source", source.encode()),
+        ]
         value = record.value or b""
         limit = self._kafka.dead_letter_max_bytes
         if len(value) > limit:
-            value, headers = value[:limit], [*headers, ("truncated", str(len(record.value or b"")).encode())]
+            value, headers = (
+                value[:limit],
+                [*headers, ("truncated", str(len(record.value or b"")).encode())],
+            )
         try:
-            await self._producer.send_and_wait(self._kafka.dead_letter_topic, value, key=record.key,
-                                               headers=headers)
+            await self._producer.send_and_wait(
+                self._kafka.dead_letter_topic, value, key=record.key, headers=headers
+            )
         except MessageSizeTooLargeError:
             await self._producer.send_and_wait(
-                self._kafka.dead_letter_topic, value[: limit // 2], key=record.key,
+                self._kafka.dead_letter_topic,
+                value[: limit // 2],
+                key=record.key,
                 headers=[*headers, ("truncated", str(len(value)).encode())],
             )
 
@@ -129,6 +160,7 @@ def _sniff_request_id(head: bytes) -> str | None:
 
 
 def _describe(exc: ValidationError) -> str:
-    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()[:10]]
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()[:10]
+    ]
     return "invalid GenerationRequest: " + "; ".join(problems)
-

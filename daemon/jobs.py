@@ -59,11 +59,20 @@ class StepReporter:
         group = phase.group
         last_of_group = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group][-1]
         if phase.state == last_of_group:
-            count = sum(len(self._store.files(self._job.job_id, n)) for n in self._job.planned
-                        if PHASE_BY_STATE[n].group == group)
+            count = sum(
+                len(self._store.files(self._job.job_id, n))
+                for n in self._job.planned
+                if PHASE_BY_STATE[n].group == group
+            )
             suffix = f" ({count} files)" if phase.produces_files else ""
-            log.info("✓ Step %d/%d: %s%s", group.number, self._steps_total, group.done, suffix,
-                     extra=self._extra)
+            log.info(
+                "✓ Step %d/%d: %s%s",
+                group.number,
+                self._steps_total,
+                group.done,
+                suffix,
+                extra=self._extra,
+            )
 
     def phase_failed(self, phase: Phase, error: str) -> None:
         log.error("✗ Step %s failed: %s", phase.step, error, extra=self._extra)
@@ -73,9 +82,13 @@ class StepReporter:
         if state is JobState.COMPLETED:
             log.info("Chained generation completed: %d files generated", total, extra=self._extra)
         else:
-            log.warning("Chained generation ended %s: %d files generated, failed phases: %s",
-                        state.name.lower(), total, ", ".join(self._job.failed_phases) or "none",
-                        extra=self._extra)
+            log.warning(
+                "Chained generation ended %s: %d files generated, failed phases: %s",
+                state.name.lower(),
+                total,
+                ", ".join(self._job.failed_phases) or "none",
+                extra=self._extra,
+            )
 
 
 class JobRunner:
@@ -187,8 +200,11 @@ class Scheduler:
         if not task.cancelled() and task.exception() is not None:
             # Not retried in this process: a job that breaks the runner must not loop.
             self._broken.add(job_id)
-            log.error("job stopped by an internal error", exc_info=task.exception(),
-                      extra={"job_id": job_id})
+            log.error(
+                "job stopped by an internal error",
+                exc_info=task.exception(),
+                extra={"job_id": job_id},
+            )
         self.wake()
 
     async def drain(self, grace_s: float) -> None:

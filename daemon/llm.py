@@ -73,7 +73,9 @@ class AnthropicProvider:
         except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
             raise RetryableLLMError(f"{type(exc).__name__}: model API unreachable") from None
         text = "".join(block.text for block in message.content if block.type == "text")
-        return LLMAnswer(text=text, stop_reason=message.stop_reason or "end_turn", usage=_usage(message.usage))
+        return LLMAnswer(
+            text=text, stop_reason=message.stop_reason or "end_turn", usage=_usage(message.usage)
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -82,7 +84,9 @@ class AnthropicProvider:
 def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # Only the status, type and request id: the SDK's message never carries the key,
     # but the request headers do, so nothing of the request is included.
-    reason = f"HTTP {exc.status_code} {getattr(exc, 'type', None) or ''} (request-id {exc.request_id})"
+    reason = (
+        f"HTTP {exc.status_code} {getattr(exc, 'type', None) or ''} (request-id {exc.request_id})"
+    )
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
         return RetryableLLMError(reason.strip())
     return PermanentLLMError(reason.strip())
@@ -136,7 +140,9 @@ class RecordingProvider:
         cassette_dir.mkdir(parents=True, exist_ok=True)
         meta = cassette_dir / "cassette.json"
         if not meta.exists():
-            meta.write_text(json.dumps({"format": CASSETTE_FORMAT, "label": "recorded answers"}, indent=2))
+            meta.write_text(
+                json.dumps({"format": CASSETTE_FORMAT, "label": "recorded answers"}, indent=2)
+            )
 
     async def complete(self, call: LLMCall) -> LLMAnswer:
         answer = await self._inner.complete(call)

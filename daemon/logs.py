@@ -43,7 +43,9 @@ def setup_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s [%(job_id)s] %(message)s", "%H:%M:%S")
+        formatter = logging.Formatter(
+            "%(asctime)s %(levelname)-7s [%(job_id)s] %(message)s", "%H:%M:%S"
+        )
         handler.setFormatter(formatter)
     logging.Formatter.converter = time.gmtime
     root = logging.getLogger()

@@ -26,7 +26,9 @@ class JobMachine:
     fail: Callable[[], bool]
     cancel: Callable[[], bool]
 
-    def __init__(self, planned: Sequence[str], initial: JobState, failed_phases: Sequence[str] = ()) -> None:
+    def __init__(
+        self, planned: Sequence[str], initial: JobState, failed_phases: Sequence[str] = ()
+    ) -> None:
         self.failed_phases = list(failed_phases)
         chain = [JobState.PENDING.name, *planned]
         self.machine = Machine(
@@ -38,7 +40,9 @@ class JobMachine:
         )
         for source, dest in zip(chain, chain[1:], strict=False):
             self.machine.add_transition("advance", source, dest)
-        self.machine.add_transition("advance", chain[-1], JobState.PARTIAL.name, conditions="has_failures")
+        self.machine.add_transition(
+            "advance", chain[-1], JobState.PARTIAL.name, conditions="has_failures"
+        )
         self.machine.add_transition("advance", chain[-1], JobState.COMPLETED.name)
         self.machine.add_transition("fail", chain, JobState.FAILED.name)
         self.machine.add_transition("cancel", chain, JobState.CANCELLED.name)

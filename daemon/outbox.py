@@ -46,8 +46,12 @@ class OutboxRelay:
             except KafkaError as exc:
                 failures += 1
                 delay_s = min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures)
-                log.warning("publishing events failed (%s); %d waiting, retry in %.1f s",
-                            exc, self._store.outbox_backlog(), delay_s)
+                log.warning(
+                    "publishing events failed (%s); %d waiting, retry in %.1f s",
+                    exc,
+                    self._store.outbox_backlog(),
+                    delay_s,
+                )
                 await asyncio.sleep(delay_s)
                 continue
             failures = 0
@@ -71,7 +75,10 @@ class OutboxRelay:
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:
         return await self._producer.send(
-            self._topic, value=row.payload, key=row.job_id.encode(), headers=[("type", row.type.encode())]
+            self._topic,
+            value=row.payload,
+            key=row.job_id.encode(),
+            headers=[("type", row.type.encode())],
         )
 
     async def flush(self, timeout_s: float) -> None:

@@ -56,14 +56,21 @@ def request_blocks(request: GenerationRequest, plan: ArchPlan | None) -> list[di
     if isinstance(mockup, ImageMockup):
         blocks.append({"type": "text", "text": intro + "The UI mockup is the image below."})
         blocks.append(
-            {"type": "image", "source": {"type": "base64", "media_type": mockup.media_type, "data": mockup.data}}
+            {
+                "type": "image",
+                "source": {"type": "base64", "media_type": mockup.media_type, "data": mockup.data},
+            }
         )
     else:
-        blocks.append({"type": "text", "text": intro + f"UI mockup description:\n{mockup.description}"})
+        blocks.append(
+            {"type": "text", "text": intro + f"UI mockup description:\n{mockup.description}"}
+        )
     if mockup.notes:
         blocks.append({"type": "text", "text": f"Notes on the mockup:\n{mockup.notes}"})
     if plan is not None:
-        blocks.append({"type": "text", "text": "Architecture plan:\n" + plan.model_dump_json(indent=1)})
+        blocks.append(
+            {"type": "text", "text": "Architecture plan:\n" + plan.model_dump_json(indent=1)}
+        )
     blocks[-1] = {**blocks[-1], "cache_control": _CACHE}
     return blocks
 
@@ -77,7 +84,9 @@ def phase_text(
     """The per-phase part: the manifest, the task, and notes from earlier calls of this phase."""
     parts = []
     if manifest:
-        parts.append("Files produced by earlier phases (path: exports):\n" + render_manifest(manifest))
+        parts.append(
+            "Files produced by earlier phases (path: exports):\n" + render_manifest(manifest)
+        )
     parts.append(f"PHASE: {phase.state}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}")
     if produced:
         parts.append(
@@ -85,7 +94,9 @@ def phase_text(
             + "\n".join(f"- {path}" for path in produced)
         )
     if feedback:
-        parts.append("Your previous answer was rejected:\n" + "\n".join(f"- {item}" for item in feedback))
+        parts.append(
+            "Your previous answer was rejected:\n" + "\n".join(f"- {item}" for item in feedback)
+        )
     return "\n\n".join(parts)
 
 
@@ -136,5 +147,7 @@ def _python_exports(content: str) -> list[str]:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.append(node.name)
         elif isinstance(node, ast.Assign):
-            names.extend(t.id for t in node.targets if isinstance(t, ast.Name) and not t.id.startswith("_"))
+            names.extend(
+                t.id for t in node.targets if isinstance(t, ast.Name) and not t.id.startswith("_")
+            )
     return names

@@ -23,7 +23,9 @@ from daemon.errors import ConfigError
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
-_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file", default=None)
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "config_file", default=None
+)
 
 
 class _Section(BaseModel):
@@ -135,7 +137,9 @@ class Settings(BaseSettings):
 
     def model_for(self, state: str, requested: str | None = None) -> str:
         configured = self.phases.get(state)
-        return requested or (configured.model if configured and configured.model else self.llm.model)
+        return requested or (
+            configured.model if configured and configured.model else self.llm.model
+        )
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

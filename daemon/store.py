@@ -70,7 +70,10 @@ class NewFile:
     def record(self) -> FileRecord:
         data = self.content.encode()
         return FileRecord(
-            path=self.path, sha256=hashlib.sha256(data).hexdigest(), size=len(data), content=self.content
+            path=self.path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            content=self.content,
         )
 
 
@@ -121,18 +124,32 @@ class Store:
         db = self.db
         db["jobs"].create(
             {
-                "job_id": str, "request_id": str, "project_name": str, "request": str,
-                "source": str, "state": str, "planned": str, "plan": str,
-                "cancel_requested": int, "created_at": float, "updated_at": float,
+                "job_id": str,
+                "request_id": str,
+                "project_name": str,
+                "request": str,
+                "source": str,
+                "state": str,
+                "planned": str,
+                "plan": str,
+                "cancel_requested": int,
+                "created_at": float,
+                "updated_at": float,
             },
             pk="job_id",
         )
         db["phases"].create(
             {
-                "job_id": str, "phase": str, "status": str, "attempts": int,
+                "job_id": str,
+                "phase": str,
+                "status": str,
+                "attempts": int,
                 **{name: int for name in USAGE_COLUMNS},
-                "started_at": float, "finished_at": float, "duration_s": float,
-                "error": str, "warnings": str,
+                "started_at": float,
+                "finished_at": float,
+                "duration_s": float,
+                "error": str,
+                "warnings": str,
             },
             pk=("job_id", "phase"),
             not_null={"attempts", *USAGE_COLUMNS},
@@ -147,8 +164,14 @@ class Store:
         db["sequences"].create({"job_id": str, "last_seq": int}, pk="job_id")
         db["outbox"].create(
             {
-                "id": int, "event_id": str, "job_id": str, "seq": int, "type": str,
-                "payload": bytes, "created_at": float, "published_at": float,
+                "id": int,
+                "event_id": str,
+                "job_id": str,
+                "seq": int,
+                "type": str,
+                "payload": bytes,
+                "created_at": float,
+                "published_at": float,
             },
             pk="id",
         )
@@ -174,8 +197,13 @@ class Store:
             (job_id,),
         ).fetchone()
         event = Event(
-            event_id=uuid.uuid4().hex, type=type_, job_id=job_id, request_id=request_id,  # type: ignore[arg-type]
-            seq=row[0], ts=utc_now(), **fields,
+            event_id=uuid.uuid4().hex,
+            type=type_,
+            job_id=job_id,
+            request_id=request_id,  # type: ignore[arg-type]
+            seq=row[0],
+            ts=utc_now(),
+            **fields,
         )
         self.db.conn.execute(
             "INSERT INTO outbox (event_id, job_id, seq, type, payload, created_at) VALUES (?,?,?,?,?,?)",
@@ -202,7 +230,9 @@ class Store:
             )
 
     def outbox_backlog(self) -> int:
-        return self.db.conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0]
+        return self.db.conn.execute(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        ).fetchone()[0]
 
     # -- jobs --------------------------------------------------------------
 
@@ -216,8 +246,15 @@ class Store:
                 "INSERT OR IGNORE INTO jobs (job_id, request_id, project_name, request, source, state, "
                 "planned, cancel_requested, created_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?)",
                 (
-                    job_id, request.request_id, request.project_name, request.model_dump_json(),
-                    source, JobState.PENDING.name, json.dumps(planned), now, now,
+                    job_id,
+                    request.request_id,
+                    request.project_name,
+                    request.model_dump_json(),
+                    source,
+                    JobState.PENDING.name,
+                    json.dumps(planned),
+                    now,
+                    now,
                 ),
             )
             if cursor.rowcount == 0:
@@ -227,8 +264,11 @@ class Store:
                 [(job_id, phase) for phase in planned],
             )
             self._emit(
-                job_id, request.request_id, "job.accepted",
-                project_name=request.project_name, phases=planned,
+                job_id,
+                request.request_id,
+                "job.accepted",
+                project_name=request.project_name,
+                phases=planned,
             )
         return True
 
@@ -242,11 +282,14 @@ class Store:
             raise JobNotFound(f"no job {job_id!r}")
         failed = self._phases_with_status(job_id, "failed")
         return JobRecord(
-            job_id=row[0], request_id=row[1],
-            request=GenerationRequest.model_validate_json(row[2]), state=JobState[row[3]],
+            job_id=row[0],
+            request_id=row[1],
+            request=GenerationRequest.model_validate_json(row[2]),
+            state=JobState[row[3]],
             planned=json.loads(row[4]),
             plan=ArchPlan.model_validate_json(row[5]) if row[5] else None,
-            failed_phases=failed, cancel_requested=bool(row[6]),
+            failed_phases=failed,
+            cancel_requested=bool(row[6]),
         )
 
     def _phases_with_status(self, job_id: str, status: str) -> list[str]:
@@ -268,7 +311,8 @@ class Store:
 
     def _set_state(self, job_id: str, state: JobState) -> None:
         self.db.conn.execute(
-            "UPDATE jobs SET state = ?, updated_at = ? WHERE job_id = ?", (state.name, time.time(), job_id)
+            "UPDATE jobs SET state = ?, updated_at = ? WHERE job_id = ?",
+            (state.name, time.time(), job_id),
         )
 
     def request_cancel(self, job_id: str) -> None:
@@ -293,7 +337,9 @@ class Store:
                 "error = NULL WHERE job_id = ? AND phase = ? RETURNING attempts",
                 (time.time(), job.job_id, phase),
             ).fetchone()
-            self._emit(job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=row[0])
+            self._emit(
+                job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=row[0]
+            )
         job.state = JobState[phase]
         return int(row[0])
 
@@ -315,11 +361,18 @@ class Store:
             self._finish_phase_row(job.job_id, outcome, "completed", None)
             if outcome.plan is not None:
                 conn.execute(
-                    "UPDATE jobs SET plan = ? WHERE job_id = ?", (outcome.plan.model_dump_json(), job.job_id)
+                    "UPDATE jobs SET plan = ? WHERE job_id = ?",
+                    (outcome.plan.model_dump_json(), job.job_id),
                 )
             self._emit(
-                job.job_id, job.request_id, "phase.completed", phase=outcome.phase, step=outcome.step,
-                files=records, usage=outcome.usage, duration_s=round(outcome.duration_s, 3),
+                job.job_id,
+                job.request_id,
+                "phase.completed",
+                phase=outcome.phase,
+                step=outcome.step,
+                files=records,
+                usage=outcome.usage,
+                duration_s=round(outcome.duration_s, 3),
                 warnings=outcome.warnings,
             )
             self._advance(job, next_state)
@@ -328,12 +381,19 @@ class Store:
             job.plan = outcome.plan
         return records
 
-    def fail_phase(self, job: JobRecord, outcome: PhaseOutcome, error: str, next_state: JobState) -> None:
+    def fail_phase(
+        self, job: JobRecord, outcome: PhaseOutcome, error: str, next_state: JobState
+    ) -> None:
         with self.transaction():
             attempts = self._finish_phase_row(job.job_id, outcome, "failed", error)
             self._emit(
-                job.job_id, job.request_id, "phase.failed", phase=outcome.phase, step=outcome.step,
-                error=error, attempts=attempts,
+                job.job_id,
+                job.request_id,
+                "phase.failed",
+                phase=outcome.phase,
+                step=outcome.step,
+                error=error,
+                attempts=attempts,
             )
             self._advance(job, next_state)
         job.state = next_state
@@ -348,8 +408,14 @@ class Store:
             + ", ".join(f"{name} = {name} + ?" for name in USAGE_COLUMNS)
             + " WHERE job_id = ? AND phase = ? RETURNING attempts",
             (
-                status, time.time(), outcome.duration_s, error, json.dumps(outcome.warnings),
-                *(getattr(usage, name) for name in USAGE_COLUMNS), job_id, outcome.phase,
+                status,
+                time.time(),
+                outcome.duration_s,
+                error,
+                json.dumps(outcome.warnings),
+                *(getattr(usage, name) for name in USAGE_COLUMNS),
+                job_id,
+                outcome.phase,
             ),
         ).fetchone()
         return int(row[0])
@@ -368,7 +434,8 @@ class Store:
 
     def _emit_job_completed(self, job: JobRecord, state: JobState) -> None:
         totals = self.db.conn.execute(
-            "SELECT " + ", ".join(f"coalesce(sum({n}), 0)" for n in USAGE_COLUMNS)
+            "SELECT "
+            + ", ".join(f"coalesce(sum({n}), 0)" for n in USAGE_COLUMNS)
             + " FROM phases WHERE job_id = ?",
             (job.job_id,),
         ).fetchone()
@@ -376,22 +443,30 @@ class Store:
             "SELECT count(*) FROM files WHERE job_id = ?", (job.job_id,)
         ).fetchone()[0]
         self._emit(
-            job.job_id, job.request_id, "job.completed", status=state.name.lower(),
-            files_total=files_total, failed_phases=self._phases_with_status(job.job_id, "failed"),
+            job.job_id,
+            job.request_id,
+            "job.completed",
+            status=state.name.lower(),
+            files_total=files_total,
+            failed_phases=self._phases_with_status(job.job_id, "failed"),
             usage=Usage(**dict(zip(USAGE_COLUMNS, totals, strict=True))),
         )
 
     def phases(self, job_id: str) -> list[PhaseRecord]:
         rows = self.db.conn.execute(
-            "SELECT phase, status, attempts, " + ", ".join(USAGE_COLUMNS)
+            "SELECT phase, status, attempts, "
+            + ", ".join(USAGE_COLUMNS)
             + ", duration_s, error FROM phases WHERE job_id = ?",
             (job_id,),
         ).fetchall()
         records = [
             PhaseRecord(
-                phase=r[0], status=r[1], attempts=r[2],
+                phase=r[0],
+                status=r[1],
+                attempts=r[2],
                 usage=Usage(**dict(zip(USAGE_COLUMNS, r[3:8], strict=True))),
-                duration_s=r[8], error=r[9],
+                duration_s=r[8],
+                error=r[9],
             )
             for r in rows
         ]
@@ -434,11 +509,11 @@ class Store:
                 "UPDATE phases SET status = 'pending' WHERE job_id = ? AND status != 'completed'",
                 (job_id,),
             )
-            self.db.conn.execute(
-                "UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,)
-            )
+            self.db.conn.execute("UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,))
             self._set_state(job_id, JobState[unfinished[0]])
-            self._emit(job_id, job.request_id, "job.resumed", from_phase=unfinished[0], reason=reason)
+            self._emit(
+                job_id, job.request_id, "job.resumed", from_phase=unfinished[0], reason=reason
+            )
         return unfinished[0]
 
     def jobs(self, states: Iterable[JobState] | None = None) -> list[dict[str, Any]]:

@@ -94,8 +94,9 @@ class Daemon:
         resources.callback(self.store.close)
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
-        await ensure_topics(self.bootstrap_servers, topics, kafka.topic_partitions,
-                            **client_options(kafka))
+        await ensure_topics(
+            self.bootstrap_servers, topics, kafka.topic_partitions, **client_options(kafka)
+        )
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
         resources.push_async_callback(self.producer.stop)
@@ -109,8 +110,12 @@ class Daemon:
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.intake.run(), name="intake"),
         ]
-        log.info("codegend running: brokers %s, store %s, model provider %s",
-                 self.bootstrap_servers, settings.store.path, settings.llm.provider)
+        log.info(
+            "codegend running: brokers %s, store %s, model provider %s",
+            self.bootstrap_servers,
+            settings.store.path,
+            settings.llm.provider,
+        )
 
     def _build_services(self) -> None:
         settings = self.settings
@@ -119,8 +124,14 @@ class Daemon:
         phases = PhaseRunner(self._llm, settings, call_slots)
         self.runner = JobRunner(self.store, phases, settings.output.dir, self.relay.wake)
         self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
-        self.intake = Intake(self.consumer, self.producer, self.store, settings.kafka,
-                             settings.llm.max_image_bytes, self._on_new_work)
+        self.intake = Intake(
+            self.consumer,
+            self.producer,
+            self.store,
+            settings.kafka,
+            settings.llm.max_image_bytes,
+            self._on_new_work,
+        )
 
     def _on_new_work(self) -> None:
         self.scheduler.wake()
@@ -143,8 +154,13 @@ class Daemon:
             state = JobState[row["state"]]
             if state.phase is not None:
                 job = self.store.job(row["job_id"])
-                self.store.emit(job.job_id, job.request_id, "job.resumed",
-                                from_phase=state.name, reason="daemon restart")
+                self.store.emit(
+                    job.job_id,
+                    job.request_id,
+                    "job.resumed",
+                    from_phase=state.name,
+                    reason="daemon restart",
+                )
                 log.info("resuming at %s", state.name, extra={"job_id": job.job_id})
 
     async def _shutdown(self) -> None:

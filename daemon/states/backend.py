@@ -73,8 +73,7 @@ BACKEND_PHASES = (
         state="BE_UTILS",
         step="3.4",
         title=(
-            "Backend middleware and utilities "
-            "(JWT auth, errors, DB, logging, CORS, rate limits)"
+            "Backend middleware and utilities (JWT auth, errors, DB, logging, CORS, rate limits)"
         ),
         group=BACKEND,
         progress="Generating middleware and utilities",

@@ -46,7 +46,9 @@ class _Strict(BaseModel):
 
 
 class GeneratedFile(_Strict):
-    path: str = Field(description="Relative POSIX path inside the project, e.g. backend/app/main.py")
+    path: str = Field(
+        description="Relative POSIX path inside the project, e.g. backend/app/main.py"
+    )
     content: str = Field(description="The complete file content")
 
 

@@ -5,8 +5,16 @@ from daemon.states.base import Phase, PhaseFiles, StepGroup
 DEPLOYMENT = StepGroup(5, "CONFIGURATION AND DEPLOYMENT", "Configuration generated")
 
 ALL_BEFORE = (
-    "ARCH", "DB", "BE_CORE", "BE_MODELS", "BE_ROUTES", "BE_UTILS",
-    "FE_SETUP", "FE_CORE", "FE_PAGES", "FE_COMPONENTS",
+    "ARCH",
+    "DB",
+    "BE_CORE",
+    "BE_MODELS",
+    "BE_ROUTES",
+    "BE_UTILS",
+    "FE_SETUP",
+    "FE_CORE",
+    "FE_PAGES",
+    "FE_COMPONENTS",
 )
 
 DEPLOYMENT_PHASES = (

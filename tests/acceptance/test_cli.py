@@ -61,8 +61,15 @@ def settings_from(variables):
 
 
 def codegend(variables, *args, check=True, input_=None, timeout=60):
-    result = subprocess.run([*CODEGEND, *args], env=variables, capture_output=True, text=True,
-                            timeout=timeout, input=input_, cwd=ROOT)
+    result = subprocess.run(
+        [*CODEGEND, *args],
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_,
+        cwd=ROOT,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"codegend {args} exited {result.returncode}:\n{result.stderr}")
     return result
@@ -71,10 +78,15 @@ def codegend(variables, *args, check=True, input_=None, timeout=60):
 def start_daemon(variables, log_path: Path) -> subprocess.Popen:
     starts = log_path.read_text().count("codegend running") if log_path.exists() else 0
     with log_path.open("a") as log:
-        process = subprocess.Popen([*CODEGEND, "run"], env=variables, stdout=log,
-                                   stderr=subprocess.STDOUT, cwd=ROOT)
-    _wait_for(lambda: log_path.read_text().count("codegend running") > starts
-              or process.poll() is not None, 30)
+        process = subprocess.Popen(
+            [*CODEGEND, "run"], env=variables, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    _wait_for(
+        lambda: (
+            log_path.read_text().count("codegend running") > starts or process.poll() is not None
+        ),
+        30,
+    )
     assert process.poll() is None, log_path.read_text()
     return process
 
@@ -87,16 +99,31 @@ def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> int:
 
 def write_request(tmp_path, request_id):
     path = tmp_path / f"{request_id}.json"
-    path.write_text(json.dumps({"request_id": request_id, "project_name": "shop",
-                                "mockup": {"kind": "text", "description": "A shop"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "request_id": request_id,
+                "project_name": "shop",
+                "mockup": {"kind": "text", "description": "A shop"},
+            }
+        )
+    )
     return path
 
 
 def test_demo_produces_the_sample_project(tmp_path):
-    variables = {k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))}
+    variables = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))
+    }
     variables["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([*CODEGEND, "demo", "--output", str(tmp_path / "out")], env=variables,
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [*CODEGEND, "demo", "--output", str(tmp_path / "out")],
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     project = tmp_path / "out" / "demo-car-management-app"
     files = [p for p in project.rglob("*") if p.is_file()]
@@ -141,7 +168,9 @@ def test_submit_watch_status_export(env, tmp_path):
 def test_submit_rejects_bad_requests_locally(env, tmp_path):
     variables, _ = env
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"project_name": "Bad Name", "mockup": {"kind": "text", "description": "x"}}))
+    bad.write_text(
+        json.dumps({"project_name": "Bad Name", "mockup": {"kind": "text", "description": "x"}})
+    )
     result = codegend(variables, "submit", str(bad), check=False)
     assert result.returncode == 2 and "project_name" in result.stderr
     result = codegend(variables, "submit", check=False)

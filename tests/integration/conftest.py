@@ -30,7 +30,9 @@ def messages_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MessagesServer]
 
 
 @pytest.fixture
-def make_settings(tmp_path, kafka_bootstrap, topic_names, messages_server) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path, kafka_bootstrap, topic_names, messages_server
+) -> Callable[..., Settings]:
     def make(**sections: dict[str, Any]) -> Settings:
         base: dict[str, dict[str, Any]] = {
             "kafka": {
@@ -88,13 +90,18 @@ async def raw_events(settings: Settings, timeout_s: float = 5.0) -> list[Event]:
     """Everything on the events topic now, duplicates included."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(settings.kafka.events_topic, p)
-                      for p in sorted(consumer.partitions_for_topic(settings.kafka.events_topic) or [])]
+        partitions = [
+            TopicPartition(settings.kafka.events_topic, p)
+            for p in sorted(consumer.partitions_for_topic(settings.kafka.events_topic) or [])
+        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

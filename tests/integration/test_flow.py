@@ -13,7 +13,10 @@ from daemon.store import Store
 from tests.fake_anthropic import Reply
 from tests.integration.conftest import collect, raw_events, running
 
-TEXT_REQUEST = {"project_name": "car-app", "mockup": {"kind": "text", "description": "A car list page"}}
+TEXT_REQUEST = {
+    "project_name": "car-app",
+    "mockup": {"kind": "text", "description": "A car list page"},
+}
 
 
 async def produce(settings, *values: bytes, key: bytes | None = None) -> None:
@@ -93,10 +96,17 @@ async def test_bad_messages_go_to_the_dead_letter_topic(make_settings, messages_
         b"this is not json",
         b"[1, 2, 3]",
         request_bytes(request_id="bad-name", project_name="Not A Slug"),
-        json.dumps({"request_id": "too-big", "project_name": "x", "mockup": {
-            "kind": "text", "description": "x" * 5000}}).encode(),
-        request_bytes(request_id="bad-image", mockup={"kind": "image", "media_type": "image/png",
-                                                       "data": "%%%"}),
+        json.dumps(
+            {
+                "request_id": "too-big",
+                "project_name": "x",
+                "mockup": {"kind": "text", "description": "x" * 5000},
+            }
+        ).encode(),
+        request_bytes(
+            request_id="bad-image",
+            mockup={"kind": "image", "media_type": "image/png", "data": "%%%"},
+        ),
     ]
     async with running(settings):
         await produce(settings, *bad, request_bytes(request_id="good"))
@@ -105,8 +115,11 @@ async def test_bad_messages_go_to_the_dead_letter_topic(make_settings, messages_
         rejected = [e for e in await raw_events(settings) if e.type == "job.rejected"]
     assert sorted(e.job_id for e in rejected) == ["bad-image", "bad-name", "too-big"]
     assert "project_name" in next(e.error for e in rejected if e.job_id == "bad-name")
-    consumer = AIOKafkaConsumer(settings.kafka.dead_letter_topic, auto_offset_reset="earliest",
-                                bootstrap_servers=settings.kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(
+        settings.kafka.dead_letter_topic,
+        auto_offset_reset="earliest",
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+    )
     await consumer.start()
     try:
         records = []
@@ -122,7 +135,9 @@ async def test_bad_messages_go_to_the_dead_letter_topic(make_settings, messages_
         assert headers["error"]
 
 
-async def test_a_failing_phase_ends_partial_and_resume_reruns_only_it(make_settings, messages_server):
+async def test_a_failing_phase_ends_partial_and_resume_reruns_only_it(
+    make_settings, messages_server
+):
     settings = make_settings()
     messages_server.enqueue("DB", Reply(status=400, error_type="invalid_request_error"))
     async with running(settings) as daemon:
@@ -139,11 +154,15 @@ async def test_a_failing_phase_ends_partial_and_resume_reruns_only_it(make_setti
         daemon.scheduler.wake()
         again = await collect(settings, "part", completions=2)
     assert again[-1].status == "completed" and again[-1].failed_phases == []
-    resumed = again[len(events):]
+    resumed = again[len(events) :]
     assert [e.type for e in resumed][:2] == ["job.resumed", "phase.started"]
     assert [e.phase for e in by_type(resumed, "phase.completed")] == ["DB"]
     calls_after = {p: len(messages_server.calls_for(p)) for p in PHASE_NAMES}
-    assert {p: calls_after[p] - calls_before[p] for p in PHASE_NAMES if calls_after[p] != calls_before[p]} == {"DB": 1}
+    assert {
+        p: calls_after[p] - calls_before[p]
+        for p in PHASE_NAMES
+        if calls_after[p] != calls_before[p]
+    } == {"DB": 1}
 
 
 async def test_arch_failing_fails_the_job(make_settings, messages_server):
@@ -158,7 +177,9 @@ async def test_arch_failing_fails_the_job(make_settings, messages_server):
 
 
 async def test_small_budgets_still_complete_every_phase(make_settings, messages_server):
-    long_files = [(f"backend/app/routes/r{i}.py", f"# route {i}\n" + "x = 1\n" * 60) for i in range(6)]
+    long_files = [
+        (f"backend/app/routes/r{i}.py", f"# route {i}\n" + "x = 1\n" * 60) for i in range(6)
+    ]
     messages_server.phase_files["BE_ROUTES"] = long_files
     settings = make_settings(phases={"BE_ROUTES": {"max_tokens": 300}})
     async with running(settings):
@@ -172,8 +193,11 @@ async def test_small_budgets_still_complete_every_phase(make_settings, messages_
 
 async def test_rate_limits_are_retried(make_settings, messages_server):
     settings = make_settings()
-    messages_server.enqueue("DB", Reply(status=429, headers={"retry-after-ms": "50"}),
-                            Reply(status=529, headers={"retry-after-ms": "50"}))
+    messages_server.enqueue(
+        "DB",
+        Reply(status=429, headers={"retry-after-ms": "50"}),
+        Reply(status=529, headers={"retry-after-ms": "50"}),
+    )
     async with running(settings):
         await produce(settings, request_bytes(request_id="limited"))
         events = await collect(settings, "limited")
@@ -186,8 +210,9 @@ async def test_image_mockups_are_sent_as_image_blocks(make_settings, messages_se
     settings = make_settings(jobs={"max_concurrent": 1})
     mockup = {"kind": "image", "media_type": "image/png", "data": png, "notes": "dark theme"}
     async with running(settings):
-        await produce(settings, request_bytes(request_id="img", mockup=mockup,
-                                              options={"phases": ["DB"]}))
+        await produce(
+            settings, request_bytes(request_id="img", mockup=mockup, options={"phases": ["DB"]})
+        )
         events = await collect(settings, "img")
     assert events[0].phases == ["ARCH", "DB"] and events[-1].status == "completed"
     content = messages_server.calls_for("ARCH")[0].body["messages"][0]["content"]

@@ -5,14 +5,13 @@ import json
 
 import pytest
 
-from daemon.errors import PhaseFailed, PermanentLLMError
+from daemon.errors import PermanentLLMError, PhaseFailed
 from daemon.generation import PhaseRunner, interpret_files, recover_files
 from daemon.llm import LLMAnswer, LLMCall
 from daemon.models import GenerationRequest, Usage
 from daemon.settings import load_settings
-from daemon.states import PHASE_BY_STATE
+from daemon.states import PHASE_BY_STATE, JobState
 from daemon.store import JobRecord
-from daemon.states import JobState
 
 FILES = [{"path": f"backend/app/m{i}.py", "content": f"X{i} = {i}\n" * 5} for i in range(4)]
 
@@ -21,7 +20,9 @@ def answer(obj, stop_reason="end_turn", cut_at=None):
     text = json.dumps(obj)
     if cut_at is not None:
         text = text[:cut_at]
-    return LLMAnswer(text=text, stop_reason=stop_reason, usage=Usage(input_tokens=10, output_tokens=5, calls=1))
+    return LLMAnswer(
+        text=text, stop_reason=stop_reason, usage=Usage(input_tokens=10, output_tokens=5, calls=1)
+    )
 
 
 def cut_inside_file(index):
@@ -52,8 +53,14 @@ def job():
     request = GenerationRequest.model_validate(
         {"project_name": "p", "mockup": {"kind": "text", "description": "d"}}
     )
-    return JobRecord(job_id="j", request_id=None, request=request, state=JobState.DB,
-                     planned=["ARCH", "DB"], plan=None)
+    return JobRecord(
+        job_id="j",
+        request_id=None,
+        request=request,
+        state=JobState.DB,
+        planned=["ARCH", "DB"],
+        plan=None,
+    )
 
 
 async def run(provider, phase="DB", **llm):
@@ -69,15 +76,17 @@ def test_recover_keeps_only_closed_files():
     assert recover_files('{"fi') == []
 
 
-@pytest.mark.parametrize("cut", ['\\', '\\u00', '\\n'])
+@pytest.mark.parametrize("cut", ["\\", "\\u00", "\\n"])
 def test_recover_cut_mid_escape(cut):
-    head = json.dumps({"files": FILES[:1], "complete": True})[:-len("], \"complete\": true}")]
+    head = json.dumps({"files": FILES[:1], "complete": True})[: -len('], "complete": true}')]
     text = head + ', {"path": "b.py", "content": "abc' + cut
     assert [f.path for f in recover_files(text)] == [FILES[0]["path"]]
 
 
 def test_unsafe_paths_are_dropped_and_reported():
-    result = interpret_files(answer({"files": [FILES[0], {"path": "../x", "content": ""}], "complete": True}))
+    result = interpret_files(
+        answer({"files": [FILES[0], {"path": "../x", "content": ""}], "complete": True})
+    )
     assert [f.path for f in result.files] == [FILES[0]["path"]]
     assert not result.done and "unsafe path '../x'" in result.errors[0]
 
@@ -130,13 +139,17 @@ async def test_repairs_are_bounded():
 
 
 async def test_refusal_is_re_asked():
-    provider = Scripted(LLMAnswer("", "refusal", Usage(calls=1)), answer({"files": FILES, "complete": True}))
+    provider = Scripted(
+        LLMAnswer("", "refusal", Usage(calls=1)), answer({"files": FILES, "complete": True})
+    )
     assert len((await run(provider)).files) == 4
 
 
 async def test_incomplete_answer_asks_for_more():
-    provider = Scripted(answer({"files": FILES[:2], "complete": False}),
-                        answer({"files": FILES[2:], "complete": True}))
+    provider = Scripted(
+        answer({"files": FILES[:2], "complete": False}),
+        answer({"files": FILES[2:], "complete": True}),
+    )
     assert len((await run(provider)).files) == 4
 
 
@@ -152,9 +165,9 @@ async def test_permanent_error_fails_the_phase():
 
 
 async def test_arch_cut_retries_with_a_larger_budget():
-    from tests.fake_anthropic import example_for_schema
     from daemon.generation import api_schema
     from daemon.states import ArchPlan
+    from tests.fake_anthropic import example_for_schema
 
     plan = example_for_schema(api_schema(ArchPlan))
     provider = Scripted(answer(plan, "max_tokens", cut_at=50), answer(plan))

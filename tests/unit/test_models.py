@@ -24,22 +24,33 @@ def test_minimal_request_gets_defaults():
 @pytest.mark.parametrize(
     "bad",
     [
-        request(request_id=""), request(request_id="x" * 129), request(request_id="has space"),
-        request(request_id="slash/no"), request(request_id=5),
-        request(project_name="Car"), request(project_name="-car"), request(project_name="a" * 65),
-        request(project_name="car_app"), request(project_name=""),
+        request(request_id=""),
+        request(request_id="x" * 129),
+        request(request_id="has space"),
+        request(request_id="slash/no"),
+        request(request_id=5),
+        request(project_name="Car"),
+        request(project_name="-car"),
+        request(project_name="a" * 65),
+        request(project_name="car_app"),
+        request(project_name=""),
         {k: v for k, v in VALID.items() if k != "project_name"},
         {k: v for k, v in VALID.items() if k != "mockup"},
         request(mockup={"kind": "video", "description": "x"}),
-        request(mockup={"kind": "text"}), request(mockup={"kind": "text", "description": ""}),
+        request(mockup={"kind": "text"}),
+        request(mockup={"kind": "text", "description": ""}),
         request(mockup={"kind": "image", "media_type": "image/bmp", "data": PNG}),
         request(mockup={"kind": "image", "media_type": "image/png", "data": "not base64!"}),
         request(mockup={"kind": "image", "media_type": "image/png"}),
         request(mockup={"kind": "text", "description": "x", "extra": 1}),
-        request(stack={"backend": ""}), request(stack={"orm": "x"}),
-        request(options={"phases": ["NOPE"]}), request(options={"phases": []}),
-        request(options={"max_tokens": {"DB": 10}}), request(options={"max_tokens": {"XX": 1000}}),
-        request(options={"model": ""}), request(unknown_field=1),
+        request(stack={"backend": ""}),
+        request(stack={"orm": "x"}),
+        request(options={"phases": ["NOPE"]}),
+        request(options={"phases": []}),
+        request(options={"max_tokens": {"DB": 10}}),
+        request(options={"max_tokens": {"XX": 1000}}),
+        request(options={"model": ""}),
+        request(unknown_field=1),
     ],
 )
 def test_bad_requests_are_rejected(bad):
@@ -61,7 +72,13 @@ def test_image_mockup_and_options():
 
 
 def test_event_requires_the_fields_of_its_type():
-    common = {"event_id": "e1", "job_id": "j", "request_id": None, "seq": 1, "ts": "2026-01-01T00:00:00Z"}
+    common = {
+        "event_id": "e1",
+        "job_id": "j",
+        "request_id": None,
+        "seq": 1,
+        "ts": "2026-01-01T00:00:00Z",
+    }
     with pytest.raises(ValidationError, match="phase.failed event lacks"):
         Event.model_validate({**common, "type": "phase.failed", "phase": "DB"})
     event = Event.model_validate({**common, "type": "job.rejected", "error": "bad"})

@@ -6,9 +6,29 @@ from daemon.errors import UnsafePath
 from daemon.paths import MAX_PATH_CHARS, check_path, write_file
 
 UNSAFE = [
-    "", "   ", "/etc/passwd", "../secret", "a/../../b", "a/..", "..", "a\x00b", "a\\b",
-    "C:/x", "c:x", "~/x", "~root", ".git/config", "src/.git/hooks/pre-commit", ".GIT/HEAD",
-    "a//b", "./a", "a/./b", "a/", "x" * (MAX_PATH_CHARS + 1), "a/" + "y" * 101, "a\nb",
+    "",
+    "   ",
+    "/etc/passwd",
+    "../secret",
+    "a/../../b",
+    "a/..",
+    "..",
+    "a\x00b",
+    "a\\b",
+    "C:/x",
+    "c:x",
+    "~/x",
+    "~root",
+    ".git/config",
+    "src/.git/hooks/pre-commit",
+    ".GIT/HEAD",
+    "a//b",
+    "./a",
+    "a/./b",
+    "a/",
+    "x" * (MAX_PATH_CHARS + 1),
+    "a/" + "y" * 101,
+    "a\nb",
 ]
 
 
@@ -19,8 +39,16 @@ def test_unsafe_paths_are_rejected(path):
 
 
 @pytest.mark.parametrize(
-    "path", ["backend/app/main.py", "frontend/src/App.tsx", ".env.example", ".github/workflows/ci.yml",
-             "README.md", "a.b/c-d_e.txt", ".gitignore"]
+    "path",
+    [
+        "backend/app/main.py",
+        "frontend/src/App.tsx",
+        ".env.example",
+        ".github/workflows/ci.yml",
+        "README.md",
+        "a.b/c-d_e.txt",
+        ".gitignore",
+    ],
 )
 def test_safe_paths_pass(path):
     assert check_path(path) == path

@@ -2,23 +2,39 @@ from daemon.states import PHASE_BY_STATE, PHASE_NAMES, PHASES, TERMINAL, JobStat
 from daemon.states.base import ArchPlan, PhaseFiles
 
 SEED_BUDGETS = {
-    "ARCH": 2000, "DB": 2000, "BE_CORE": 3000, "BE_MODELS": 4000, "BE_ROUTES": 5000,
-    "BE_UTILS": 3000, "FE_SETUP": 3000, "FE_CORE": 4000, "FE_PAGES": 5000,
-    "FE_COMPONENTS": 4000, "CONFIG": 2000,
+    "ARCH": 2000,
+    "DB": 2000,
+    "BE_CORE": 3000,
+    "BE_MODELS": 4000,
+    "BE_ROUTES": 5000,
+    "BE_UTILS": 3000,
+    "FE_SETUP": 3000,
+    "FE_CORE": 4000,
+    "FE_PAGES": 5000,
+    "FE_COMPONENTS": 4000,
+    "CONFIG": 2000,
 }
 
 
 def test_phases_in_contract_order_with_seed_budgets():
-    assert PHASE_NAMES == tuple(SEED_BUDGETS)
+    assert tuple(SEED_BUDGETS) == PHASE_NAMES
     assert {p.state: p.max_tokens for p in PHASES} == SEED_BUDGETS
 
 
 def test_steps_and_needs_match_the_contract():
     steps = {p.state: p.step for p in PHASES}
     assert steps == {
-        "ARCH": "1", "DB": "2", "BE_CORE": "3.1", "BE_MODELS": "3.2", "BE_ROUTES": "3.3",
-        "BE_UTILS": "3.4", "FE_SETUP": "4.1", "FE_CORE": "4.2", "FE_PAGES": "4.3",
-        "FE_COMPONENTS": "4.4", "CONFIG": "5",
+        "ARCH": "1",
+        "DB": "2",
+        "BE_CORE": "3.1",
+        "BE_MODELS": "3.2",
+        "BE_ROUTES": "3.3",
+        "BE_UTILS": "3.4",
+        "FE_SETUP": "4.1",
+        "FE_CORE": "4.2",
+        "FE_PAGES": "4.3",
+        "FE_COMPONENTS": "4.4",
+        "CONFIG": "5",
     }
     needs = {p.state: p.needs for p in PHASES}
     assert needs["ARCH"] == ()

@@ -34,8 +34,13 @@ def test_phase_commit_writes_files_state_and_events_together(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
     job = store.job("r1")
     assert store.start_phase(job, "DB", "2") == 1
-    outcome = PhaseOutcome("DB", "2", files=[NewFile("db/schema.sql", "CREATE TABLE x;")],
-                           usage=Usage(input_tokens=7, output_tokens=3, calls=1), duration_s=1.5)
+    outcome = PhaseOutcome(
+        "DB",
+        "2",
+        files=[NewFile("db/schema.sql", "CREATE TABLE x;")],
+        usage=Usage(input_tokens=7, output_tokens=3, calls=1),
+        duration_s=1.5,
+    )
     records = store.complete_phase(job, outcome, JobState.COMPLETED)
     assert records[0].size == len("CREATE TABLE x;")
     assert store.job("r1").state is JobState.COMPLETED
@@ -56,7 +61,9 @@ def test_a_failing_commit_leaves_nothing_behind(store):
         "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
     )
     with pytest.raises(sqlite3.IntegrityError):
-        store.complete_phase(job, PhaseOutcome("DB", "2", files=[NewFile("a.sql", "x")]), JobState.COMPLETED)
+        store.complete_phase(
+            job, PhaseOutcome("DB", "2", files=[NewFile("a.sql", "x")]), JobState.COMPLETED
+        )
     assert store.files("r1") == []
     assert len(events(store)) == before
     assert store.job("r1").state is JobState.DB

@@ -1,0 +1,20 @@
+# codegend daemon image. Build: docker build -t codegend .
+FROM python:3.12-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY daemon ./daemon
+COPY config ./config
+COPY examples ./examples
+COPY schemas ./schemas
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 codegend \
+    && mkdir -p /data /out && chown codegend /data /out
+
+USER codegend
+ENV CODEGEND_STORE__PATH=/data/codegend.db CODEGEND_OUTPUT__DIR=/out
+VOLUME ["/data", "/out"]
+ENTRYPOINT ["codegend"]
+CMD ["run", "--log-format", "json"]
