@@ -67,6 +67,11 @@ async def _submit_and_follow(settings, bootstrap: str, request: GenerationReques
         log.info("submitted %s as job %s", request.project_name, job_id)
         async for event in client.events(job_id):
             if event.type == "job.completed":
-                log.info("job %s: %s, %d files", event.status, job_id, event.files_total or 0)
+                log.info(
+                    "job %s: %d files",
+                    event.status,
+                    event.files_total or 0,
+                    extra={"job_id": job_id},
+                )
                 return event.status or "failed"
     return "failed"

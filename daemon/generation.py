@@ -108,6 +108,24 @@ def _validation_summary(exc: ValidationError) -> str:
     return "the answer is not valid JSON for the schema: " + "; ".join(problems)
 
 
+def _report_continuation(
+    job_id: str, phase: Phase, progress: PhaseProgress, result: Interpretation
+) -> None:
+    extra = {"job_id": job_id, "phase": phase.state}
+    if result.errors:
+        log.warning("  answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
+    elif result.cut:
+        log.info(
+            "  answer cut at max_tokens: kept %d complete files, asking for the rest "
+            "(max_tokens %d)",
+            len(result.files),
+            progress.budget,
+            extra=extra,
+        )
+    else:
+        log.info("  %d files so far; asking for the rest", len(progress.produced), extra=extra)
+
+
 @cache
 def api_schema(model: type) -> dict[str, Any]:
     """The output schema as the API accepts it (the SDK's own rewrite of pydantic schemas)."""
@@ -147,8 +165,11 @@ class PhaseRunner:
         try:
             while True:
                 answer = await self._call(job, phase, manifest, progress)
-                if self._absorb(phase, progress, interpret(answer)):
+                result = interpret(answer)
+                done = self._absorb(phase, progress, result)
+                if done:
                     break
+                _report_continuation(job.job_id, phase, progress, result)
         except PhaseFailed as exc:
             exc.usage = progress.usage
             raise

@@ -236,3 +236,38 @@ def _wait_for(condition, timeout_s):
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.05)
+
+
+def test_resume_reruns_the_failed_phase_and_cancel_stops_a_job(env, tmp_path):
+    from tests.fake_anthropic import Reply
+
+    variables, server = env
+    server.enqueue("FE_PAGES", Reply(status=400, error_type="invalid_request_error"))
+    daemon = start_daemon(variables, tmp_path / "daemon.log")
+    try:
+        codegend(variables, "submit", str(write_request(tmp_path, "res-1")))
+        watched = codegend(variables, "watch", "res-1", check=False, timeout=120)
+        assert watched.returncode == 2, watched.stdout  # partial
+        assert "failed: FE_PAGES" in watched.stdout.splitlines()[-1]
+        calls = len(server.requests)
+        resumed = codegend(variables, "resume", "res-1")
+        assert "resumes at FE_PAGES" in resumed.stdout
+        again = asyncio.run(collect(settings_from(variables), "res-1", completions=2))
+        assert again[-1].status == "completed"
+        assert len(server.requests) == calls + 1  # only FE_PAGES ran again
+
+        server.latency_s = 0.5
+        codegend(variables, "submit", str(write_request(tmp_path, "can-1")))
+        settings = settings_from(variables)
+        _wait_for(lambda: _completed_phases(settings, "can-1") >= 1, timeout_s=60)
+        assert "cancel requested" in codegend(variables, "cancel", "can-1").stdout
+        watched = codegend(variables, "watch", "can-1", check=False, timeout=120)
+        assert watched.returncode == 3 and "cancelled" in watched.stdout.splitlines()[-1]
+    finally:
+        assert stop(daemon) == 0
+    status = json.loads(codegend(variables, "status", "can-1", "--json").stdout)
+    assert status["state"] == "CANCELLED"
+    assert "completed" in [p["status"] for p in status["phases"]]
+    assert "pending" in [p["status"] for p in status["phases"]]
+    missing = codegend(variables, "status", "no-such-job", check=False)
+    assert missing.returncode == 1 and "no job 'no-such-job'" in missing.stderr

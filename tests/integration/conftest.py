@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from daemon.client import Client
+from daemon.llm import LLMProvider
 from daemon.models import Event
 from daemon.settings import Settings, load_settings
 from daemon.worker import Daemon
@@ -60,8 +61,8 @@ def make_settings(
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Daemon]:
-    daemon = Daemon(settings)
+async def running(settings: Settings, llm: LLMProvider | None = None) -> AsyncIterator[Daemon]:
+    daemon = Daemon(settings, llm=llm)
     task = asyncio.create_task(daemon.run())
     started = asyncio.create_task(daemon.started.wait())
     await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)

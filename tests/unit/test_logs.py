@@ -1,0 +1,31 @@
+import json
+import logging
+
+from daemon.logs import setup_logging
+
+
+def test_json_lines_carry_the_job(capsys):
+    setup_logging("json")
+    try:
+        logging.getLogger("daemon.jobs").info(
+            "✓ Generated %d model files", 8, extra={"job_id": "j-1", "phase": "BE_MODELS"}
+        )
+        logging.getLogger("daemon.worker").warning("no job here")
+    finally:
+        logging.getLogger().handlers.clear()
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["message"] == "✓ Generated 8 model files"
+    assert first["job_id"] == "j-1" and first["phase"] == "BE_MODELS" and first["level"] == "info"
+    assert second["job_id"] == "-"
+
+
+def test_text_lines_read_like_the_seed(capsys):
+    setup_logging("text")
+    try:
+        logging.getLogger("daemon.jobs").info(
+            "STEP 3: BACKEND API GENERATION (Multi-phase)", extra={"job_id": "j-2"}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("INFO    [j-2] STEP 3: BACKEND API GENERATION (Multi-phase)")
