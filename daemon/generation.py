@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -21,7 +21,7 @@ import anthropic
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from daemon import prompts
+from daemon import chaos, prompts
 from daemon.errors import PermanentLLMError, PhaseFailed, RetryableLLMError, UnsafePath
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.models import FileRecord, Usage
@@ -30,6 +30,7 @@ from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
 from daemon.states.base import GeneratedFile, PhaseFiles
 from daemon.store import JobRecord, NewFile, PhaseOutcome
+from daemon.streaming import FileScanner
 
 log = logging.getLogger(__name__)
 CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
@@ -142,11 +143,21 @@ class PhaseProgress:
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
     repairs: int = 0
+    failures: int = 0
     plan: ArchPlan | None = None
 
 
+Checkpoint = Callable[[NewFile], None]
+"""Commits one complete file of a running phase to the store."""
+
+
 class PhaseRunner:
-    """Turns one phase of one job into a PhaseOutcome, or raises PhaseFailed with the reason."""
+    """Turns one phase of one job into a PhaseOutcome, or raises PhaseFailed with the reason.
+
+    Answers stream in; each file is handed to ``checkpoint`` the moment its JSON object
+    closes, so a crash or a broken stream costs only the file being written. A phase that
+    starts with files already committed (it was interrupted) asks only for the others.
+    """
 
     def __init__(self, llm: LLMProvider, settings: Settings, call_slots: asyncio.Semaphore) -> None:
         self._llm = llm
@@ -154,20 +165,25 @@ class PhaseRunner:
         self._slots = call_slots
 
     async def run(
-        self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord]
+        self,
+        job: JobRecord,
+        phase: Phase,
+        manifest: Sequence[FileRecord],
+        committed: Sequence[FileRecord] = (),
+        checkpoint: Checkpoint | None = None,
     ) -> PhaseOutcome:
         started = time.monotonic()
-        options = job.request.options
-        progress = PhaseProgress(
-            budget=self._settings.max_tokens_for(phase.state, options.max_tokens)
-        )
+        budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
+        progress = PhaseProgress(budget=budget)
+        progress.produced = {f.path: NewFile(f.path, f.content) for f in committed}
         interpret = interpret_files if phase.produces_files else interpret_plan
         try:
             while True:
-                answer = await self._call(job, phase, manifest, progress)
+                answer = await self._call(job, phase, manifest, progress, checkpoint)
+                if answer is None:
+                    continue
                 result = interpret(answer)
-                done = self._absorb(phase, progress, result)
-                if done:
+                if self._absorb(phase, progress, result):
                     break
                 _report_continuation(job.job_id, phase, progress, result)
         except PhaseFailed as exc:
@@ -205,16 +221,16 @@ class PhaseRunner:
             progress.budget = min(progress.budget * 2, limits.max_tokens_ceiling)
         return result.done
 
-    async def _call(
+    def _build_call(
         self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord], progress: PhaseProgress
-    ) -> LLMAnswer:
+    ) -> LLMCall:
         progress.calls += 1
-        if progress.calls > self._settings.llm.max_calls_per_phase:
+        limit = self._settings.llm.max_calls_per_phase
+        if progress.calls > limit:
             raise PhaseFailed(
-                f"{phase.state}: not complete after {self._settings.llm.max_calls_per_phase} calls "
-                "(llm.max_calls_per_phase)"
+                f"{phase.state}: not complete after {limit} calls (llm.max_calls_per_phase)"
             )
-        call = LLMCall(
+        return LLMCall(
             job_id=job.job_id,
             phase=phase.state,
             call=progress.calls,
@@ -227,32 +243,62 @@ class PhaseRunner:
             schema=api_schema(phase.output_model),
             timeout_s=self._settings.llm.timeout_s,
         )
-        answer = await self._call_with_retries(call)
+
+    async def _call(
+        self,
+        job: JobRecord,
+        phase: Phase,
+        manifest: Sequence[FileRecord],
+        progress: PhaseProgress,
+        checkpoint: Checkpoint | None,
+    ) -> LLMAnswer | None:
+        """One call; None when it failed for a passing reason (after waiting to retry)."""
+        call = self._build_call(job, phase, manifest, progress)
+        scanner = FileScanner() if phase.produces_files else None
+
+        def on_text(chunk: str) -> None:
+            for item in scanner.feed(chunk) if scanner else ():
+                _take_streamed(item, progress, checkpoint)
+            chaos.point("mid_stream")
+
+        try:
+            async with self._slots:
+                answer = await self._llm.complete(call, on_text)
+        except PermanentLLMError as exc:
+            raise PhaseFailed(f"{phase.state}: {exc}") from None
+        except RetryableLLMError as exc:
+            await self._back_off(call, progress, exc)
+            return None
         progress.usage += answer.usage
-        log.debug(
-            "call %d of %s: stop_reason=%s",
-            call.call,
-            phase.state,
-            answer.stop_reason,
-            extra={"job_id": job.job_id, "phase": phase.state},
-        )
+        chaos.point("after_answer")
         return answer
 
-    async def _call_with_retries(self, call: LLMCall) -> LLMAnswer:
-        for delay_s in (*RETRY_BACKOFF_S, None):
-            try:
-                async with self._slots:
-                    return await self._llm.complete(call)
-            except PermanentLLMError as exc:
-                raise PhaseFailed(f"{call.phase}: {exc}") from None
-            except RetryableLLMError as exc:
-                if delay_s is None:
-                    raise PhaseFailed(f"{call.phase}: model unavailable: {exc}") from None
-                log.warning(
-                    "model call failed (%s); retrying in %.0f s",
-                    exc,
-                    delay_s,
-                    extra={"job_id": call.job_id, "phase": call.phase},
-                )
-                await asyncio.sleep(delay_s)
-        raise AssertionError("unreachable")
+    async def _back_off(self, call: LLMCall, progress: PhaseProgress, exc: Exception) -> None:
+        progress.failures += 1
+        if progress.failures > len(RETRY_BACKOFF_S):
+            raise PhaseFailed(f"{call.phase}: model unavailable: {exc}")
+        delay_s = RETRY_BACKOFF_S[progress.failures - 1]
+        log.warning(
+            "  model call failed (%s); %d files kept, retrying in %.0f s",
+            exc,
+            len(progress.produced),
+            delay_s,
+            extra={"job_id": call.job_id, "phase": call.phase},
+        )
+        await asyncio.sleep(delay_s)
+
+
+def _take_streamed(
+    item: GeneratedFile, progress: PhaseProgress, checkpoint: Checkpoint | None
+) -> None:
+    """A file that closed mid-stream: keep and commit it (unsafe paths wait for the whole
+    answer, whose interpretation reports them)."""
+    try:
+        new = NewFile(check_path(item.path), item.content)
+    except UnsafePath:
+        return
+    if progress.produced.get(new.path) == new:
+        return
+    progress.produced[new.path] = new
+    if checkpoint is not None:
+        checkpoint(new)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import MessageSizeTooLargeError
 from pydantic import ValidationError
 
+from daemon import chaos
 from daemon.models import REQUEST_ID_PATTERN, GenerationRequest, ImageMockup
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
@@ -79,6 +80,7 @@ class Intake:
         created = self._store.create_job(
             job_id, outcome, source, plan_phases(outcome.options.phases)
         )
+        chaos.point("after_create")
         log.info(
             "%s job for %s from %s",
             "accepted" if created else "duplicate request; no new",

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from daemon import chaos
 from daemon.errors import PhaseFailed, UnsafePath
 from daemon.generation import PhaseRunner
 from daemon.machine import JobMachine
@@ -130,17 +131,25 @@ class JobRunner:
 
     async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> None:
         phase = PHASE_BY_STATE[machine.state]
+        store = self._store
         report.phase_starting(phase)
-        self._store.start_phase(job, phase.state, phase.step)
+        store.start_phase(job, phase.state, phase.step)
         self._on_commit()
         try:
-            outcome = await self._phases.run(job, phase, self._store.files(job.job_id))
+            outcome = await self._phases.run(
+                job,
+                phase,
+                manifest=store.files_of_other_phases(job.job_id, phase.state),
+                committed=store.files(job.job_id, phase.state),
+                checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
+            )
         except PhaseFailed as exc:
             self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
             return
         machine.advance()
-        records = self._store.complete_phase(job, outcome, machine.current)
+        records = store.complete_phase(job, outcome, machine.current)
+        chaos.point("after_commit")
         self._write_files(job.job_id, records)
         report.phase_done(phase, records)
 

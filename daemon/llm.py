@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import anthropic
+import httpx2
 
 from daemon.errors import PermanentLLMError, ReplayMissing, RetryableLLMError
 from daemon.models import Usage
 
 log = logging.getLogger(__name__)
 CASSETTE_FORMAT = 1
+REPLAY_CHUNK_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -45,33 +48,44 @@ class LLMAnswer:
     usage: Usage = field(default_factory=lambda: Usage(calls=1))
 
 
+TextSink = Callable[[str], None]
+"""Receives the answer's text piece by piece as it streams in."""
+
+
 class LLMProvider(Protocol):
-    async def complete(self, call: LLMCall) -> LLMAnswer: ...
+    async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer: ...
 
     async def aclose(self) -> None: ...
 
 
 class AnthropicProvider:
-    """Claude through the official async SDK, with structured output and explicit limits."""
+    """Claude through the official async SDK: streamed, with structured output and explicit
+    limits. Streams are not retried by the SDK; a broken one is a RetryableLLMError here,
+    and the phase runner asks again for what the broken answer did not deliver."""
 
     def __init__(self, max_retries: int, timeout_s: float) -> None:
         # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment.
         self._client = anthropic.AsyncAnthropic(max_retries=max_retries, timeout=timeout_s)
 
-    async def complete(self, call: LLMCall) -> LLMAnswer:
+    async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         try:
-            message = await self._client.messages.create(
+            async with self._client.messages.stream(
                 model=call.model,
                 max_tokens=call.max_tokens,
                 system=call.system,  # type: ignore[arg-type]
                 messages=call.messages,  # type: ignore[arg-type]
                 output_config={"format": {"type": "json_schema", "schema": call.schema}},
                 timeout=call.timeout_s,
-            )
+            ) as stream:
+                async for text in stream.text_stream:
+                    on_text(text)
+                message = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             raise _translate_status(exc) from None
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError) as exc:
-            raise RetryableLLMError(f"{type(exc).__name__}: model API unreachable") from None
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError, httpx2.HTTPError) as exc:
+            raise RetryableLLMError(
+                f"{type(exc).__name__}: the answer did not arrive whole"
+            ) from None
         text = "".join(block.text for block in message.content if block.type == "text")
         return LLMAnswer(
             text=text, stop_reason=message.stop_reason or "end_turn", usage=_usage(message.usage)
@@ -84,12 +98,19 @@ class AnthropicProvider:
 def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # Only the status, type and request id: the SDK's message never carries the key,
     # but the request headers do, so nothing of the request is included.
-    reason = (
-        f"HTTP {exc.status_code} {getattr(exc, 'type', None) or ''} (request-id {exc.request_id})"
-    )
+    kind = _error_type(exc)
+    if exc.status_code == 200:  # an SSE error event in the middle of a stream
+        return RetryableLLMError(f"stream error event {kind} (request-id {exc.request_id})")
+    reason = f"HTTP {exc.status_code} {kind} (request-id {exc.request_id})"
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-        return RetryableLLMError(reason.strip())
-    return PermanentLLMError(reason.strip())
+        return RetryableLLMError(reason)
+    return PermanentLLMError(reason)
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    return str(error.get("type") or getattr(exc, "type", None) or "error")
 
 
 def _usage(usage: Any) -> Usage:
@@ -114,21 +135,27 @@ class ReplayProvider:
             raise PermanentLLMError(f"cassette directory {cassette_dir} does not exist")
         self._dir = cassette_dir
 
-    async def complete(self, call: LLMCall) -> LLMAnswer:
+    async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         name = cassette_entry_name(call.phase, call.call)
         for candidate in (self._dir / call.job_id / name, self._dir / name):
             if candidate.is_file():
-                return _answer_from_entry(json.loads(candidate.read_text(encoding="utf-8")))
+                return _replay(json.loads(candidate.read_text(encoding="utf-8")), on_text)
         raise ReplayMissing(f"cassette {self._dir} has no answer {name} for job {call.job_id}")
 
     async def aclose(self) -> None:
         return None
 
 
-def _answer_from_entry(entry: dict[str, Any]) -> LLMAnswer:
+def _replay(entry: dict[str, Any], on_text: TextSink) -> LLMAnswer:
+    """Stream a recorded answer again; a recorded failure fails again after its text."""
     response = entry["response"]
+    text = response.get("text", "")
+    for start in range(0, len(text), REPLAY_CHUNK_CHARS):
+        on_text(text[start : start + REPLAY_CHUNK_CHARS])
+    if "error" in response:
+        raise RetryableLLMError(f"recorded failure: {response['error']}")
     usage = Usage(**{**response.get("usage", {}), "calls": 1})
-    return LLMAnswer(text=response["text"], stop_reason=response["stop_reason"], usage=usage)
+    return LLMAnswer(text=text, stop_reason=response["stop_reason"], usage=usage)
 
 
 class RecordingProvider:
@@ -144,22 +171,39 @@ class RecordingProvider:
                 json.dumps({"format": CASSETTE_FORMAT, "label": "recorded answers"}, indent=2)
             )
 
-    async def complete(self, call: LLMCall) -> LLMAnswer:
-        answer = await self._inner.complete(call)
+    async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
+        seen: list[str] = []
+
+        def tee(chunk: str) -> None:
+            seen.append(chunk)
+            on_text(chunk)
+
+        try:
+            answer = await self._inner.complete(call, tee)
+        except RetryableLLMError as exc:
+            # Recorded too: a replay must see the same broken stream and the same retry.
+            self._write(call, {"error": str(exc), "text": "".join(seen)})
+            raise
+        self._write(
+            call,
+            {
+                "stop_reason": answer.stop_reason,
+                "text": answer.text,
+                "usage": answer.usage.model_dump(exclude={"calls"}),
+            },
+        )
+        return answer
+
+    def _write(self, call: LLMCall, response: dict[str, Any]) -> None:
         target = self._dir / call.job_id / cassette_entry_name(call.phase, call.call)
         target.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             "phase": call.phase,
             "call": call.call,
             "request": {"model": call.model, "max_tokens": call.max_tokens},
-            "response": {
-                "stop_reason": answer.stop_reason,
-                "text": answer.text,
-                "usage": answer.usage.model_dump(exclude={"calls"}),
-            },
+            "response": response,
         }
         target.write_text(json.dumps(entry, indent=1), encoding="utf-8")
-        return answer
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -484,6 +484,25 @@ class Store:
 
     # -- files -------------------------------------------------------------
 
+    def stage_file(self, job_id: str, phase: str, new: NewFile) -> None:
+        """Commit one file of a running phase the moment it is complete."""
+        record = new.record()
+        with self.transaction():
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO files (job_id, path, phase, content, sha256, size) "
+                "VALUES (?,?,?,?,?,?)",
+                (job_id, record.path, phase, record.content, record.sha256, record.size),
+            )
+
+    def files_of_other_phases(self, job_id: str, phase: str) -> list[FileRecord]:
+        """What the phases other than ``phase`` produced: the manifest a phase builds on."""
+        rows = self.db.conn.execute(
+            "SELECT path, sha256, size, content FROM files WHERE job_id = ? AND phase != ? "
+            "ORDER BY rowid",
+            (job_id, phase),
+        ).fetchall()
+        return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
+
     def files(self, job_id: str, phase: str | None = None) -> list[FileRecord]:
         query = "SELECT path, sha256, size, content FROM files WHERE job_id = ?"
         args: tuple[str, ...] = (job_id,)

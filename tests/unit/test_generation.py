@@ -38,11 +38,13 @@ class Scripted:
         self.answers = list(answers)
         self.calls: list[LLMCall] = []
 
-    async def complete(self, call):
+    async def complete(self, call, on_text):
         self.calls.append(call)
         item = self.answers.pop(0)
         if isinstance(item, Exception):
             raise item
+        for start in range(0, len(item.text), 10):
+            on_text(item.text[start : start + 10])
         return item
 
     async def aclose(self):

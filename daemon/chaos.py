@@ -1,0 +1,24 @@
+"""Test-only crash points for the chaos suite.
+
+``CODEGEND_CHAOS_POINT=<name>`` and ``CODEGEND_CHAOS_AFTER=<n>`` make the process kill
+itself with SIGKILL the n-th time it passes that point (n defaults to 1). Unset (always,
+outside tests), ``point()`` is one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset({"after_create", "mid_stream", "after_answer", "after_commit"})
+_armed = os.environ.get("CODEGEND_CHAOS_POINT")
+_remaining = int(os.environ.get("CODEGEND_CHAOS_AFTER", "1"))
+
+
+def point(name: str) -> None:
+    global _remaining
+    if _armed != name:
+        return
+    _remaining -= 1
+    if _remaining <= 0:
+        os.kill(os.getpid(), signal.SIGKILL)
