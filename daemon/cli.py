@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from pydantic import ValidationError
@@ -17,7 +19,7 @@ from rich.table import Table
 from daemon import __version__
 from daemon.errors import CodegendError
 from daemon.logs import LogFormat, setup_logging
-from daemon.models import Event, GenerationRequest
+from daemon.models import IMAGE_MEDIA_TYPES, Event, GenerationRequest, ImageMockup
 from daemon.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -53,7 +55,15 @@ LogFormatOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", envvar="CODEGEND_JSON", show_envvar=True, help="Print JSON.")
 ]
-EXIT_BY_STATUS = {"completed": 0, "failed": 1, "partial": 2, "cancelled": 3}
+PlainOption = Annotated[
+    bool,
+    typer.Option(
+        "--plain",
+        envvar="CODEGEND_PLAIN",
+        show_envvar=True,
+        help="One line per event instead of the live view (the default when not on a terminal).",
+    ),
+]
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -102,81 +112,185 @@ def run(
         raise _fail(exc) from None
 
 
+IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+class UsageError(CodegendError):
+    """The command was not given what it needs."""
+
+
 def _read_request(
-    file: Path | None, project: str | None, mockup_text: str | None, mockup_image: Path | None
+    file: Path | None,
+    project: str | None,
+    mockup_text: str | None,
+    mockup_image: Path | None,
+    request_id: str | None,
 ) -> GenerationRequest:
-    if file is not None:
-        raw: Any = json.loads(
-            sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    flags = [
+        name
+        for name, value in (
+            ("--project", project),
+            ("--mockup-text", mockup_text),
+            ("--mockup-image", mockup_image),
         )
-    elif project and (mockup_text or mockup_image):
-        if mockup_image is not None:
-            media = {
-                ".png": "image/png",
-                ".jpg": "image/jpeg",
-                ".jpeg": "image/jpeg",
-                ".webp": "image/webp",
-                ".gif": "image/gif",
-            }.get(mockup_image.suffix.lower(), "image/png")
-            mockup = {
-                "kind": "image",
-                "media_type": media,
-                "data": base64.b64encode(mockup_image.read_bytes()).decode(),
-            }
-        else:
-            mockup = {"kind": "text", "description": mockup_text}
+        if value is not None
+    ]
+    if file is not None and flags:
+        raise UsageError(f"give a request FILE or {' / '.join(flags)}, not both")
+    if file is not None:
+        raw = _load_json(file)
+    elif project is not None and (mockup_text is None) != (mockup_image is None):
+        mockup = (
+            _image_mockup(mockup_image)
+            if mockup_image is not None
+            else {"kind": "text", "description": mockup_text}
+        )
         raw = {"project_name": project, "mockup": mockup}
+    elif mockup_text is not None and mockup_image is not None:
+        raise UsageError("give --mockup-text or --mockup-image, not both")
     else:
-        raise CodegendError(
+        raise UsageError(
             "give a request FILE (or - for stdin), or --project with --mockup-text or --mockup-image"
         )
+    if request_id is not None and isinstance(raw, dict):
+        raw = {**raw, "request_id": request_id}
     return GenerationRequest.model_validate(raw)
+
+
+def _load_json(file: Path) -> Any:
+    name = "stdin" if str(file) == "-" else str(file)
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no request file at {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {name}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{name} is not valid JSON: {exc}") from None
+
+
+def _image_mockup(path: Path) -> dict[str, str]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"no image file at {path}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return {"kind": "image", "media_type": _media_type(path, data), "data": _b64(data)}
+
+
+def _media_type(path: Path, data: bytes) -> str:
+    """The type the image's first bytes declare (its name may lie)."""
+    for signature, media_type in IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return media_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise UsageError(
+        f"{path} is not a PNG, JPEG, WebP or GIF image (the types a mockup may have: "
+        f"{', '.join(IMAGE_MEDIA_TYPES)})"
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _field_errors(exc: ValidationError) -> str:
+    return "\n".join(
+        f"  {'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
+        for error in exc.errors()
+    )
+
+
+def _check_size(request: GenerationRequest, settings: Settings) -> None:
+    mockup = request.mockup
+    limit = settings.llm.max_image_bytes
+    if isinstance(mockup, ImageMockup) and mockup.size_bytes > limit:
+        raise UsageError(
+            f"the mockup image has {mockup.size_bytes} bytes, over llm.max_image_bytes ({limit})"
+        )
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": f"CODEGEND_{name}", "show_envvar": True}
 
 
 @app.command()
 def submit(
     file: Annotated[Path | None, typer.Argument(help="Request JSON file, or - for stdin.")] = None,
     project: Annotated[
-        str | None, typer.Option(help="Project name (a slug), instead of a FILE.")
+        str | None,
+        typer.Option(help="Project name (a slug), instead of a FILE.", **_env("PROJECT")),
     ] = None,
     mockup_text: Annotated[
-        str | None, typer.Option(help="Mockup description, instead of a FILE.")
+        str | None,
+        typer.Option(help="Mockup description, instead of a FILE.", **_env("MOCKUP_TEXT")),
     ] = None,
     mockup_image: Annotated[
-        Path | None, typer.Option(help="Mockup image file, instead of a FILE.")
+        Path | None,
+        typer.Option(
+            help="Mockup image (PNG, JPEG, WebP, GIF), instead of a FILE.",
+            dir_okay=False,
+            **_env("MOCKUP_IMAGE"),
+        ),
     ] = None,
     request_id: Annotated[
-        str | None, typer.Option(help="Idempotency key (default: from the file).")
+        str | None,
+        typer.Option(
+            help="Idempotency key and job id (default: the file's).", **_env("REQUEST_ID")
+        ),
     ] = None,
-    watch_: Annotated[bool, typer.Option("--watch", help="Follow the job until it ends.")] = False,
+    watch_: Annotated[
+        bool, typer.Option("--watch", help="Follow the job until it ends.", **_env("WATCH"))
+    ] = False,
+    plain: PlainOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Validate a generation request and produce it to the requests topic; prints the job id."""
+    """Validate a generation request and produce it to the requests topic; prints the job id.
+
+    With --watch, follows the job and exits as watch does."""
     from daemon.client import Client
 
     settings = _settings(config)
     try:
-        request = _read_request(file, project, mockup_text, mockup_image)
-        if request_id:
-            request = request.model_copy(update={"request_id": request_id})
-            request = GenerationRequest.model_validate(request.model_dump())
+        request = _read_request(file, project, mockup_text, mockup_image, request_id)
+        _check_size(request, settings)
     except ValidationError as exc:
-        err.print(f"[red]invalid request:[/]\n{exc}")
+        err.print(f"[red]invalid request:[/]\n{_field_errors(exc)}", highlight=False)
         raise typer.Exit(2) from None
-    except (CodegendError, OSError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except UsageError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
 
     async def go() -> int:
         async with Client(settings) as client:
             job_id = await client.submit(request)
-            out.print(job_id)
-            return await _follow(client, job_id, as_json=False) if watch_ else 0
+            out.print(job_id, highlight=False)
+            return await _follow(client, job_id, _watch_mode(False, plain)) if watch_ else 0
+
+    raise typer.Exit(_run_client(go))
+
+
+def _run_client(go: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run a broker client's coroutine; its failures become one line and exit code 1."""
+    from aiokafka.errors import KafkaError
 
     try:
-        raise typer.Exit(asyncio.run(go()))
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        return 130
     except CodegendError as exc:
         raise _fail(exc) from None
+    except (KafkaError, OSError) as exc:
+        raise _fail(CodegendError(f"the brokers could not be used: {exc!r}")) from None
 
 
 def describe(event: Event) -> str:
@@ -199,16 +313,29 @@ def describe(event: Event) -> str:
     return f"{event.ts:%H:%M:%S} {event.job_id} #{event.seq:<3} {event.type:<16} {detail}"
 
 
-async def _follow(client: Any, job_id: str | None, as_json: bool) -> int:
-    status = None
-    async for event in client.events(job_id):
-        if as_json:
-            print(event.to_json().decode(), flush=True)
-        else:
-            out.print(describe(event), highlight=False, markup=False)
-        if event.type == "job.completed" and event.job_id == job_id:
-            status = event.status
-    return EXIT_BY_STATUS.get(status or "completed", 0)
+WatchMode = Literal["json", "plain", "live"]
+
+
+def _watch_mode(as_json: bool, plain: bool) -> WatchMode:
+    if as_json:
+        return "json"
+    return "plain" if plain or not out.is_terminal else "live"
+
+
+async def _follow(client: Any, job_id: str | None, mode: WatchMode) -> int:
+    """Follow a job (or every job): the live view, one line per event, or JSON lines.
+    Returns the exit code of how the job ended."""
+    from daemon.watchview import WatchState, follow, show_live
+
+    state = WatchState(job_id)
+    events = client.events(job_id)
+    if mode == "live":
+        await show_live(events, state, out)
+    elif mode == "json":
+        await follow(events, state, lambda e: print(e.to_json().decode(), flush=True))
+    else:
+        await follow(events, state, lambda e: out.print(describe(e), highlight=False, markup=False))
+    return state.exit_code()
 
 
 @app.command()
@@ -217,22 +344,23 @@ def watch(
         str | None, typer.Argument(help="The job to follow; all jobs if omitted.")
     ] = None,
     as_json: JsonOption = False,
+    plain: PlainOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Follow events (one line each); with a JOB_ID, exits when the job ends (0 completed,
-    1 failed, 2 partial, 3 cancelled)."""
+    """Follow events: a live view of each job's phases on a terminal, else one line per event.
+
+    With a JOB_ID, exits when the job ends: 0 completed, 1 failed (or rejected), 2 partial,
+    3 cancelled."""
     from daemon.client import Client
 
     settings = _settings(config)
+    mode = _watch_mode(as_json, plain)
 
     async def go() -> int:
         async with Client(settings) as client:
-            return await _follow(client, job_id, as_json)
+            return await _follow(client, job_id, mode)
 
-    try:
-        raise typer.Exit(asyncio.run(go()))
-    except CodegendError as exc:
-        raise _fail(exc) from None
+    raise typer.Exit(_run_client(go))
 
 
 def _open_store(settings: Settings) -> Any:
@@ -396,10 +524,35 @@ def export(
 
 
 @app.command("config")
-def show_config(config: ConfigOption = None) -> None:
-    """Print the effective configuration (secrets masked)."""
-    settings = _settings(config)
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+def show_config(as_json: JsonOption = False, config: ConfigOption = None) -> None:
+    """Print the effective configuration: each key's value and where it comes from
+    (default, file, environment); secrets are masked."""
+    from daemon.settings import describe_settings
+
+    try:
+        entries = describe_settings(config)
+    except CodegendError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        document = {e.key: {"value": e.value, "source": e.source} for e in entries}
+        print(json.dumps(document, indent=2))
+        return
+    table = Table("key", "value", "source", title="codegend configuration")
+    for entry in entries:
+        style = "" if entry.source == "default" else "bold"
+        table.add_row(entry.key, _config_value(entry.value), entry.source, style=style)
+    out.print(table, highlight=False)
+    if config is not None:
+        out.print(f"file: {config}", highlight=False)
+    api_key = "set" if os.environ.get("ANTHROPIC_API_KEY") else "not set"
+    out.print(f"ANTHROPIC_API_KEY: {api_key} (read by the Anthropic SDK itself)", highlight=False)
+
+
+def _config_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @app.command()

@@ -11,11 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from daemon import chaos
@@ -53,6 +59,12 @@ class Intake:
         self._kafka = kafka
         self._on_new_work = on_new_work
         self._running = True
+        # Per partition, the offset after the last record that is a job or on the DLQ.
+        self._processed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def subscribe(self) -> None:
+        self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
 
     def stop(self) -> None:
         self._running = False
@@ -65,10 +77,28 @@ class Intake:
             for tp, records in batches.items():
                 for record in records:
                     await self.handle(record)
-                # Committed only once every record up to here is a job or on the DLQ.
-                await self._consumer.commit({tp: records[-1].offset + 1})
+                    self._processed[tp] = record.offset + 1
+                await self.commit([tp])
             if batches:
                 self._on_new_work()
+
+    async def commit(self, partitions: Iterable[TopicPartition]) -> None:
+        """Commit what is processed: every record before the offset is a job or on the DLQ."""
+        offsets = {
+            tp: self._processed[tp]
+            for tp in partitions
+            if self._processed.get(tp, -1) > self._committed.get(tp, -1)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member; it reads these requests again and
+            # finds their jobs already in the store.
+            log.warning("offsets %s not committed: %s", offsets, exc)
+            return
+        self._committed.update(offsets)
 
     async def handle(self, record: ConsumerRecord) -> None:
         source = f"{record.topic}:{record.partition}:{record.offset}"
@@ -154,6 +184,19 @@ class Intake:
                 key=record.key,
                 headers=[*headers, ("truncated", str(len(value)).encode())],
             )
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, commit what was processed on them."""
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._intake.commit(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("consuming %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)))
 
 
 def _sniff_request_id(head: bytes) -> str | None:

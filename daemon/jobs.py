@@ -96,8 +96,14 @@ class JobRunner:
     """Walks one job through its machine, one phase at a time, committing each step."""
 
     def __init__(
-        self, store: Store, phases: PhaseRunner, output_dir: Path, on_commit: Callable[[], None]
+        self,
+        store: Store,
+        phases: PhaseRunner,
+        output_dir: Path,
+        on_commit: Callable[[], None],
+        max_crashes: int = 3,
     ) -> None:
+        self._max_crashes = max_crashes
         self._store = store
         self._phases = phases
         self._output_dir = output_dir
@@ -132,6 +138,15 @@ class JobRunner:
     async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> None:
         phase = PHASE_BY_STATE[machine.state]
         store = self._store
+        crashes = store.count_crash(job.job_id, phase.state)
+        if crashes >= self._max_crashes:
+            reason = (
+                f"{phase.state}: the daemon died {crashes} times while running this phase "
+                "(jobs.max_phase_crashes); not trying again"
+            )
+            self._fail(job, machine, phase, PhaseFailed(reason))
+            report.phase_failed(phase, reason)
+            return
         report.phase_starting(phase)
         store.start_phase(job, phase.state, phase.step)
         self._on_commit()
@@ -143,6 +158,9 @@ class JobRunner:
                 committed=store.files(job.job_id, phase.state),
                 checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
             )
+        except asyncio.CancelledError:
+            store.interrupt_phase(job.job_id, phase.state)
+            raise
         except PhaseFailed as exc:
             self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))

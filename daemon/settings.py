@@ -8,14 +8,19 @@ it never passes through codegend's configuration, logs or store.
 from __future__ import annotations
 
 import contextvars
+import difflib
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -77,6 +82,7 @@ class JobsSettings(_Section):
     max_concurrent: int = Field(default=4, ge=1)
     execution: Literal["sequential", "parallel"] = "sequential"
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    max_phase_crashes: int = Field(default=3, ge=1)
 
 
 class PhaseSettings(_Section):
@@ -150,16 +156,124 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, _origins(config_file, overrides))) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
     finally:
         _config_file.reset(token)
 
 
-def _describe(exc: ValidationError) -> str:
+# ---------------------------------------------------------------------------
+# Where each value comes from (``codegend config``)
+
+Source = Literal["default", "file", "environment", "argument"]
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One effective setting: its dotted key, its value (secrets masked), where it was set."""
+
+    key: str
+    value: Any
+    source: Source
+
+
+def describe_settings(config_file: Path | None = None, **overrides: Any) -> list[ConfigEntry]:
+    """Every effective setting with its source, in section order; secrets are masked.
+
+    Each phase's ``max_tokens`` is listed with its effective value (the registry's default
+    unless set); a phase's ``model`` only when set.
+    """
+    settings = load_settings(config_file, **overrides)
+    origins = _origins(config_file, overrides)
+    values = _flatten(settings.model_dump(exclude={"phases"}))
+    for state in PHASE_NAMES:
+        values[f"phases.{state}.max_tokens"] = settings.max_tokens_for(state)
+        configured = settings.phases.get(state)
+        if configured and configured.model:
+            values[f"phases.{state}.model"] = configured.model
+    return [
+        ConfigEntry(key, _shown(value), origins.get(key, "default"))
+        for key, value in values.items()
+    ]
+
+
+def _origins(config_file: Path | None, overrides: dict[str, Any]) -> dict[str, Source]:
+    """Dotted key -> the source that sets it, by precedence (argument > environment > file)."""
+    layers: list[tuple[Source, Any]] = [("argument", lambda: overrides)]
+    layers.append(("environment", lambda: EnvSettingsSource(Settings)()))
+    if config_file is not None:
+        layers.append(("file", lambda: TomlConfigSettingsSource(Settings, config_file)()))
+    origins: dict[str, Source] = {}
+    for source, read in reversed(layers):
+        try:
+            data = read()
+        except (SettingsError, OSError, tomllib.TOMLDecodeError):
+            continue  # load_settings reports these
+        origins.update(dict.fromkeys(_flatten(data), source))
+    return origins
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, BaseModel):
+        data = dict(data)
+    if not isinstance(data, dict) or not data:
+        return {prefix: data} if prefix else {}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).upper() if prefix == "phases" else str(key).lower()
+        flat.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+    return flat
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _describe(exc: ValidationError, origins: dict[str, Source] | None = None) -> str:
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
-        allowed = error.get("ctx", {}).get("expected")
-        hint = f" (allowed: {allowed})" if allowed else ""
-        lines.append(f"{key}: {error['msg']}{hint}")
+        where = _where(key, (origins or {}).get(key))
+        lines.append(f"{key}: {_problem(error, key)}{where}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _problem(error: Any, key: str) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"unknown key; {_known_keys(key)}"
+    expected = error.get("ctx", {}).get("expected")
+    if error["type"] == "literal_error" and expected:
+        # The choices of a Literal are never secrets: the bad value may be shown.
+        return f"{error['input']!r} is not allowed; allowed: {expected}"
+    return error["msg"]
+
+
+def _known_keys(key: str) -> str:
+    section, _, _ = key.rpartition(".")
+    model: type[BaseModel] = Settings
+    if section:
+        field = Settings.model_fields.get(section)
+        model = field.annotation if field and isinstance(field.annotation, type) else Settings
+    allowed = list(model.model_fields)
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key.rpartition(".")[2], allowed, n=1)
+    if close:
+        return f"did you mean {prefix}{close[0]}?"
+    return "allowed: " + ", ".join(f"{prefix}{name}" for name in allowed)
+
+
+def _where(key: str, source: Source | None) -> str:
+    if source == "environment":
+        return f" (from environment variable CODEGEND_{key.upper().replace('.', '__')})"
+    if source == "file":
+        config_file = _config_file.get()
+        return f" (from {config_file})" if config_file else " (from the config file)"
+    return ""

@@ -25,9 +25,14 @@ from daemon.errors import JobNotFound, StoreError
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
 from daemon.states import ArchPlan, JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
+_UPSERT_FILE = (
+    "INSERT INTO files (job_id, path, phase, content, sha256, size, committed_at) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(job_id, path) DO UPDATE SET phase = excluded.phase, "
+    "content = excluded.content, sha256 = excluded.sha256, size = excluded.size"
+)
 
 
 @dataclass(eq=False)
@@ -104,21 +109,23 @@ class Store:
         # the fsync per commit is cheap next to a model call.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             raise StoreError(f"store {self.path} is corrupt: {result}")
 
     def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one version per transaction."""
         version = self.db.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {version}, newer than this codegend "
                 f"({SCHEMA_VERSION}); upgrade codegend"
             )
-        if version < 1:
+        migrations = {1: self._create_v1, 2: self._add_interruptions, 3: self._add_file_times}
+        for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
-                self._create_v1()
-                self.db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                migrations[target]()
+                self.db.conn.execute(f"PRAGMA user_version = {target}")
 
     def _create_v1(self) -> None:
         db = self.db
@@ -178,6 +185,14 @@ class Store:
         db["outbox"].create_index(["published_at", "id"])
         db["outbox"].create_index(["job_id", "seq"], unique=True)
         db["jobs"].create_index(["state", "created_at"])
+
+    def _add_file_times(self) -> None:
+        # When a file was first committed (a re-run of its phase keeps the first time).
+        self.db["files"].add_column("committed_at", float)
+
+    def _add_interruptions(self) -> None:
+        # How often a phase was left running by a process that died in it.
+        self.db["phases"].add_column("interruptions", int, not_null_default=0)
 
     def close(self) -> None:
         self.db.close()
@@ -328,6 +343,29 @@ class Store:
 
     # -- phases ------------------------------------------------------------
 
+    def count_crash(self, job_id: str, phase: str) -> int:
+        """A phase found running when its job starts was left so by a process that died in
+        it: count that. Returns how often that has happened to this phase."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE phases SET interruptions = interruptions + 1 "
+                "WHERE job_id = ? AND phase = ? AND status = 'running'",
+                (job_id, phase),
+            )
+            row = self.db.conn.execute(
+                "SELECT interruptions FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
+            ).fetchone()
+        return int(row[0])
+
+    def interrupt_phase(self, job_id: str, phase: str) -> None:
+        """A phase stopped on purpose (shutdown): not a crash; it runs again at the next start."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ? "
+                "AND status = 'running'",
+                (job_id, phase),
+            )
+
     def start_phase(self, job: JobRecord, phase: str, step: str) -> int:
         """Mark a phase running, make it the job's state, announce it; returns the attempt number."""
         with self.transaction():
@@ -354,9 +392,7 @@ class Store:
         conn = self.db.conn
         with self.transaction():
             conn.executemany(
-                "INSERT OR REPLACE INTO files (job_id, path, phase, content, sha256, size) "
-                "VALUES (?,?,?,?,?,?)",
-                [(job.job_id, r.path, outcome.phase, r.content, r.sha256, r.size) for r in records],
+                _UPSERT_FILE, [self._file_row(job.job_id, outcome.phase, r) for r in records]
             )
             self._finish_phase_row(job.job_id, outcome, "completed", None)
             if outcome.plan is not None:
@@ -488,11 +524,11 @@ class Store:
         """Commit one file of a running phase the moment it is complete."""
         record = new.record()
         with self.transaction():
-            self.db.conn.execute(
-                "INSERT OR REPLACE INTO files (job_id, path, phase, content, sha256, size) "
-                "VALUES (?,?,?,?,?,?)",
-                (job_id, record.path, phase, record.content, record.sha256, record.size),
-            )
+            self.db.conn.execute(_UPSERT_FILE, self._file_row(job_id, phase, record))
+
+    @staticmethod
+    def _file_row(job_id: str, phase: str, record: FileRecord) -> tuple[object, ...]:
+        return (job_id, record.path, phase, record.content, record.sha256, record.size, time.time())
 
     def files_of_other_phases(self, job_id: str, phase: str) -> list[FileRecord]:
         """What the phases other than ``phase`` produced: the manifest a phase builds on."""

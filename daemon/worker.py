@@ -100,10 +100,11 @@ class Daemon:
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
         resources.push_async_callback(self.producer.stop)
-        self.consumer = make_consumer(kafka, self.bootstrap_servers, kafka.requests_topic)
+        self.consumer = make_consumer(kafka, self.bootstrap_servers)
         await self.consumer.start()
         resources.push_async_callback(self.consumer.stop)
         self._build_services()
+        self.intake.subscribe()
         self._announce_resumed()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
@@ -122,7 +123,13 @@ class Daemon:
         self.relay = OutboxRelay(self.store, self.producer, settings.kafka.events_topic)
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         phases = PhaseRunner(self._llm, settings, call_slots)
-        self.runner = JobRunner(self.store, phases, settings.output.dir, self.relay.wake)
+        self.runner = JobRunner(
+            self.store,
+            phases,
+            settings.output.dir,
+            self.relay.wake,
+            max_crashes=settings.jobs.max_phase_crashes,
+        )
         self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
         self.intake = Intake(
             self.consumer,

@@ -113,3 +113,32 @@ def test_corrupt_file_is_refused(tmp_path):
 def test_wal_and_synchronous(store):
     assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_an_old_store_is_migrated(tmp_path):
+    path = tmp_path / "s.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE phases DROP COLUMN interruptions")
+    conn.execute("ALTER TABLE files DROP COLUMN committed_at")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    try:
+        assert store.db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "interruptions" in store.db["phases"].columns_dict
+        assert "committed_at" in store.db["files"].columns_dict
+    finally:
+        store.close()
+
+
+def test_crashes_count_only_phases_left_running(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    job = store.job("r1")
+    assert store.count_crash("r1", "ARCH") == 0  # never started
+    store.start_phase(job, "ARCH", "1")
+    assert store.count_crash("r1", "ARCH") == 1  # found running: its process died
+    store.start_phase(job, "ARCH", "1")
+    store.interrupt_phase("r1", "ARCH")  # a clean shutdown
+    assert store.count_crash("r1", "ARCH") == 1
