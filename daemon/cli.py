@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from daemon import __version__
 from daemon.errors import CodegendError
@@ -66,23 +67,30 @@ PlainOption = Annotated[
 ]
 
 
+def _error(message: object, label: str = "error:") -> None:
+    """One error on stderr, unwrapped and taken literally (no rich markup in it)."""
+    text = str(message)
+    separator = "" if text.startswith("\n") else " "
+    err.print(Text.assemble((label, "red"), separator, text), soft_wrap=True, highlight=False)
+
+
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **overrides)
     except CodegendError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        _error(exc)
         raise typer.Exit(2) from None
 
 
 def _log_format(value: str) -> LogFormat:
     if value not in ("text", "json"):
-        err.print(f"[red]error:[/] --log-format must be text or json, not {value!r}")
+        _error(f"--log-format must be text or json, not {value!r}")
         raise typer.Exit(2)
     return value  # type: ignore[return-value]
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/] {exc}")
+    _error(exc)
     return typer.Exit(1)
 
 
@@ -264,10 +272,10 @@ def submit(
         request = _read_request(file, project, mockup_text, mockup_image, request_id)
         _check_size(request, settings)
     except ValidationError as exc:
-        err.print(f"[red]invalid request:[/]\n{_field_errors(exc)}", highlight=False)
+        _error(f"\n{_field_errors(exc)}", label="invalid request:")
         raise typer.Exit(2) from None
     except UsageError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
 
     async def go() -> int:
@@ -334,7 +342,11 @@ async def _follow(client: Any, job_id: str | None, mode: WatchMode) -> int:
     elif mode == "json":
         await follow(events, state, lambda e: print(e.to_json().decode(), flush=True))
     else:
-        await follow(events, state, lambda e: out.print(describe(e), highlight=False, markup=False))
+        await follow(
+            events,
+            state,
+            lambda e: out.print(describe(e), highlight=False, markup=False, soft_wrap=True),
+        )
     return state.exit_code()
 
 
@@ -464,7 +476,7 @@ def resume(
     from daemon.states import JobState
 
     if (job_id is None) == (not all_):
-        err.print("[red]error:[/] give a JOB_ID or --all")
+        _error("give a JOB_ID or --all")
         raise typer.Exit(2)
     store = _open_store(_settings(config))
     try:
@@ -532,7 +544,7 @@ def show_config(as_json: JsonOption = False, config: ConfigOption = None) -> Non
     try:
         entries = describe_settings(config)
     except CodegendError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
     if as_json:
         document = {e.key: {"value": e.value, "source": e.source} for e in entries}
@@ -582,11 +594,17 @@ def demo(
 def schemas(
     directory: Annotated[Path, typer.Argument(file_okay=False)] = Path("schemas"),
 ) -> None:
-    """Write the JSON Schema files of the messages (generated from the pydantic models)."""
+    """Write the JSON Schema files of the messages and the AsyncAPI document of the topics
+    (generated from the pydantic models)."""
+    from daemon import asyncapi
     from daemon.contract import write_schemas
 
     for path in write_schemas(directory):
-        out.print(f"wrote {path}")
+        out.print(f"wrote {path}", highlight=False)
+    try:
+        out.print(f"wrote {asyncapi.write(directory)}", highlight=False)
+    except ImportError:
+        raise _fail(CodegendError("asyncapi.yaml needs PyYAML: pip install -e '.[test]'")) from None
 
 
 @app.command()
