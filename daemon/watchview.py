@@ -279,7 +279,7 @@ def _phase_table(job: JobView, now: datetime) -> Table:
     table = Table(box=None, pad_edge=False, expand=False, header_style="bold dim")
     table.add_column("step", no_wrap=True)
     table.add_column("phase", no_wrap=True, min_width=max(map(len, PHASE_NAMES)))
-    table.add_column("state", no_wrap=True)
+    table.add_column("state", no_wrap=True, min_width=len("⠋ running"))
     table.add_column("files", justify="right", no_wrap=True)
     table.add_column("out tok", justify="right", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
