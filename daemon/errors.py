@@ -37,6 +37,18 @@ class LLMError(CodegendError):
 class RetryableLLMError(LLMError):
     """The model call failed for a passing reason (rate limit, overload, network); try again later."""
 
+    def __init__(
+        self,
+        message: str | None = None,
+        kind: str = "network",
+        retry_after_s: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind  # rate_limit, overloaded, server, network, stream
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+
 
 class PermanentLLMError(LLMError):
     """The model call failed for a reason that retrying will not fix."""
@@ -46,9 +58,21 @@ class ReplayMissing(PermanentLLMError):
     """The cassette holds no answer for this call."""
 
 
+class RetryLater(CodegendError):
+    """The model asked for a longer wait than a phase should hold its place for."""
+
+    def __init__(self, message: str | None = None, delay_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
 class PhaseFailed(CodegendError):
     """The phase could not produce a valid answer."""
 
     def __init__(self, message: str | None = None, usage: object | None = None) -> None:
         super().__init__(message)
         self.usage = usage
+
+
+class JobBudgetExceeded(PhaseFailed):
+    """The job used more tokens than llm.max_tokens_per_job allows."""

@@ -10,10 +10,12 @@ the precise error fed back, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
 
@@ -22,19 +24,28 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from daemon import chaos, prompts
-from daemon.errors import PermanentLLMError, PhaseFailed, RetryableLLMError, UnsafePath
+from daemon.errors import (
+    JobBudgetExceeded,
+    PermanentLLMError,
+    PhaseFailed,
+    RetryableLLMError,
+    RetryLater,
+    UnsafePath,
+)
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.models import FileRecord, Usage
 from daemon.paths import check_path
+from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
 from daemon.states.base import GeneratedFile, PhaseFiles
-from daemon.store import JobRecord, NewFile, PhaseOutcome
+from daemon.store import CallRecord, JobRecord, NewFile, PhaseOutcome
 from daemon.streaming import FileScanner
 
 log = logging.getLogger(__name__)
 CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
-RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 20.0)
+RETRY_BASE_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -147,22 +158,36 @@ class PhaseProgress:
     plan: ArchPlan | None = None
 
 
-Checkpoint = Callable[[NewFile], None]
-"""Commits one complete file of a running phase to the store."""
+@dataclass
+class PhaseHooks:
+    """How a running phase reaches the store: files as they close, each call's record,
+    and how many tokens the job may still spend (0: no limit)."""
+
+    checkpoint: Callable[[NewFile], None] = lambda new: None
+    record_call: Callable[[CallRecord], None] = lambda call: None
+    tokens_left: int = 0
 
 
 class PhaseRunner:
     """Turns one phase of one job into a PhaseOutcome, or raises PhaseFailed with the reason.
 
-    Answers stream in; each file is handed to ``checkpoint`` the moment its JSON object
-    closes, so a crash or a broken stream costs only the file being written. A phase that
-    starts with files already committed (it was interrupted) asks only for the others.
+    Answers stream in; each file is handed to ``hooks.checkpoint`` the moment its JSON
+    object closes, so a crash or a broken stream costs only the file being written. A
+    phase that starts with files already committed (it was interrupted) asks only for the
+    others. Every call waits its turn at the shared rate limiter.
     """
 
-    def __init__(self, llm: LLMProvider, settings: Settings, call_slots: asyncio.Semaphore) -> None:
+    def __init__(
+        self,
+        llm: LLMProvider,
+        settings: Settings,
+        call_slots: asyncio.Semaphore,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._llm = llm
         self._settings = settings
         self._slots = call_slots
+        self._limiter = limiter or RateLimiter()
 
     async def run(
         self,
@@ -170,8 +195,9 @@ class PhaseRunner:
         phase: Phase,
         manifest: Sequence[FileRecord],
         committed: Sequence[FileRecord] = (),
-        checkpoint: Checkpoint | None = None,
+        hooks: PhaseHooks | None = None,
     ) -> PhaseOutcome:
+        hooks = hooks or PhaseHooks()
         started = time.monotonic()
         budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
         progress = PhaseProgress(budget=budget)
@@ -179,7 +205,7 @@ class PhaseRunner:
         interpret = interpret_files if phase.produces_files else interpret_plan
         try:
             while True:
-                answer = await self._call(job, phase, manifest, progress, checkpoint)
+                answer = await self._call(job, phase, manifest, progress, hooks)
                 if answer is None:
                     continue
                 result = interpret(answer)
@@ -241,7 +267,7 @@ class PhaseRunner:
                 job.request, job.plan, phase, manifest, list(progress.produced), progress.feedback
             ),
             schema=api_schema(phase.output_model),
-            timeout_s=self._settings.llm.timeout_s,
+            timeout_s=self._settings.timeout_for(phase.state),
         )
 
     async def _call(
@@ -250,7 +276,7 @@ class PhaseRunner:
         phase: Phase,
         manifest: Sequence[FileRecord],
         progress: PhaseProgress,
-        checkpoint: Checkpoint | None,
+        hooks: PhaseHooks,
     ) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
         call = self._build_call(job, phase, manifest, progress)
@@ -258,38 +284,103 @@ class PhaseRunner:
 
         def on_text(chunk: str) -> None:
             for item in scanner.feed(chunk) if scanner else ():
-                _take_streamed(item, progress, checkpoint)
+                _take_streamed(item, progress, hooks.checkpoint)
             chaos.point("mid_stream")
 
+        estimate = estimate_tokens(len(json.dumps(call.messages)) + len(prompts.SYSTEM))
+        await self._limiter.acquire(estimate, call.max_tokens)
+        started, clock = time.time(), time.monotonic()
         try:
             async with self._slots:
                 answer = await self._llm.complete(call, on_text)
-        except PermanentLLMError as exc:
-            raise PhaseFailed(f"{phase.state}: {exc}") from None
-        except RetryableLLMError as exc:
+        except (PermanentLLMError, RetryableLLMError) as exc:
+            self._limiter.settle(estimate, 0, call.max_tokens, 0)
+            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
+            if isinstance(exc, PermanentLLMError):
+                raise PhaseFailed(f"{phase.state}: {exc}") from None
             await self._back_off(call, progress, exc)
             return None
-        progress.usage += answer.usage
+        usage = answer.usage.model_copy(
+            update={"cost_usd": self._settings.llm.cost_usd(call.model, answer.usage)}
+        )
+        self._limiter.settle(
+            estimate,
+            usage.input_tokens + usage.cache_creation_input_tokens,
+            call.max_tokens,
+            usage.output_tokens,
+        )
+        self._limiter.observe(answer.rate_limits)
+        hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
+        progress.usage += usage
         chaos.point("after_answer")
-        return answer
+        self._check_job_budget(job, progress, hooks)
+        return replace(answer, usage=usage)
 
-    async def _back_off(self, call: LLMCall, progress: PhaseProgress, exc: Exception) -> None:
+    def _check_job_budget(self, job: JobRecord, progress: PhaseProgress, hooks: PhaseHooks) -> None:
+        spent = progress.usage.total_tokens
+        if hooks.tokens_left and spent > hooks.tokens_left:
+            limit = self._settings.llm.max_tokens_per_job
+            raise JobBudgetExceeded(
+                f"job used more than llm.max_tokens_per_job = {limit} tokens; stopped"
+            )
+
+    async def _back_off(
+        self, call: LLMCall, progress: PhaseProgress, exc: RetryableLLMError
+    ) -> None:
+        """Wait before the next try: as long as the API asked (up to a cap), else
+        exponentially; a rate limit or overload pauses every job's calls."""
+        limits = self._settings.llm
         progress.failures += 1
-        if progress.failures > len(RETRY_BACKOFF_S):
-            raise PhaseFailed(f"{call.phase}: model unavailable: {exc}")
-        delay_s = RETRY_BACKOFF_S[progress.failures - 1]
+        if progress.failures > limits.max_retries:
+            raise PhaseFailed(
+                f"{call.phase}: model unavailable after {limits.max_retries} retries: {exc}"
+            )
+        self._limiter.observe(exc.headers)
+        delay_s = exc.retry_after_s
+        if delay_s is None:
+            delay_s = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (progress.failures - 1))
+            delay_s *= 1 - 0.25 * random.random()
+        if delay_s > limits.max_retry_after_s:
+            raise RetryLater(
+                f"{call.phase}: the API asked to wait {delay_s:.0f} s", delay_s=delay_s
+            )
         log.warning(
-            "  model call failed (%s); %d files kept, retrying in %.0f s",
+            "  model call failed (%s); %d files kept, retrying in %.1f s",
             exc,
             len(progress.produced),
             delay_s,
             extra={"job_id": call.job_id, "phase": call.phase},
         )
-        await asyncio.sleep(delay_s)
+        if exc.kind in ("rate_limit", "overloaded"):
+            self._limiter.pause(delay_s)  # the next acquire() waits, for every job
+        else:
+            await asyncio.sleep(delay_s)
+
+
+def _record(
+    call: LLMCall,
+    stop_reason: str | None,
+    error: str | None,
+    usage: Usage,
+    started: float,
+    clock: float,
+) -> CallRecord:
+    return CallRecord(
+        job_id=call.job_id,
+        phase=call.phase,
+        call=call.call,
+        model=call.model,
+        max_tokens=call.max_tokens,
+        stop_reason=stop_reason,
+        error=error,
+        usage=usage,
+        started_at=started,
+        duration_s=time.monotonic() - clock,
+    )
 
 
 def _take_streamed(
-    item: GeneratedFile, progress: PhaseProgress, checkpoint: Checkpoint | None
+    item: GeneratedFile, progress: PhaseProgress, checkpoint: Callable[[NewFile], None]
 ) -> None:
     """A file that closed mid-stream: keep and commit it (unsafe paths wait for the whole
     answer, whose interpretation reports them)."""
@@ -300,5 +391,4 @@ def _take_streamed(
     if progress.produced.get(new.path) == new:
         return
     progress.produced[new.path] = new
-    if checkpoint is not None:
-        checkpoint(new)
+    checkpoint(new)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon import chaos
-from daemon.errors import PhaseFailed, UnsafePath
-from daemon.generation import PhaseRunner
+from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater, UnsafePath
+from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.models import FileRecord, Usage
 from daemon.paths import check_path, write_file
@@ -102,8 +102,10 @@ class JobRunner:
         output_dir: Path,
         on_commit: Callable[[], None],
         max_crashes: int = 3,
+        max_tokens_per_job: int = 0,
     ) -> None:
         self._max_crashes = max_crashes
+        self._max_tokens_per_job = max_tokens_per_job
         self._store = store
         self._phases = phases
         self._output_dir = output_dir
@@ -128,25 +130,23 @@ class JobRunner:
                 machine.advance()
                 if machine.finished:
                     store.move(job, machine.current)
-            else:
-                await self._run_phase(job, machine, report)
+            elif not await self._run_phase(job, machine, report):
+                return machine.current  # put aside until a retry-after has passed
             self._on_commit()
         if machine.finished:
             report.job_done(machine.current)
         return machine.current
 
-    async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> None:
+    async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> bool:
+        """Run the machine's current phase and commit its outcome; False when the job was
+        put aside to wait out a long retry-after."""
         phase = PHASE_BY_STATE[machine.state]
         store = self._store
-        crashes = store.count_crash(job.job_id, phase.state)
-        if crashes >= self._max_crashes:
-            reason = (
-                f"{phase.state}: the daemon died {crashes} times while running this phase "
-                "(jobs.max_phase_crashes); not trying again"
-            )
-            self._fail(job, machine, phase, PhaseFailed(reason))
-            report.phase_failed(phase, reason)
-            return
+        refusal = self._refusal(job, phase)
+        if refusal is not None:
+            self._fail(job, machine, phase, refusal)
+            report.phase_failed(phase, str(refusal))
+            return True
         report.phase_starting(phase)
         store.start_phase(job, phase.state, phase.step)
         self._on_commit()
@@ -156,23 +156,56 @@ class JobRunner:
                 phase,
                 manifest=store.files_of_other_phases(job.job_id, phase.state),
                 committed=store.files(job.job_id, phase.state),
-                checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
+                hooks=self._hooks(job, phase),
             )
         except asyncio.CancelledError:
             store.interrupt_phase(job.job_id, phase.state)
             raise
+        except RetryLater as exc:
+            store.defer(job.job_id, phase.state, exc.delay_s)
+            log.warning(
+                "%s; job put aside for %.0f s", exc, exc.delay_s, extra={"job_id": job.job_id}
+            )
+            return False
         except PhaseFailed as exc:
             self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
-            return
+            return True
         machine.advance()
         records = store.complete_phase(job, outcome, machine.current)
         chaos.point("after_commit")
         self._write_files(job.job_id, records)
         report.phase_done(phase, records)
+        return True
+
+    def _refusal(self, job: JobRecord, phase: Phase) -> PhaseFailed | None:
+        """Why the phase must not run again, if it must not: it killed the daemon too
+        often, or the job has no tokens left."""
+        crashes = self._store.count_crash(job.job_id, phase.state)
+        if crashes >= self._max_crashes:
+            return PhaseFailed(
+                f"{phase.state}: the daemon died {crashes} times while running this phase "
+                "(jobs.max_phase_crashes); not trying again"
+            )
+        if self._max_tokens_per_job and self._tokens_left(job) <= 0:
+            return JobBudgetExceeded(
+                f"job used its llm.max_tokens_per_job = {self._max_tokens_per_job} tokens"
+            )
+        return None
+
+    def _tokens_left(self, job: JobRecord) -> int:
+        return self._max_tokens_per_job - self._store.job_usage(job.job_id).total_tokens
+
+    def _hooks(self, job: JobRecord, phase: Phase) -> PhaseHooks:
+        store = self._store
+        return PhaseHooks(
+            checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
+            record_call=store.record_call,
+            tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
+        )
 
     def _fail(self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed) -> None:
-        if phase.critical:
+        if phase.critical or isinstance(exc, JobBudgetExceeded):
             machine.fail()
         else:
             machine.phase_failed(phase.state)

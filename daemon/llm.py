@@ -46,6 +46,7 @@ class LLMAnswer:
     text: str
     stop_reason: str
     usage: Usage = field(default_factory=lambda: Usage(calls=1))
+    rate_limits: dict[str, str] = field(default_factory=dict)
 
 
 TextSink = Callable[[str], None]
@@ -63,9 +64,11 @@ class AnthropicProvider:
     limits. Streams are not retried by the SDK; a broken one is a RetryableLLMError here,
     and the phase runner asks again for what the broken answer did not deliver."""
 
-    def __init__(self, max_retries: int, timeout_s: float) -> None:
-        # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment.
-        self._client = anthropic.AsyncAnthropic(max_retries=max_retries, timeout=timeout_s)
+    def __init__(self, timeout_s: float) -> None:
+        # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment. Its
+        # own retries are off: it would sleep whatever retry-after says, uncapped, and it
+        # cannot retry a stream; the phase runner retries with a cap and a shared limiter.
+        self._client = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout_s)
 
     async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         try:
@@ -77,18 +80,26 @@ class AnthropicProvider:
                 output_config={"format": {"type": "json_schema", "schema": call.schema}},
                 timeout=call.timeout_s,
             ) as stream:
+                limits = _rate_limit_headers(stream.response.headers)
                 async for text in stream.text_stream:
                     on_text(text)
                 message = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
             raise _translate_status(exc) from None
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError, httpx2.HTTPError) as exc:
+        except anthropic.APITimeoutError:
             raise RetryableLLMError(
-                f"{type(exc).__name__}: the answer did not arrive whole"
+                f"no answer within {call.timeout_s:g} s (timeout)", kind="network"
+            ) from None
+        except (anthropic.APIConnectionError, httpx2.HTTPError) as exc:
+            raise RetryableLLMError(
+                f"{type(exc).__name__}: the answer did not arrive whole", kind="stream"
             ) from None
         text = "".join(block.text for block in message.content if block.type == "text")
         return LLMAnswer(
-            text=text, stop_reason=message.stop_reason or "end_turn", usage=_usage(message.usage)
+            text=text,
+            stop_reason=message.stop_reason or "end_turn",
+            usage=_usage(message.usage),
+            rate_limits=limits,
         )
 
     async def aclose(self) -> None:
@@ -100,11 +111,35 @@ def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # but the request headers do, so nothing of the request is included.
     kind = _error_type(exc)
     if exc.status_code == 200:  # an SSE error event in the middle of a stream
-        return RetryableLLMError(f"stream error event {kind} (request-id {exc.request_id})")
+        return RetryableLLMError(
+            f"stream error event {kind} (request-id {exc.request_id})",
+            kind="overloaded" if kind == "overloaded_error" else "stream",
+        )
     reason = f"HTTP {exc.status_code} {kind} (request-id {exc.request_id})"
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-        return RetryableLLMError(reason)
+        headers = exc.response.headers
+        return RetryableLLMError(
+            reason,
+            kind={429: "rate_limit", 529: "overloaded"}.get(exc.status_code, "server"),
+            retry_after_s=_retry_after_s(headers),
+            headers=_rate_limit_headers(headers),
+        )
     return PermanentLLMError(reason)
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers.get(name)) * scale)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _rate_limit_headers(headers: Any) -> dict[str, str]:
+    return {
+        k.lower(): v for k, v in headers.items() if k.lower().startswith("anthropic-ratelimit-")
+    }
 
 
 def _error_type(exc: anthropic.APIStatusError) -> str:
@@ -153,7 +188,11 @@ def _replay(entry: dict[str, Any], on_text: TextSink) -> LLMAnswer:
     for start in range(0, len(text), REPLAY_CHUNK_CHARS):
         on_text(text[start : start + REPLAY_CHUNK_CHARS])
     if "error" in response:
-        raise RetryableLLMError(f"recorded failure: {response['error']}")
+        raise RetryableLLMError(
+            f"recorded failure: {response['error']}",
+            kind=response.get("kind", "stream"),
+            retry_after_s=response.get("retry_after_s"),
+        )
     usage = Usage(**{**response.get("usage", {}), "calls": 1})
     return LLMAnswer(text=text, stop_reason=response["stop_reason"], usage=usage)
 
@@ -182,7 +221,8 @@ class RecordingProvider:
             answer = await self._inner.complete(call, tee)
         except RetryableLLMError as exc:
             # Recorded too: a replay must see the same broken stream and the same retry.
-            self._write(call, {"error": str(exc), "text": "".join(seen)})
+            failure = {"error": str(exc), "kind": exc.kind, "retry_after_s": exc.retry_after_s}
+            self._write(call, {**failure, "text": "".join(seen)})
             raise
         self._write(
             call,

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from daemon.errors import ConfigError
+from daemon.models import Usage
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -65,17 +66,51 @@ class StoreSettings(_Section):
     path: Path = Path("codegend.db")
 
 
+class ModelPrice(_Section):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float = Field(ge=0)
+    cache_write: float = Field(ge=0)
+
+
+DEFAULT_PRICES = {
+    "claude-sonnet-5-5": ModelPrice(input=3.0, output=15.0, cache_read=0.30, cache_write=3.75),
+    "claude-haiku-5-5": ModelPrice(input=1.0, output=5.0, cache_read=0.10, cache_write=1.25),
+    "claude-opus-5-5": ModelPrice(input=5.0, output=25.0, cache_read=0.50, cache_write=6.25),
+}
+
+
 class LLMSettings(_Section):
     provider: Literal["anthropic", "replay"] = "anthropic"
     model: str = DEFAULT_MODEL
     max_concurrent_requests: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=300.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
+    max_retries: int = Field(default=6, ge=0)
+    max_retry_after_s: float = Field(default=60.0, ge=0)
+    requests_per_min: int = Field(default=1000, ge=0)
+    input_tokens_per_min: int = Field(default=400_000, ge=0)
+    output_tokens_per_min: int = Field(default=80_000, ge=0)
+    max_tokens_per_job: int = Field(default=2_000_000, ge=0)
     max_calls_per_phase: int = Field(default=12, ge=1)
     max_repairs: int = Field(default=2, ge=0)
     max_tokens_ceiling: int = Field(default=16_000, ge=256)
     max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     cassette_dir: Path | None = None
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+    def cost_usd(self, model: str, usage: Usage) -> float:
+        price = self.prices.get(model)
+        if price is None:
+            return 0.0
+        per_token = 1 / 1_000_000
+        return per_token * (
+            usage.input_tokens * price.input
+            + usage.output_tokens * price.output
+            + usage.cache_read_input_tokens * price.cache_read
+            + usage.cache_creation_input_tokens * price.cache_write
+        )
 
 
 class JobsSettings(_Section):
@@ -88,6 +123,7 @@ class JobsSettings(_Section):
 class PhaseSettings(_Section):
     max_tokens: int | None = Field(default=None, ge=256)
     model: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 class OutputSettings(_Section):
@@ -140,6 +176,10 @@ class Settings(BaseSettings):
         if configured and configured.max_tokens:
             return configured.max_tokens
         return PHASE_BY_STATE[state].max_tokens
+
+    def timeout_for(self, state: str) -> float:
+        configured = self.phases.get(state)
+        return configured.timeout_s if configured and configured.timeout_s else self.llm.timeout_s
 
     def model_for(self, state: str, requested: str | None = None) -> str:
         configured = self.phases.get(state)

@@ -25,9 +25,10 @@ from daemon.errors import JobNotFound, StoreError
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
 from daemon.states import ArchPlan, JobState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
+_TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
 _UPSERT_FILE = (
     "INSERT INTO files (job_id, path, phase, content, sha256, size, committed_at) "
     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(job_id, path) DO UPDATE SET phase = excluded.phase, "
@@ -121,7 +122,12 @@ class Store:
                 f"store {self.path} has schema version {version}, newer than this codegend "
                 f"({SCHEMA_VERSION}); upgrade codegend"
             )
-        migrations = {1: self._create_v1, 2: self._add_interruptions, 3: self._add_file_times}
+        migrations = {
+            1: self._create_v1,
+            2: self._add_interruptions,
+            3: self._add_file_times,
+            4: self._add_calls_and_costs,
+        }
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
                 migrations[target]()
@@ -151,7 +157,7 @@ class Store:
                 "phase": str,
                 "status": str,
                 "attempts": int,
-                **{name: int for name in USAGE_COLUMNS},
+                **{name: int for name in _TOKEN_COLUMNS},
                 "started_at": float,
                 "finished_at": float,
                 "duration_s": float,
@@ -159,8 +165,8 @@ class Store:
                 "warnings": str,
             },
             pk=("job_id", "phase"),
-            not_null={"attempts", *USAGE_COLUMNS},
-            defaults={"attempts": 0, **{name: 0 for name in USAGE_COLUMNS}},
+            not_null={"attempts", *_TOKEN_COLUMNS},
+            defaults={"attempts": 0, **{name: 0 for name in _TOKEN_COLUMNS}},
             foreign_keys=[("job_id", "jobs", "job_id")],
         )
         db["files"].create(
@@ -185,6 +191,30 @@ class Store:
         db["outbox"].create_index(["published_at", "id"])
         db["outbox"].create_index(["job_id", "seq"], unique=True)
         db["jobs"].create_index(["state", "created_at"])
+
+    def _add_calls_and_costs(self) -> None:
+        db = self.db
+        db["phases"].add_column("cost_usd", float, not_null_default=0.0)
+        # A job waiting out a long retry-after is not picked up before this time.
+        db["jobs"].add_column("not_before", float)
+        db["calls"].create(
+            {
+                "id": int,
+                "job_id": str,
+                "phase": str,
+                "call": int,
+                "model": str,
+                "max_tokens": int,
+                "stop_reason": str,
+                "error": str,
+                **{name: int for name in _TOKEN_COLUMNS if name != "calls"},
+                "cost_usd": float,
+                "started_at": float,
+                "duration_s": float,
+            },
+            pk="id",
+        )
+        db["calls"].create_index(["job_id", "phase"])
 
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
@@ -319,8 +349,8 @@ class Store:
         terminal = [s.name for s in JobState if s.is_terminal]
         rows = self.db.conn.execute(
             f"SELECT job_id FROM jobs WHERE state NOT IN ({','.join('?' * len(terminal))}) "
-            "ORDER BY created_at LIMIT ?",
-            (*terminal, limit + len(exclude)),
+            "AND (not_before IS NULL OR not_before <= ?) ORDER BY created_at LIMIT ?",
+            (*terminal, time.time(), limit + len(exclude)),
         ).fetchall()
         return [row[0] for row in rows if row[0] not in exclude][:limit]
 
@@ -356,6 +386,85 @@ class Store:
                 "SELECT interruptions FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
             ).fetchone()
         return int(row[0])
+
+    def defer(self, job_id: str, phase: str, delay_s: float) -> None:
+        """Put a job aside for ``delay_s`` (its phase is interrupted, not failed)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE jobs SET not_before = ? WHERE job_id = ?", (time.time() + delay_s, job_id)
+            )
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ?",
+                (job_id, phase),
+            )
+
+    def record_call(self, call: CallRecord) -> None:
+        """One model call of a phase, answered or not, with its usage and error."""
+        usage = call.usage
+        with self.transaction():
+            self.db.conn.execute(
+                "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
+                "input_tokens, output_tokens, cache_read_input_tokens, "
+                "cache_creation_input_tokens, cost_usd, started_at, duration_s) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    call.job_id,
+                    call.phase,
+                    call.call,
+                    call.model,
+                    call.max_tokens,
+                    call.stop_reason,
+                    call.error,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_read_input_tokens,
+                    usage.cache_creation_input_tokens,
+                    usage.cost_usd,
+                    call.started_at,
+                    call.duration_s,
+                ),
+            )
+
+    def calls(self, job_id: str, phase: str | None = None) -> list[CallRecord]:
+        query = (
+            "SELECT job_id, phase, call, model, max_tokens, stop_reason, error, input_tokens, "
+            "output_tokens, cache_read_input_tokens, cache_creation_input_tokens, cost_usd, "
+            "started_at, duration_s FROM calls WHERE job_id = ?"
+        )
+        args: tuple[str, ...] = (job_id,)
+        if phase is not None:
+            query, args = query + " AND phase = ?", (job_id, phase)
+        return [
+            CallRecord(
+                job_id=r[0],
+                phase=r[1],
+                call=r[2],
+                model=r[3],
+                max_tokens=r[4],
+                stop_reason=r[5],
+                error=r[6],
+                usage=Usage(
+                    input_tokens=r[7],
+                    output_tokens=r[8],
+                    cache_read_input_tokens=r[9],
+                    cache_creation_input_tokens=r[10],
+                    cost_usd=r[11],
+                    calls=1,
+                ),
+                started_at=r[12],
+                duration_s=r[13],
+            )
+            for r in self.db.conn.execute(query + " ORDER BY id", args).fetchall()
+        ]
+
+    def job_usage(self, job_id: str) -> Usage:
+        totals = self.db.conn.execute(
+            "SELECT "
+            + ", ".join(f"coalesce(sum({n}), 0)" for n in USAGE_COLUMNS)
+            + " FROM phases WHERE job_id = ?",
+            (job_id,),
+        ).fetchone()
+        return Usage(**dict(zip(USAGE_COLUMNS, totals, strict=True)))
 
     def interrupt_phase(self, job_id: str, phase: str) -> None:
         """A phase stopped on purpose (shutdown): not a crash; it runs again at the next start."""
@@ -469,12 +578,6 @@ class Store:
         job.state = state
 
     def _emit_job_completed(self, job: JobRecord, state: JobState) -> None:
-        totals = self.db.conn.execute(
-            "SELECT "
-            + ", ".join(f"coalesce(sum({n}), 0)" for n in USAGE_COLUMNS)
-            + " FROM phases WHERE job_id = ?",
-            (job.job_id,),
-        ).fetchone()
         files_total = self.db.conn.execute(
             "SELECT count(*) FROM files WHERE job_id = ?", (job.job_id,)
         ).fetchone()[0]
@@ -485,7 +588,7 @@ class Store:
             status=state.name.lower(),
             files_total=files_total,
             failed_phases=self._phases_with_status(job.job_id, "failed"),
-            usage=Usage(**dict(zip(USAGE_COLUMNS, totals, strict=True))),
+            usage=self.job_usage(job.job_id),
         )
 
     def phases(self, job_id: str) -> list[PhaseRecord]:
@@ -500,9 +603,9 @@ class Store:
                 phase=r[0],
                 status=r[1],
                 attempts=r[2],
-                usage=Usage(**dict(zip(USAGE_COLUMNS, r[3:8], strict=True))),
-                duration_s=r[8],
-                error=r[9],
+                usage=Usage(**dict(zip(USAGE_COLUMNS, r[3:9], strict=True))),
+                duration_s=r[9],
+                error=r[10],
             )
             for r in rows
         ]
@@ -581,6 +684,20 @@ class Store:
         rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
         keys = ("job_id", "project_name", "state", "created_at", "updated_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    job_id: str
+    phase: str
+    call: int
+    model: str
+    max_tokens: int
+    stop_reason: str | None
+    error: str | None
+    usage: Usage
+    started_at: float
+    duration_s: float
 
 
 @dataclass

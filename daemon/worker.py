@@ -16,6 +16,7 @@ from daemon.jobs import JobRunner, Scheduler
 from daemon.kafka import client_options, make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.outbox import OutboxRelay
+from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
 from daemon.states import JobState
 from daemon.store import Store
@@ -38,7 +39,7 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
             raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
         provider = ReplayProvider(llm.cassette_dir)
     else:
-        provider = AnthropicProvider(max_retries=llm.max_retries, timeout_s=llm.timeout_s)
+        provider = AnthropicProvider(timeout_s=llm.timeout_s)
     return RecordingProvider(provider, record_dir) if record_dir else provider
 
 
@@ -122,13 +123,18 @@ class Daemon:
         settings = self.settings
         self.relay = OutboxRelay(self.store, self.producer, settings.kafka.events_topic)
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
-        phases = PhaseRunner(self._llm, settings, call_slots)
+        llm = settings.llm
+        limiter = RateLimiter(
+            llm.requests_per_min, llm.input_tokens_per_min, llm.output_tokens_per_min
+        )
+        phases = PhaseRunner(self._llm, settings, call_slots, limiter)
         self.runner = JobRunner(
             self.store,
             phases,
             settings.output.dir,
             self.relay.wake,
             max_crashes=settings.jobs.max_phase_crashes,
+            max_tokens_per_job=settings.llm.max_tokens_per_job,
         )
         self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
         self.intake = Intake(

@@ -17,7 +17,7 @@ async def test_recorded_run_replays_the_same_files(make_settings, messages_serve
     ]
     messages_server.enqueue("BE_CORE", Reply(text="not json"))  # a repair, recorded too
     live = make_settings(phases={"DB": {"max_tokens": 300}})
-    recorder = RecordingProvider(AnthropicProvider(max_retries=0, timeout_s=10), cassette)
+    recorder = RecordingProvider(AnthropicProvider(timeout_s=10), cassette)
     async with running(live, llm=recorder):
         await produce(live, request_bytes(request_id="rec"))
         recorded = await collect(live, "rec")

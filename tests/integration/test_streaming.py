@@ -56,7 +56,7 @@ async def test_an_sse_error_event_is_retried(make_settings, messages_server):
 
 async def test_a_hung_call_times_out_and_is_retried(make_settings, messages_server):
     messages_server.enqueue("CONFIG", Reply(hang=True))
-    settings = make_settings(llm={"timeout_s": 1.0, "max_retries": 0})
+    settings = make_settings(llm={"timeout_s": 1.0, "max_retries": 2})
     async with running(settings):
         await produce(settings, request_bytes(request_id="hang"))
         events = await collect(settings, "hang")
@@ -96,7 +96,7 @@ async def test_a_recorded_broken_stream_replays_the_same(make_settings, messages
     messages_server.enqueue("FE_PAGES", Reply(drop_after_chars=cut_offset(PAGES, 1)))
     cassette = tmp_path / "cassette"
     live = make_settings()
-    async with running(live, llm=RecordingProvider(AnthropicProvider(0, 10), cassette)):
+    async with running(live, llm=RecordingProvider(AnthropicProvider(timeout_s=10), cassette)):
         await produce(live, request_bytes(request_id="rb"))
         recorded = await collect(live, "rb")
     assert "error" in json.loads((cassette / "rb" / "FE_PAGES.01.json").read_text())["response"]

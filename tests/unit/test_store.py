@@ -121,6 +121,9 @@ def test_an_old_store_is_migrated(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute("ALTER TABLE phases DROP COLUMN interruptions")
     conn.execute("ALTER TABLE files DROP COLUMN committed_at")
+    conn.execute("ALTER TABLE phases DROP COLUMN cost_usd")
+    conn.execute("ALTER TABLE jobs DROP COLUMN not_before")
+    conn.execute("DROP TABLE calls")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -129,6 +132,7 @@ def test_an_old_store_is_migrated(tmp_path):
         assert store.db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "interruptions" in store.db["phases"].columns_dict
         assert "committed_at" in store.db["files"].columns_dict
+        assert store.db["calls"].exists() and "not_before" in store.db["jobs"].columns_dict
     finally:
         store.close()
 
