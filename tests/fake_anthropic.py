@@ -22,6 +22,7 @@ import select
 import socket
 import socketserver
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -81,13 +82,26 @@ class Reply:
     hang: bool = False
 
 
+@dataclass
+class Delivery:
+    """What the server sent for one request: the answer text it meant to stream and how
+    many of its characters went out before the answer ended or the client went away."""
+
+    text: str = ""
+    chars_sent: int = 0
+    finished: bool = False
+
+
 @dataclass(frozen=True)
 class Recorded:
-    """A request as received: JSON body, lower-cased headers (no credentials), its phase."""
+    """A request as received: JSON body, lower-cased headers (no credentials), its phase,
+    when it arrived (``time.time()``) and what was sent back (``delivery``)."""
 
     body: Json
     headers: dict[str, str]
     phase: str | None
+    received_at: float = 0.0
+    delivery: Delivery = field(default_factory=Delivery)
 
 
 def _block_text(block: Any) -> str:
@@ -369,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"Scripted {reply.status} from the fake Anthropic server"
             return self._send_error(reply.status, reply.error_type, message, reply.headers)
         if body.get("stream"):
-            return self._stream(body, reply)
+            return self._stream(body, reply, recorded.delivery)
         if reply.sse_error:
             status = 529 if reply.sse_error == "overloaded_error" else 500
             return self._send_error(status, reply.sse_error, "Scripted error", reply.headers)
@@ -437,9 +451,12 @@ class _Handler(BaseHTTPRequestHandler):
         payload = f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
         self.wfile.write(f"{len(payload):X}\r\n".encode() + payload + b"\r\n")
 
-    def _stream(self, body: Json, reply: Reply) -> None:
-        """The real event sequence, chunked; a drop closes without the terminating chunk."""
+    def _stream(self, body: Json, reply: Reply, delivery: Delivery) -> None:
+        """The real event sequence, chunked; a drop closes without the terminating chunk.
+        ``server.chunk_delay_s`` paces the text deltas; ``delivery`` counts what went out."""
         text = reply.text or ""
+        delivery.text = text
+        pause_s = self.server.owner.chunk_delay_s
         message = self._message(body, reply, text)
         usage = message["usage"]
         headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
@@ -456,8 +473,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.drop_after_chars is not None:
             limit = min(limit, reply.drop_after_chars)
         for i in range(0, limit, STREAM_CHUNK_CHARS):
+            if pause_s and i and self.server.owner._released.wait(pause_s):
+                return
             delta = {"type": "text_delta", "text": text[i : min(i + STREAM_CHUNK_CHARS, limit)]}
             self._event({"type": "content_block_delta", "index": 0, "delta": delta})
+            delivery.chars_sent += len(delta["text"])
         if reply.drop_after_chars is not None:
             return
         if reply.sse_error:
@@ -469,6 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
             final = {"output_tokens": usage["output_tokens"]}
             self._event({"type": "message_delta", "delta": delta, "usage": final})
             self._event({"type": "message_stop"})
+            delivery.finished = True
         self.wfile.write(b"0\r\n\r\n")
 
 
@@ -476,7 +497,8 @@ class MessagesServer:
     """A fake ``/v1/messages`` on ``127.0.0.1`` (a free port), served from a daemon thread.
 
     ``responder`` answers when no scripted :class:`Reply` is queued; ``latency_s`` delays
-    every answer without its own ``delay_s``; ``phase_files`` feeds :func:`auto_reply`.
+    every answer without its own ``delay_s``; ``chunk_delay_s`` paces a stream's text
+    deltas (so a stream lasts a while); ``phase_files`` feeds :func:`auto_reply`.
     """
 
     def __init__(
@@ -485,8 +507,10 @@ class MessagesServer:
         latency_s: float = 0.0,
         phase_files: PhaseFileMap | None = None,
         responder: Callable[[Json], Reply] | None = None,
+        chunk_delay_s: float = 0.0,
     ) -> None:
         self.latency_s = latency_s
+        self.chunk_delay_s = chunk_delay_s
         self.phase_files: dict[str, list[tuple[str, str]]] = dict(phase_files or {})
         self.responder: Callable[[Json], Reply] = responder or self.default_responder
         self._cond = threading.Condition()
@@ -592,7 +616,9 @@ class MessagesServer:
 
     def _record(self, body: Json, headers: dict[str, str]) -> Recorded:
         safe = {k: v for k, v in headers.items() if k not in SECRET_HEADERS}
-        recorded = Recorded(body=body, headers=safe, phase=extract_phase(body))
+        recorded = Recorded(
+            body=body, headers=safe, phase=extract_phase(body), received_at=time.time()
+        )
         with self._cond:
             self._requests.append(recorded)
             self._cond.notify_all()
