@@ -5,96 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from daemon.settings import load_settings
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
-from tests.conftest import BOOTSTRAP_ENV
 from tests.fake_anthropic import MessagesServer
 from tests.integration.conftest import collect, raw_events
-
-ROOT = Path(__file__).resolve().parents[2]
-CODEGEND = [sys.executable, "-m", "daemon"]
+from tests.proc import (
+    CODEGEND,
+    ROOT,
+    codegend,
+    daemon_env,
+    settings_from,
+    start_daemon,
+    stop,
+    wait_for,
+)
 
 
 @pytest.fixture
 def env(tmp_path, kafka_bootstrap, topic_names):
     server = MessagesServer(latency_s=0.15).start()
-    variables = {
-        **os.environ,
-        "ANTHROPIC_BASE_URL": server.url,
-        "ANTHROPIC_API_KEY": "sk-ant-acceptance-secret",
-        "CODEGEND_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "CODEGEND_KAFKA__REQUESTS_TOPIC": topic_names.requests,
-        "CODEGEND_KAFKA__EVENTS_TOPIC": topic_names.events,
-        "CODEGEND_KAFKA__DEAD_LETTER_TOPIC": topic_names.dlq,
-        "CODEGEND_KAFKA__GROUP_ID": f"g-{topic_names.suffix}",
-        "CODEGEND_KAFKA__SESSION_TIMEOUT_MS": "6000" if os.environ.get(BOOTSTRAP_ENV) else "2000",
-        "CODEGEND_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "CODEGEND_STORE__PATH": str(tmp_path / "codegend.db"),
-        "CODEGEND_OUTPUT__DIR": str(tmp_path / "out"),
-        "PYTHONPATH": str(ROOT),
-    }
-    yield variables, server
+    yield daemon_env(tmp_path, kafka_bootstrap, topic_names, server.url), server
     server.stop()
-
-
-def settings_from(variables):
-    keys = {k: v for k, v in variables.items() if k.startswith("CODEGEND_")}
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        return load_settings()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
-
-
-def codegend(variables, *args, check=True, input_=None, timeout=60):
-    result = subprocess.run(
-        [*CODEGEND, *args],
-        env=variables,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        input=input_,
-        cwd=ROOT,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"codegend {args} exited {result.returncode}:\n{result.stderr}")
-    return result
-
-
-def start_daemon(variables, log_path: Path) -> subprocess.Popen:
-    starts = log_path.read_text().count("codegend running") if log_path.exists() else 0
-    with log_path.open("a") as log:
-        process = subprocess.Popen(
-            [*CODEGEND, "run"], env=variables, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-    _wait_for(
-        lambda: (
-            log_path.read_text().count("codegend running") > starts or process.poll() is not None
-        ),
-        30,
-    )
-    assert process.poll() is None, log_path.read_text()
-    return process
-
-
-def stop(process: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> int:
-    if process.poll() is None:
-        process.send_signal(sig)
-    return process.wait(timeout=timeout)
 
 
 def write_request(tmp_path, request_id):
@@ -196,11 +131,12 @@ def test_sigterm_then_restart_finishes_without_redoing_phases(env, tmp_path):
     daemon = start_daemon(variables, log_path)
     try:
         codegend(variables, "submit", str(write_request(tmp_path, "term-1")))
-        _wait_for(lambda: _completed_phases(settings, "term-1") >= 3, timeout_s=60)
+        wait_for(lambda: _completed_phases(settings, "term-1") >= 3, timeout_s=60)
         assert stop(daemon) == 0
     finally:
         if daemon.poll() is None:
             daemon.kill()
+    _assert_drained(settings)
     done_before = _completed_phases(settings, "term-1")
     assert 3 <= done_before < 11, "the job should be interrupted mid-way"
     calls_before = len(server.requests)
@@ -218,6 +154,62 @@ def test_sigterm_then_restart_finishes_without_redoing_phases(env, tmp_path):
     assert any(e.type == "job.resumed" for e in events)
     raw = asyncio.run(raw_events(settings))
     assert len({e.event_id for e in raw if e.job_id == "term-1"}) == events[-1].seq
+    _assert_drained(settings)
+
+
+def test_sigterm_past_the_grace_period_interrupts_the_phase(env, tmp_path):
+    from tests.fake_anthropic import Reply
+
+    variables, server = env
+    variables = {**variables, "CODEGEND_JOBS__SHUTDOWN_GRACE_S": "0.5"}
+    settings = settings_from(variables)
+    server.enqueue("DB", Reply(hang=True))
+    log_path = tmp_path / "daemon.log"
+    daemon = start_daemon(variables, log_path)
+    try:
+        codegend(variables, "submit", str(write_request(tmp_path, "grace-1")))
+        server.wait_for_requests(2, timeout_s=30)  # ARCH, then the DB call that hangs
+        assert stop(daemon) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    statuses = _assert_drained(settings)
+    assert statuses["grace-1"]["DB"] == "interrupted"
+
+    restarted = start_daemon(variables, log_path)
+    try:
+        events = asyncio.run(collect(settings, "grace-1", timeout_s=90))
+    finally:
+        assert stop(restarted) == 0
+    assert events[-1].status == "completed"
+    assert len(server.calls_for("DB")) == 2
+    store = Store(settings.store.path)
+    try:  # a stop on purpose is not a crash: nothing counts towards jobs.max_phase_crashes
+        crashes = store.db.conn.execute("SELECT sum(interruptions) FROM phases").fetchone()[0]
+        assert crashes == 0
+    finally:
+        store.close()
+    _assert_drained(settings)
+
+
+def _assert_drained(settings) -> dict[str, dict[str, str]]:
+    """After a SIGTERM: no phase left running (each finished, or is 'interrupted'), nothing
+    left unpublished. Returns every job's phase statuses."""
+    store = Store(settings.store.path)
+    try:
+        statuses = {
+            row["job_id"]: {p.phase: p.status for p in store.phases(row["job_id"])}
+            for row in store.jobs()
+        }
+        backlog = store.outbox_backlog()
+    finally:
+        store.close()
+    running = [
+        (job, phase) for job, by in statuses.items() for phase, s in by.items() if s == "running"
+    ]
+    assert running == []
+    assert backlog == 0
+    return statuses
 
 
 def _completed_phases(settings, job_id):
@@ -228,14 +220,6 @@ def _completed_phases(settings, job_id):
         return len(store.completed_phases(job_id)) if store.jobs() else 0
     finally:
         store.close()
-
-
-def _wait_for(condition, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 def test_resume_reruns_the_failed_phase_and_cancel_stops_a_job(env, tmp_path):
@@ -259,7 +243,7 @@ def test_resume_reruns_the_failed_phase_and_cancel_stops_a_job(env, tmp_path):
         server.latency_s = 0.5
         codegend(variables, "submit", str(write_request(tmp_path, "can-1")))
         settings = settings_from(variables)
-        _wait_for(lambda: _completed_phases(settings, "can-1") >= 1, timeout_s=60)
+        wait_for(lambda: _completed_phases(settings, "can-1") >= 1, timeout_s=60)
         assert "cancel requested" in codegend(variables, "cancel", "can-1").stdout
         watched = codegend(variables, "watch", "can-1", check=False, timeout=120)
         assert watched.returncode == 3 and "cancelled" in watched.stdout.splitlines()[-1]
