@@ -49,7 +49,7 @@ def make_settings(
                 "heartbeat_interval_ms": 500,
             },
             "store": {"path": tmp_path / "codegend.db"},
-            "llm": {"provider": "anthropic", "max_retries": 2, "timeout_s": 20},
+            "llm": {"provider": "anthropic", "timeout_s": 20},
             "jobs": {"shutdown_grace_s": 10},
             "output": {"dir": tmp_path / "out"},
         }
