@@ -214,6 +214,17 @@ class JobRunner:
         outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
         self._store.fail_phase(job, outcome, str(exc), machine.current)
 
+    def restore_outputs(self) -> int:
+        """Write out the files of phases committed but not yet announced; returns how many
+        phases. A phase's files go to output.dir right after its commit, in the same step
+        (no await between), so a process that died in between left that phase's
+        phase.completed event unpublished: its files are written from it. Idempotent."""
+        restored = 0
+        for event in self._store.unpublished_events("phase.completed"):
+            self._write_files(event.job_id, event.files or [])
+            restored += 1
+        return restored
+
     def _write_files(self, job_id: str, records: list[FileRecord]) -> None:
         root = self._output_dir / output_folder(job_id)
         for record in records:

@@ -267,6 +267,15 @@ class Store:
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
+    def unpublished_events(self, type_: str) -> Iterator[Event]:
+        """The committed events of one type that are not published yet, oldest first."""
+        cursor = self.db.conn.execute(
+            "SELECT payload FROM outbox WHERE published_at IS NULL AND type = ? ORDER BY id",
+            (type_,),
+        )
+        for (payload,) in cursor.fetchall():
+            yield Event.model_validate_json(payload)
+
     def mark_published(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         with self.transaction():

@@ -105,6 +105,8 @@ class Daemon:
         await self.consumer.start()
         resources.push_async_callback(self.consumer.stop)
         self._build_services()
+        if restored := self.runner.restore_outputs():
+            log.info("wrote the output files of %d phases not yet announced", restored)
         self.intake.subscribe()
         self._announce_resumed()
         self._tasks = [
