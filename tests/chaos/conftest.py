@@ -30,7 +30,8 @@ def slow_server(
 
 @pytest.fixture
 def make_chaos(tmp_path, kafka_bootstrap, topic_names) -> Iterator[Callable[..., Chaos]]:
-    """``make_chaos(server_options..., env...)``: one run, on this test's topics and store."""
+    """``make_chaos(server options..., bootstrap=..., CODEGEND_X=...)``: one run, on this
+    test's topics and store (and the session's broker unless ``bootstrap`` says another)."""
     runs: list[Chaos] = []
 
     def make(
@@ -38,10 +39,11 @@ def make_chaos(tmp_path, kafka_bootstrap, topic_names) -> Iterator[Callable[...,
         chars: int = 400,
         latency_s: tuple[float, float] = (0.05, 0.2),
         chunk_delay_s: float = 0.004,
+        bootstrap: str | None = None,
         **env: str,
     ) -> Chaos:
         server = slow_server(per_phase, chars, latency_s, chunk_delay_s)
-        run = Chaos(tmp_path, kafka_bootstrap, topic_names, server, **env)
+        run = Chaos(tmp_path, bootstrap or kafka_bootstrap, topic_names, server, **env)
         runs.append(run)
         return run
 

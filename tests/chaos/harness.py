@@ -139,21 +139,21 @@ class Chaos:
         **env: str,
     ) -> None:
         self.server = server
+        defaults = {
+            "CODEGEND_KAFKA__TOPIC_PARTITIONS": "2",
+            # random kills must not pass for a poison phase
+            "CODEGEND_JOBS__MAX_PHASE_CRASHES": "1000",
+            "CODEGEND_LLM__TIMEOUT_S": "30",
+        }
         self.variables = daemon_env(
-            tmp_path,
-            kafka_bootstrap,
-            topic_names,
-            server.url,
-            CODEGEND_KAFKA__TOPIC_PARTITIONS="2",
-            CODEGEND_JOBS__MAX_PHASE_CRASHES="1000",
-            CODEGEND_LLM__TIMEOUT_S="30",
-            **env,
+            tmp_path, kafka_bootstrap, topic_names, server.url, **{**defaults, **env}
         )
         self.settings = settings_from(self.variables)
         self.store_path = self.settings.store.path
         self.log_path = tmp_path / "daemon.log"
         self.projects: list[str] = []
         self.starts: list[Start] = []
+        self.events: dict[str, list[Event]] = {}  # per job, distinct, in seq order (check())
 
     # -- requests
 
@@ -354,6 +354,7 @@ class Chaos:
             assert len(seqs) == last_seq[job_id]
             distinct = list(first.values())
             distinct_total += len(distinct)
+            self.events[job_id] = distinct
             _check_job_events(store, job_id, distinct, status)
         return distinct_total
 
