@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint schemas clean
+.PHONY: demo test chaos lint schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 ## test: the whole suite (unit, integration against a real broker, acceptance)
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## chaos: the crash-anywhere soak: 100 SIGKILLs at random moments, then every invariant
+chaos: $(STAMP)
+	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/chaos -q -s --timeout 1800
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests
