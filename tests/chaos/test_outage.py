@@ -44,6 +44,7 @@ def test_a_broker_outage_loses_nothing(make_chaos, proxied_broker):
     grown = chaos.backlog()
     assert grown > backlog  # and their events waited in the outbox
     proxy.restore()
+    chaos.submit(1)  # and intake takes requests again
 
     wait_for(chaos.all_done, 90)  # every job done, the backlog drained
     assert process.poll() is None, chaos.log_tail()
