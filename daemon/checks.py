@@ -32,6 +32,7 @@ class Problem:
     path: str
     message: str
     fixable_now: bool
+    kind: str = "content"  # content (syntax, JSON, placeholders), import, or dependency
 
 
 def check_files(new: Mapping[str, str], existing: Mapping[str, str]) -> list[Problem]:
@@ -172,7 +173,7 @@ def _join(*parts: str) -> str:
 
 def _target_dir_problem(importer: str, target: str, message: str) -> Problem:
     """An unresolved import is the writing phase's to fix when the missing file is a sibling."""
-    return Problem(importer, message, _parent(target) == _parent(importer))
+    return Problem(importer, message, _parent(target) == _parent(importer), kind="import")
 
 
 # --- the job as a whole --------------------------------------------------------------------
@@ -335,7 +336,10 @@ class _PythonImports:
         for _ in range(item.level - 1):
             if not base:
                 return Problem(
-                    path, f"line {item.line}: import '{item.label}' goes above the project", False
+                    path,
+                    f"line {item.line}: import '{item.label}' goes above the project",
+                    False,
+                    kind="import",
                 )
             base = _parent(base)
         miss = self._resolve(base, item)
@@ -360,7 +364,9 @@ class _PythonImports:
             )
         if self.requirements is None:
             return None
-        return Problem(path, f"line {item.line}: {self._undeclared(path, top)}", False)
+        return Problem(
+            path, f"line {item.line}: {self._undeclared(path, top)}", False, kind="dependency"
+        )
 
     def _resolve(self, base: str, item: _PyImport) -> _Miss | None:
         module_path = _join(base, *item.module.split(".")) if item.module else base
@@ -644,7 +650,7 @@ class _ScriptImports:
             return self._relative(path, named[0].target, "./" + rest, where, spec)
         if spec.startswith(("@/", "~/")):
             message = f"import '{spec}' uses the '{spec[:2]}' alias, which no vite.config or tsconfig declares"
-            return Problem(path, where + message, False)
+            return Problem(path, where + message, False, kind="import")
         return self._package(path, spec, where)
 
     def _relative(
@@ -653,7 +659,9 @@ class _ScriptImports:
         label = label or spec
         target = _normal(_join(base, spec.lstrip("/")))
         if target == ".." or target.startswith("../"):
-            return Problem(path, f"{where}import '{label}' goes above the project", False)
+            return Problem(
+                path, f"{where}import '{label}' goes above the project", False, kind="import"
+            )
         if self._find(target):
             return None
         if spec.startswith("/") and self._find(_normal(_join(base, "public", spec.lstrip("/")))):
@@ -687,7 +695,12 @@ class _ScriptImports:
         types_name = "@types/" + name.lstrip("@").replace("/", "__")
         if name in declared or types_name in declared:
             return None
-        return Problem(path, f"{where}package '{name}' is not declared in {manifest_path}", False)
+        return Problem(
+            path,
+            f"{where}package '{name}' is not declared in {manifest_path}",
+            False,
+            kind="dependency",
+        )
 
     def _ambient(self, spec: str) -> bool:
         return any(fnmatch.fnmatchcase(spec, pattern) for pattern in self.ambient_modules)

@@ -10,7 +10,6 @@ the precise error fed back, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from daemon import chaos, prompts
+from daemon.checks import Problem, check_files
 from daemon.errors import (
     JobBudgetExceeded,
     PermanentLLMError,
@@ -138,6 +138,27 @@ def _report_continuation(
         log.info("  %d files so far; asking for the rest", len(progress.produced), extra=extra)
 
 
+FIX_REQUEST = (
+    "These files fail the code checks above: send each of them again, fixed and complete, "
+    "with complete set to true. Leave the other files of this phase as they are."
+)
+
+
+def _fixable(
+    progress: PhaseProgress, existing: dict[str, str], pending_areas: frozenset[str]
+) -> list[Problem]:
+    """The problems this phase can fix alone: in the files themselves (syntax, JSON,
+    placeholders), or imports into a folder no phase still to run will write to.
+    Undeclared dependencies are the job's, reported when it ends."""
+    new = {path: file.content for path, file in progress.produced.items()}
+    return [
+        problem
+        for problem in check_files(new, existing)
+        if problem.kind == "content"
+        or (problem.kind == "import" and not any(map(problem.path.startswith, pending_areas)))
+    ]
+
+
 @cache
 def api_schema(model: type) -> dict[str, Any]:
     """The output schema as the API accepts it (the SDK's own rewrite of pydantic schemas)."""
@@ -155,6 +176,7 @@ class PhaseProgress:
     calls: int = 0
     repairs: int = 0
     failures: int = 0
+    redo: set[str] = field(default_factory=set)  # files sent back for a fix
     plan: ArchPlan | None = None
 
 
@@ -166,6 +188,11 @@ class PhaseHooks:
     checkpoint: Callable[[NewFile], None] = lambda new: None
     record_call: Callable[[CallRecord], None] = lambda call: None
     tokens_left: int = 0
+    # Folders that phases still to run will write to: an import into one of them may
+    # be satisfied later, so it is not this phase's to fix.
+    pending_areas: frozenset[str] = frozenset()
+    # Every file the job has so far (its imports are checked against them).
+    job_files: Callable[[], dict[str, str]] = dict
 
 
 class PhaseRunner:
@@ -202,16 +229,9 @@ class PhaseRunner:
         budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
         progress = PhaseProgress(budget=budget)
         progress.produced = {f.path: NewFile(f.path, f.content) for f in committed}
-        interpret = interpret_files if phase.produces_files else interpret_plan
         try:
-            while True:
-                answer = await self._call(job, phase, manifest, progress, hooks)
-                if answer is None:
-                    continue
-                result = interpret(answer)
-                if self._absorb(phase, progress, result):
-                    break
-                _report_continuation(job.job_id, phase, progress, result)
+            await self._until_done(job, phase, manifest, progress, hooks)
+            warnings = await self._checked(job, phase, manifest, progress, hooks)
         except PhaseFailed as exc:
             exc.usage = progress.usage
             raise
@@ -222,13 +242,59 @@ class PhaseRunner:
             plan=progress.plan,
             usage=progress.usage,
             duration_s=time.monotonic() - started,
+            warnings=warnings,
         )
+
+    async def _until_done(
+        self,
+        job: JobRecord,
+        phase: Phase,
+        manifest: Sequence[FileRecord],
+        progress: PhaseProgress,
+        hooks: PhaseHooks,
+    ) -> None:
+        interpret = interpret_files if phase.produces_files else interpret_plan
+        while True:
+            answer = await self._call(job, phase, manifest, progress, hooks)
+            if answer is None:
+                continue
+            result = interpret(answer)
+            if self._absorb(phase, progress, result):
+                return
+            _report_continuation(job.job_id, phase, progress, result)
+
+    async def _checked(
+        self,
+        job: JobRecord,
+        phase: Phase,
+        manifest: Sequence[FileRecord],
+        progress: PhaseProgress,
+        hooks: PhaseHooks,
+    ) -> list[str]:
+        """The code checks: files that fail them go back to the model once, with the
+        errors; what still fails becomes the phase's warnings."""
+        if not (phase.produces_files and self._settings.jobs.code_checks):
+            return []
+        existing = hooks.job_files()
+        problems = _fixable(progress, existing, hooks.pending_areas)
+        if problems:
+            log.info(
+                "  %d files fail the code checks; asking for a fix",
+                len({p.path for p in problems}),
+                extra={"job_id": job.job_id, "phase": phase.state},
+            )
+            progress.feedback = [f"{p.path}: {p.message}" for p in problems] + [FIX_REQUEST]
+            progress.redo = {p.path for p in problems}
+            await self._until_done(job, phase, manifest, progress, hooks)
+            problems = _fixable(progress, existing, hooks.pending_areas)
+        return [f"{p.path}: {p.message}" for p in problems]
 
     def _absorb(self, phase: Phase, progress: PhaseProgress, result: Interpretation) -> bool:
         """Fold one answer into the phase; True when the phase is finished."""
         limits = self._settings.llm
         for new in result.files:
             progress.produced[new.path] = new
+            progress.redo.discard(new.path)
         progress.plan = result.plan or progress.plan
         progress.feedback = list(result.errors)
         if result.errors:
@@ -264,7 +330,12 @@ class PhaseRunner:
             max_tokens=progress.budget,
             system=prompts.system_blocks(),
             messages=prompts.build_messages(
-                job.request, job.plan, phase, manifest, list(progress.produced), progress.feedback
+                job.request,
+                job.plan,
+                phase,
+                manifest,
+                [path for path in progress.produced if path not in progress.redo],
+                progress.feedback,
             ),
             schema=api_schema(phase.output_model),
             timeout_s=self._settings.timeout_for(phase.state),
@@ -287,7 +358,7 @@ class PhaseRunner:
                 _take_streamed(item, progress, hooks.checkpoint)
             chaos.point("mid_stream")
 
-        estimate = estimate_tokens(len(json.dumps(call.messages)) + len(prompts.SYSTEM))
+        estimate = estimate_tokens(call.messages, prompts.SYSTEM)
         await self._limiter.acquire(estimate, call.max_tokens)
         started, clock = time.time(), time.monotonic()
         try:
@@ -388,6 +459,7 @@ def _take_streamed(
         new = NewFile(check_path(item.path), item.content)
     except UnsafePath:
         return
+    progress.redo.discard(new.path)
     if progress.produced.get(new.path) == new:
         return
     progress.produced[new.path] = new

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon import chaos
+from daemon.checks import check_project
 from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater, UnsafePath
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.models import FileRecord, Usage
 from daemon.paths import check_path, write_file
-from daemon.states import PHASE_BY_STATE, JobState, Phase
+from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
 from daemon.store import JobRecord, PhaseOutcome, Store
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,14 @@ class StepReporter:
             log.info(BANNER, extra=self._extra)
         log.info("Step %s: %s...", phase.step, phase.progress, extra=self._extra)
 
-    def phase_done(self, phase: Phase, files: list[FileRecord]) -> None:
+    def phase_done(self, phase: Phase, files: list[FileRecord], done: set[str]) -> None:
+        """After a phase: its file count, and the step's once all its phases are done."""
         if phase.produces_files:
             log.info("✓ Generated %d %s files", len(files), phase.noun, extra=self._extra)
         group = phase.group
-        last_of_group = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group][-1]
-        if phase.state == last_of_group:
-            count = sum(
-                len(self._store.files(self._job.job_id, n))
-                for n in self._job.planned
-                if PHASE_BY_STATE[n].group == group
-            )
+        members = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group]
+        if all(name in done for name in members):
+            count = sum(len(self._store.files(self._job.job_id, n)) for n in members)
             suffix = f" ({count} files)" if phase.produces_files else ""
             log.info(
                 "✓ Step %d/%d: %s%s",
@@ -93,7 +91,12 @@ class StepReporter:
 
 
 class JobRunner:
-    """Walks one job through its machine, one phase at a time, committing each step."""
+    """Walks one job through its machines, committing each step.
+
+    Sequential: one phase at a time, in the order of the table. Parallel: every phase
+    whose needs are done runs at once (after ARCH the backend and frontend branches side
+    by side), each in its own task; commits stay one transaction per phase either way.
+    """
 
     def __init__(
         self,
@@ -103,9 +106,13 @@ class JobRunner:
         on_commit: Callable[[], None],
         max_crashes: int = 3,
         max_tokens_per_job: int = 0,
+        parallel: bool = False,
+        code_checks: bool = True,
     ) -> None:
+        self._code_checks = code_checks
         self._max_crashes = max_crashes
         self._max_tokens_per_job = max_tokens_per_job
+        self._parallel = parallel
         self._store = store
         self._phases = phases
         self._output_dir = output_dir
@@ -119,28 +126,78 @@ class JobRunner:
     async def run(self, job_id: str) -> JobState:
         store = self._store
         job = store.job(job_id)
-        machine = JobMachine(job.planned, job.state, job.failed_phases)
+        machine = JobMachine(job.planned, job.state, store.phase_statuses(job_id))
+        if machine.done:
+            # A resumed job: the process that committed these files may have died before
+            # it wrote them out.
+            self._write_files(job_id, store.files(job_id))
         report = StepReporter(job, store)
-        completed = store.completed_phases(job_id)
-        while not machine.finished and not self._stopping:
-            if store.cancel_requested(job_id):
-                machine.cancel()
-                store.move(job, machine.current)
-            elif machine.current is JobState.PENDING or machine.state in completed:
-                machine.advance()
-                if machine.finished:
-                    store.move(job, machine.current)
-            elif not await self._run_phase(job, machine, report):
-                return machine.current  # put aside until a retry-after has passed
-            self._on_commit()
+        try:
+            if self._parallel:
+                await self._run_parallel(job, machine, report)
+            else:
+                await self._run_sequential(job, machine, report)
+        finally:
+            machine.release()
         if machine.finished:
             report.job_done(machine.current)
         return machine.current
 
-    async def _run_phase(self, job: JobRecord, machine: JobMachine, report: StepReporter) -> bool:
-        """Run the machine's current phase and commit its outcome; False when the job was
-        put aside to wait out a long retry-after."""
-        phase = PHASE_BY_STATE[machine.state]
+    async def _run_sequential(
+        self, job: JobRecord, machine: JobMachine, report: StepReporter
+    ) -> None:
+        while not machine.finished and not self._stopping:
+            if self._store.cancel_requested(job.job_id):
+                self._cancel(job, machine)
+            elif machine.current is JobState.PENDING or machine.state in machine.done:
+                self._settle(job, machine)
+            elif not await self._run_phase(job, machine, machine.state, report):
+                return  # put aside until a retry-after has passed
+            self._on_commit()
+
+    async def _run_parallel(
+        self, job: JobRecord, machine: JobMachine, report: StepReporter
+    ) -> None:
+        running: dict[asyncio.Task[bool], str] = {}
+        holding = False  # a phase was put aside: finish the others, start no new one
+        try:
+            while not machine.finished:
+                cancelling = self._store.cancel_requested(job.job_id)
+                if not (self._stopping or holding or cancelling):
+                    self._settle(job, machine)
+                    for name in machine.ready(running.values()):
+                        task = asyncio.create_task(self._run_phase(job, machine, name, report))
+                        running[task] = name
+                if not running:
+                    if cancelling:
+                        self._cancel(job, machine)
+                    break
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    running.pop(task)
+                    holding = holding or not task.result()
+                self._on_commit()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _settle(self, job: JobRecord, machine: JobMachine) -> None:
+        """Move the job to its frontier; a job with nothing left ends here."""
+        machine.settle()
+        if machine.finished:
+            self._store.move(job, machine.current)
+
+    def _cancel(self, job: JobRecord, machine: JobMachine) -> None:
+        machine.cancel()
+        self._store.move(job, machine.current)
+
+    async def _run_phase(
+        self, job: JobRecord, machine: JobMachine, name: str, report: StepReporter
+    ) -> bool:
+        """Run one phase and commit its outcome; False when the job was put aside to wait
+        out a long retry-after."""
+        phase = PHASE_BY_STATE[name]
         store = self._store
         refusal = self._refusal(job, phase)
         if refusal is not None:
@@ -148,20 +205,23 @@ class JobRunner:
             report.phase_failed(phase, str(refusal))
             return True
         report.phase_starting(phase)
-        store.start_phase(job, phase.state, phase.step)
+        machine.start_phase(phase.state)
+        store.start_phase(job, phase.state, phase.step, machine.current)
         self._on_commit()
         try:
             outcome = await self._phases.run(
                 job,
                 phase,
-                manifest=store.files_of_other_phases(job.job_id, phase.state),
+                manifest=store.files_of_phases(job.job_id, needs_closure(phase.state)),
                 committed=store.files(job.job_id, phase.state),
-                hooks=self._hooks(job, phase),
+                hooks=self._hooks(job, machine, phase),
             )
         except asyncio.CancelledError:
+            machine.interrupt_phase(phase.state)
             store.interrupt_phase(job.job_id, phase.state)
             raise
         except RetryLater as exc:
+            machine.interrupt_phase(phase.state)
             store.defer(job.job_id, phase.state, exc.delay_s)
             log.warning(
                 "%s; job put aside for %.0f s", exc, exc.delay_s, extra={"job_id": job.job_id}
@@ -171,11 +231,15 @@ class JobRunner:
             self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
             return True
-        machine.advance()
-        records = store.complete_phase(job, outcome, machine.current)
+        if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
+            return True
+        machine.phase_done(phase.state)
+        machine.settle()
+        final = self._project_warnings(job, outcome) if machine.finished else []
+        records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit")
         self._write_files(job.job_id, records)
-        report.phase_done(phase, records)
+        report.phase_done(phase, records, machine.done)
         return True
 
     def _refusal(self, job: JobRecord, phase: Phase) -> PhaseFailed | None:
@@ -196,23 +260,43 @@ class JobRunner:
     def _tokens_left(self, job: JobRecord) -> int:
         return self._max_tokens_per_job - self._store.job_usage(job.job_id).total_tokens
 
-    def _hooks(self, job: JobRecord, phase: Phase) -> PhaseHooks:
+    def _hooks(self, job: JobRecord, machine: JobMachine, phase: Phase) -> PhaseHooks:
         store = self._store
         return PhaseHooks(
             checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
             record_call=store.record_call,
             tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
+            job_files=lambda: {f.path: f.content for f in store.files(job.job_id)},
+            pending_areas=frozenset(
+                PHASE_BY_STATE[name].area
+                for name in machine.planned
+                if name not in machine.done and name != phase.state and PHASE_BY_STATE[name].area
+            ),
         )
 
     def _fail(self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed) -> None:
+        if machine.finished:
+            return
         if phase.critical or isinstance(exc, JobBudgetExceeded):
             machine.fail()
         else:
-            machine.phase_failed(phase.state)
-            machine.advance()
+            machine.phase_done(phase.state, failed=True)
+            machine.settle()
         usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
         outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
-        self._store.fail_phase(job, outcome, str(exc), machine.current)
+        final = self._project_warnings(job, outcome) if machine.finished else []
+        self._store.fail_phase(job, outcome, str(exc), machine.current, final)
+
+    def _project_warnings(self, job: JobRecord, last: PhaseOutcome) -> list[str]:
+        """The cross-file checks over the whole project, once the job is done."""
+        if not self._code_checks:
+            return []
+        files = {f.path: f.content for f in self._store.files(job.job_id)}
+        files.update((new.path, new.content) for new in last.files)
+        problems = check_project(files)
+        for problem in problems:
+            log.warning("  %s: %s", problem.path, problem.message, extra={"job_id": job.job_id})
+        return [f"{p.path}: {p.message}" for p in problems]
 
     def restore_outputs(self) -> int:
         """Write out the files of phases committed but not yet announced; returns how many

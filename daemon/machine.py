@@ -1,51 +1,72 @@
-"""The explicit state machine of a job, built with ``transitions`` from the phase registry.
+"""The explicit state machines of a job, built with ``transitions`` from the phase registry.
 
-States are the members of ``JobState``: PENDING, the phases, and the terminal states.
-The machine is pure: no callbacks, no I/O. The job runner performs a phase, fires the
-event that its result calls for, and the store commits the machine's new state together
-with the phase's files and events. Restoring a job is building its machine at the
-stored state.
+A job has two levels of state, both checkpointed by the store:
+
+- ``JobMachine``: the job's state, a member of ``JobState``: PENDING, then its *frontier*
+  (the first planned phase not yet done), then a terminal state. ``advance`` moves to the
+  new frontier once phases are done; run sequentially that is simply the next phase.
+- ``PhaseMachine``: one per phase: pending → running → completed | failed, with
+  interrupted (a clean stop) and back to pending (resume). Run in parallel, several
+  phases of one job are running at once, each in its own machine.
+
+The machines are pure: no callbacks with I/O. The job runner performs a phase, fires the
+events its result calls for, and the store commits the new states together with the
+phase's files and events. Restoring a job is building its machines at the stored states.
+One ``transitions.Machine`` serves every job with the same plan (models are added and
+removed), so a job costs no machine construction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from transitions import Machine
+from transitions import EventData, Machine
 
-from daemon.states import TERMINAL, JobState
+from daemon.states import PHASE_BY_STATE, TERMINAL, JobState
+
+PHASE_STATES = ("pending", "running", "completed", "failed", "interrupted")
+DONE = frozenset({"completed", "failed"})
 
 
 class JobMachine:
-    """One job's machine. Events: ``advance`` (to the next planned phase, or to the end),
-    ``fail`` (a critical phase failed) and ``cancel``."""
+    """Events: ``advance`` (to the frontier, or to the end), ``fail`` (a critical phase
+    failed, or the job ran out of budget) and ``cancel``."""
 
     state: str
-    # Bound by ``transitions`` at construction; declared here for type checkers.
+    # Bound by ``transitions``; declared here for type checkers.
     advance: Callable[[], bool]
     fail: Callable[[], bool]
     cancel: Callable[[], bool]
 
     def __init__(
-        self, planned: Sequence[str], initial: JobState, failed_phases: Sequence[str] = ()
+        self,
+        planned: Sequence[str],
+        initial: JobState,
+        statuses: Mapping[str, str] | None = None,
     ) -> None:
-        self.failed_phases = list(failed_phases)
-        chain = [JobState.PENDING.name, *planned]
-        self.machine = Machine(
-            model=self,
-            states=[state.name for state in JobState],
-            initial=initial.name,
-            auto_transitions=False,
-            queued=False,
-        )
-        for source, dest in zip(chain, chain[1:], strict=False):
-            self.machine.add_transition("advance", source, dest)
-        self.machine.add_transition(
-            "advance", chain[-1], JobState.PARTIAL.name, conditions="has_failures"
-        )
-        self.machine.add_transition("advance", chain[-1], JobState.COMPLETED.name)
-        self.machine.add_transition("fail", chain, JobState.FAILED.name)
-        self.machine.add_transition("cancel", chain, JobState.CANCELLED.name)
+        self.planned = tuple(planned)
+        statuses = statuses or {}
+        self.phases = {name: PhaseMachine(name, statuses.get(name, "pending")) for name in planned}
+        self.done = {name for name, phase in self.phases.items() if phase.state in DONE}
+        self.failed_phases = [name for name in planned if statuses.get(name) == "failed"]
+        self._machine = _job_machine(self.planned)
+        self._machine.add_model(self, initial=initial.name)
+
+    def release(self) -> None:
+        """Detach from the shared machines once the job's task ends."""
+        self._machine.remove_model(self)
+        for phase in self.phases.values():
+            phase.release()
+
+    def running(self) -> list[str]:
+        return [name for name, phase in self.phases.items() if phase.state == "running"]
+
+    def start_phase(self, phase: str) -> None:
+        self.phases[phase].start()
+
+    def interrupt_phase(self, phase: str) -> None:
+        self.phases[phase].interrupt()
 
     @property
     def current(self) -> JobState:
@@ -55,9 +76,90 @@ class JobMachine:
     def finished(self) -> bool:
         return self.current in TERMINAL
 
-    def has_failures(self) -> bool:
-        return bool(self.failed_phases)
+    def frontier(self) -> str | None:
+        return next((name for name in self.planned if name not in self.done), None)
 
-    def phase_failed(self, phase: str) -> None:
-        """Record a failed non-critical phase; the next ``advance`` goes on past it."""
-        self.failed_phases.append(phase)
+    def ready(self, running: Iterable[str] = ()) -> list[str]:
+        """Phases whose needs are done (completed or failed) and that are not running."""
+        busy = set(running) | self.done
+        return [
+            name
+            for name in self.planned
+            if name not in busy
+            and all(
+                need in self.done for need in PHASE_BY_STATE[name].needs if need in self.planned
+            )
+        ]
+
+    def phase_done(self, phase: str, failed: bool = False) -> None:
+        """Record a finished phase; ``settle`` then moves the frontier past it."""
+        if failed:
+            self.phases[phase].fail()
+            self.failed_phases.append(phase)
+        else:
+            self.phases[phase].complete()
+        self.done.add(phase)
+
+    def settle(self) -> None:
+        """Advance if the frontier moved (a phase behind it may have finished first)."""
+        if not self.finished and self.frontier() != self.state:
+            self.advance()
+
+
+def _frontier_is(dest: str | None) -> Callable[[EventData], bool]:
+    return lambda event: event.model.frontier() == dest
+
+
+def _has_failures(event: EventData) -> bool:
+    return bool(event.model.failed_phases)
+
+
+@functools.cache
+def _job_machine(planned: tuple[str, ...]) -> Machine:
+    sources = [JobState.PENDING.name, *planned]
+    machine = Machine(
+        model=None,
+        states=[state.name for state in JobState],
+        auto_transitions=False,
+        send_event=True,
+        initial=JobState.PENDING.name,
+    )
+    for index, source in enumerate(sources):
+        for dest in planned[index:]:
+            machine.add_transition("advance", source, dest, conditions=_frontier_is(dest))
+        machine.add_transition(
+            "advance", source, JobState.PARTIAL.name, conditions=[_frontier_is(None), _has_failures]
+        )
+        machine.add_transition(
+            "advance", source, JobState.COMPLETED.name, conditions=_frontier_is(None)
+        )
+    machine.add_transition("fail", sources, JobState.FAILED.name)
+    machine.add_transition("cancel", sources, JobState.CANCELLED.name)
+    return machine
+
+
+class PhaseMachine:
+    """The lifecycle of one phase of one job."""
+
+    state: str
+    start: Callable[[], bool]
+    complete: Callable[[], bool]
+    fail: Callable[[], bool]
+    interrupt: Callable[[], bool]
+
+    def __init__(self, phase: str, initial: str = "pending") -> None:
+        self.phase = phase
+        _PHASE_MACHINE.add_model(self, initial=initial)
+
+    def release(self) -> None:
+        _PHASE_MACHINE.remove_model(self)
+
+
+_PHASE_MACHINE = Machine(
+    model=None, states=list(PHASE_STATES), initial="pending", auto_transitions=False
+)
+# running -> running: found running at start, its process died in it (a crash).
+_PHASE_MACHINE.add_transition("start", ["pending", "interrupted", "running"], "running")
+_PHASE_MACHINE.add_transition("complete", "running", "completed")
+_PHASE_MACHINE.add_transition("fail", ["running", "pending", "interrupted"], "failed")
+_PHASE_MACHINE.add_transition("interrupt", "running", "interrupted")

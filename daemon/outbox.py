@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from daemon.models import Event
 from daemon.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,10 @@ RETRY_BACKOFF_MAX_S = 5.0
 
 
 class OutboxRelay:
-    def __init__(self, store: Store, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(
+        self, store: Store, producer: AIOKafkaProducer, topic: str, max_bytes: int = 16 * 1024**2
+    ) -> None:
+        self._max_bytes = max_bytes
         self._store = store
         self._producer = producer
         self._topic = topic
@@ -43,6 +48,15 @@ class OutboxRelay:
         while self._running:
             try:
                 published = await self.publish_batch()
+            except MessageSizeTooLargeError as exc:
+                failures += 1
+                log.error(
+                    "the broker refused an event as too large (%s): set kafka.max_publish_bytes "
+                    "to at most the broker's message.max.bytes; retrying",
+                    exc,
+                )
+                await asyncio.sleep(min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures))
+                continue
             except KafkaError as exc:
                 failures += 1
                 delay_s = min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures)
@@ -74,12 +88,32 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:
+        if len(row.payload) > self._max_bytes:
+            row = self._shrink(row)
         return await self._producer.send(
             self._topic,
             value=row.payload,
             key=row.job_id.encode(),
             headers=[("type", row.type.encode())],
         )
+
+    def _shrink(self, row: OutboxRow) -> OutboxRow:
+        """An event too large to publish goes out without file contents (a warning says
+        so; `codegend export` has them), stored that way so a re-publish is identical."""
+        event = Event.model_validate_json(row.payload)
+        files = [f.model_copy(update={"content": ""}) for f in event.files or []]
+        note = (
+            f"file contents left out: the event was {len(row.payload)} bytes, more than "
+            f"kafka.max_publish_bytes = {self._max_bytes}; `codegend export {event.job_id} DIR` "
+            "writes the files"
+        )
+        smaller = event.model_copy(
+            update={"files": files, "warnings": [*(event.warnings or []), note]}
+        )
+        payload = smaller.to_json()
+        self._store.replace_payload(row.id, payload)
+        log.warning("%s", note, extra={"job_id": event.job_id})
+        return replace(row, payload=payload)
 
     async def flush(self, timeout_s: float) -> None:
         """Publish what is left, giving up after ``timeout_s`` (the rows stay for the next start)."""

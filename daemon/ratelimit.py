@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 HEADER_PREFIX = "anthropic-ratelimit-"
 KINDS = ("requests", "input-tokens", "output-tokens")
@@ -48,8 +49,10 @@ class RateLimiter:
         input_tokens_per_min: int = 0,
         output_tokens_per_min: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock
+        self._sleep = sleep
         self._buckets = {
             "requests": Bucket(requests_per_min, updated=clock()),
             "input-tokens": Bucket(input_tokens_per_min, updated=clock()),
@@ -63,7 +66,7 @@ class RateLimiter:
         wanted = {"requests": 1, "input-tokens": input_tokens, "output-tokens": output_tokens}
         async with self._lock:  # one waiter at a time keeps the order fair
             while (delay_s := self._delay_s(wanted)) > 0:
-                await asyncio.sleep(delay_s)
+                await self._sleep(delay_s)
             for kind, amount in wanted.items():
                 self._buckets[kind].level -= amount
 
@@ -124,6 +127,19 @@ def _seconds_until(stamp: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def estimate_tokens(chars: int) -> int:
-    """A cheap upper-bound guess of a prompt's tokens before the API counts them."""
-    return chars // 3 + 1
+IMAGE_TOKENS = 1600  # the API scales images to about 1.15 megapixels: ~1,600 tokens
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, Any]], system: str = "") -> int:
+    """A cheap upper-bound guess of a prompt's tokens before the API counts them: text at
+    three characters a token, an image at its scaled size (not its base64 length)."""
+    chars, images = len(system), 0
+    for message in messages:
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in blocks:
+            if block.get("type") == "image":
+                images += 1
+            else:
+                chars += len(str(block.get("text", "")))
+    return chars // 3 + images * IMAGE_TOKENS + 1

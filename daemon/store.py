@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ import sqlite_utils
 
 from daemon.errors import JobNotFound, StoreError
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
-from daemon.states import ArchPlan, JobState
+from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
@@ -283,6 +283,10 @@ class Store:
                 "UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
             )
 
+    def replace_payload(self, row_id: int, payload: bytes) -> None:
+        with self.transaction():
+            self.db.conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (payload, row_id))
+
     def outbox_backlog(self) -> int:
         return self.db.conn.execute(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
@@ -484,10 +488,10 @@ class Store:
                 (job_id, phase),
             )
 
-    def start_phase(self, job: JobRecord, phase: str, step: str) -> int:
-        """Mark a phase running, make it the job's state, announce it; returns the attempt number."""
+    def start_phase(self, job: JobRecord, phase: str, step: str, state: JobState) -> int:
+        """Mark a phase running, checkpoint the job's state, announce it; returns the attempt."""
         with self.transaction():
-            self._set_state(job.job_id, JobState[phase])
+            self._set_state(job.job_id, state)
             row = self.db.conn.execute(
                 "UPDATE phases SET status = 'running', attempts = attempts + 1, started_at = ?, "
                 "error = NULL WHERE job_id = ? AND phase = ? RETURNING attempts",
@@ -496,7 +500,7 @@ class Store:
             self._emit(
                 job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=row[0]
             )
-        job.state = JobState[phase]
+        job.state = state
         return int(row[0])
 
     def complete_phase(
@@ -504,6 +508,7 @@ class Store:
         job: JobRecord,
         outcome: PhaseOutcome,
         next_state: JobState,
+        job_warnings: Sequence[str] = (),
     ) -> list[FileRecord]:
         """One transaction: the files, the phase's result, the job's next state, the events."""
         records = [new.record() for new in outcome.files]
@@ -529,14 +534,19 @@ class Store:
                 duration_s=round(outcome.duration_s, 3),
                 warnings=outcome.warnings,
             )
-            self._advance(job, next_state)
+            self._advance(job, next_state, job_warnings)
         job.state = next_state
         if outcome.plan is not None:
             job.plan = outcome.plan
         return records
 
     def fail_phase(
-        self, job: JobRecord, outcome: PhaseOutcome, error: str, next_state: JobState
+        self,
+        job: JobRecord,
+        outcome: PhaseOutcome,
+        error: str,
+        next_state: JobState,
+        job_warnings: Sequence[str] = (),
     ) -> None:
         with self.transaction():
             attempts = self._finish_phase_row(job.job_id, outcome, "failed", error)
@@ -549,7 +559,7 @@ class Store:
                 error=error,
                 attempts=attempts,
             )
-            self._advance(job, next_state)
+            self._advance(job, next_state, job_warnings)
         job.state = next_state
         job.failed_phases.append(outcome.phase)
 
@@ -574,10 +584,14 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    def _advance(self, job: JobRecord, next_state: JobState) -> None:
+    def _advance(self, job: JobRecord, next_state: JobState, warnings: Sequence[str] = ()) -> None:
+        row = self.db.conn.execute(
+            "SELECT state FROM jobs WHERE job_id = ?", (job.job_id,)
+        ).fetchone()
+        was_terminal = JobState[row[0]].is_terminal
         self._set_state(job.job_id, next_state)
-        if next_state.is_terminal:
-            self._emit_job_completed(job, next_state)
+        if next_state.is_terminal and not was_terminal:
+            self._emit_job_completed(job, next_state, warnings)
 
     def move(self, job: JobRecord, state: JobState) -> None:
         """Move a job to ``state`` without running a phase (skip, cancel); a terminal state
@@ -586,7 +600,7 @@ class Store:
             self._advance(job, state)
         job.state = state
 
-    def _emit_job_completed(self, job: JobRecord, state: JobState) -> None:
+    def _emit_job_completed(self, job: JobRecord, state: JobState, warnings: Sequence[str]) -> None:
         files_total = self.db.conn.execute(
             "SELECT count(*) FROM files WHERE job_id = ?", (job.job_id,)
         ).fetchone()[0]
@@ -598,6 +612,7 @@ class Store:
             files_total=files_total,
             failed_phases=self._phases_with_status(job.job_id, "failed"),
             usage=self.job_usage(job.job_id),
+            warnings=list(warnings),
         )
 
     def phases(self, job_id: str) -> list[PhaseRecord]:
@@ -642,14 +657,25 @@ class Store:
     def _file_row(job_id: str, phase: str, record: FileRecord) -> tuple[object, ...]:
         return (job_id, record.path, phase, record.content, record.sha256, record.size, time.time())
 
-    def files_of_other_phases(self, job_id: str, phase: str) -> list[FileRecord]:
-        """What the phases other than ``phase`` produced: the manifest a phase builds on."""
+    def files_of_phases(self, job_id: str, phases: Iterable[str]) -> list[FileRecord]:
+        """What the given phases produced (the manifest a phase builds on), in phase order."""
+        names = list(phases)
+        if not names:
+            return []
         rows = self.db.conn.execute(
-            "SELECT path, sha256, size, content FROM files WHERE job_id = ? AND phase != ? "
-            "ORDER BY rowid",
-            (job_id, phase),
+            "SELECT path, sha256, size, content, phase FROM files WHERE job_id = ? "
+            f"AND phase IN ({','.join('?' * len(names))}) ORDER BY rowid",
+            (job_id, *names),
         ).fetchall()
+        order = {name: index for index, name in enumerate(PHASE_NAMES)}
+        rows.sort(key=lambda r: order[r[4]])
         return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
+
+    def phase_statuses(self, job_id: str) -> dict[str, str]:
+        rows = self.db.conn.execute(
+            "SELECT phase, status FROM phases WHERE job_id = ?", (job_id,)
+        ).fetchall()
+        return dict(rows)
 
     def files(self, job_id: str, phase: str | None = None) -> list[FileRecord]:
         query = "SELECT path, sha256, size, content FROM files WHERE job_id = ?"

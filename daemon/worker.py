@@ -123,7 +123,9 @@ class Daemon:
 
     def _build_services(self) -> None:
         settings = self.settings
-        self.relay = OutboxRelay(self.store, self.producer, settings.kafka.events_topic)
+        self.relay = OutboxRelay(
+            self.store, self.producer, settings.kafka.events_topic, settings.kafka.max_publish_bytes
+        )
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         llm = settings.llm
         limiter = RateLimiter(
@@ -137,6 +139,8 @@ class Daemon:
             self.relay.wake,
             max_crashes=settings.jobs.max_phase_crashes,
             max_tokens_per_job=settings.llm.max_tokens_per_job,
+            parallel=settings.jobs.execution == "parallel",
+            code_checks=settings.jobs.code_checks,
         )
         self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
         self.intake = Intake(

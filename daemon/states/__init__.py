@@ -70,7 +70,20 @@ def plan_phases(selected: Iterable[str] | None) -> list[str]:
     return [name for name in PHASE_NAMES if name in wanted]
 
 
+def needs_closure(state: str) -> frozenset[str]:
+    """Every phase ``state`` builds on, directly or through the phases it needs."""
+    found: set[str] = set()
+    pending = list(PHASE_BY_STATE[state].needs)
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending.extend(PHASE_BY_STATE[name].needs)
+    return frozenset(found)
+
+
 __all__ = [
+    "needs_closure",
     "ACTIVE",
     "PHASES",
     "PHASE_BY_STATE",

@@ -20,6 +20,7 @@ BACKEND_PHASES = (
         max_tokens=2000,
         needs=("ARCH",),
         output_model=PhaseFiles,
+        area="database/",
     ),
     Phase(
         state="BE_CORE",
@@ -36,6 +37,7 @@ BACKEND_PHASES = (
         max_tokens=3000,
         needs=("ARCH",),
         output_model=PhaseFiles,
+        area="backend/",
     ),
     Phase(
         state="BE_MODELS",
@@ -52,6 +54,7 @@ BACKEND_PHASES = (
         max_tokens=4000,
         needs=("DB",),
         output_model=PhaseFiles,
+        area="backend/",
     ),
     Phase(
         state="BE_ROUTES",
@@ -68,6 +71,7 @@ BACKEND_PHASES = (
         max_tokens=5000,
         needs=("BE_MODELS",),
         output_model=PhaseFiles,
+        area="backend/",
     ),
     Phase(
         state="BE_UTILS",
@@ -85,5 +89,6 @@ BACKEND_PHASES = (
         max_tokens=3000,
         needs=("BE_CORE",),
         output_model=PhaseFiles,
+        area="backend/",
     ),
 )

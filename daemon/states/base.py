@@ -35,6 +35,7 @@ class Phase:
     needs: tuple[str, ...]
     output_model: type[BaseModel]
     critical: bool = False
+    area: str = ""  # the folder its files go under ("" for project-wide files)
 
     @property
     def produces_files(self) -> bool:

@@ -20,6 +20,7 @@ FRONTEND_PHASES = (
         max_tokens=3000,
         needs=("ARCH",),
         output_model=PhaseFiles,
+        area="frontend/",
     ),
     Phase(
         state="FE_CORE",
@@ -36,6 +37,7 @@ FRONTEND_PHASES = (
         max_tokens=4000,
         needs=("FE_SETUP",),
         output_model=PhaseFiles,
+        area="frontend/",
     ),
     Phase(
         state="FE_PAGES",
@@ -51,6 +53,7 @@ FRONTEND_PHASES = (
         max_tokens=5000,
         needs=("FE_CORE",),
         output_model=PhaseFiles,
+        area="frontend/",
     ),
     Phase(
         state="FE_COMPONENTS",
@@ -66,5 +69,6 @@ FRONTEND_PHASES = (
         max_tokens=4000,
         needs=("FE_CORE",),
         output_model=PhaseFiles,
+        area="frontend/",
     ),
 )

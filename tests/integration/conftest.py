@@ -50,7 +50,11 @@ def make_settings(
             },
             "store": {"path": tmp_path / "codegend.db"},
             "llm": {"provider": "anthropic", "timeout_s": 20},
-            "jobs": {"shutdown_grace_s": 10},
+            # CODEGEND_TEST_EXECUTION=parallel runs the same tests in parallel mode.
+            "jobs": {
+                "shutdown_grace_s": 10,
+                "execution": os.environ.get("CODEGEND_TEST_EXECUTION", "sequential"),
+            },
             "output": {"dir": tmp_path / "out"},
         }
         for name, values in sections.items():

@@ -123,7 +123,7 @@ async def test_unsafe_paths_are_rejected_and_re_asked(make_settings, messages_se
     assert feedback.count("unsafe path") == len(UNSAFE)
     written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
     assert not any(
-        "escape" in p or "passwd" in p or "config" == p.rsplit("/", 1)[-1] for p in written
+        "escape" in p or "passwd" in p or p.rsplit("/", 1)[-1] == "config" for p in written
     )
 
 
@@ -196,3 +196,37 @@ async def test_cheap_phases_can_use_a_smaller_model(make_settings, messages_serv
     await run_job(settings, "cheap")
     assert messages_server.calls_for("CONFIG")[0].body["model"] == "claude-haiku-5-5"
     assert messages_server.calls_for("DB")[0].body["model"] == settings.llm.model
+
+
+def files_answer(*files: tuple[str, str]) -> str:
+    return json.dumps({"files": [{"path": p, "content": c} for p, c in files], "complete": True})
+
+
+async def test_a_file_failing_the_checks_is_sent_back_and_fixed(make_settings, messages_server):
+    good = ("backend/app/config.py", "SETTINGS = {'debug': False}\n")
+    broken = ("backend/app/config.py", "def settings(:\n    return {}\n")
+    other = ("backend/requirements.txt", "fastapi\n")
+    messages_server.enqueue(
+        "BE_CORE", Reply(text=files_answer(broken, other)), Reply(text=files_answer(good))
+    )
+    settings = make_settings()
+    events = await run_job(settings, "fixme")
+    core = phase_event(events, "BE_CORE")
+    assert core.type == "phase.completed" and core.warnings == []
+    assert {f.path: f.content for f in core.files} == dict([good, other])
+    fix_request = json.dumps(messages_server.calls_for("BE_CORE")[1].body)
+    assert "backend/app/config.py: line 1" in fix_request and "fail the code checks" in fix_request
+    assert "- backend/requirements.txt" in fix_request.replace("\\n", "\n")  # kept, not redone
+
+
+async def test_what_still_fails_the_checks_is_reported(make_settings, messages_server):
+    broken = ("frontend/package.json", '{"name": "web"}')
+    messages_server.enqueue(
+        "FE_SETUP", Reply(text=files_answer(broken)), Reply(text=files_answer(broken))
+    )
+    settings = make_settings()
+    events = await run_job(settings, "stubborn")
+    setup = phase_event(events, "FE_SETUP")
+    assert setup.type == "phase.completed"
+    assert setup.warnings and "scripts" in setup.warnings[0]
+    assert len(messages_server.calls_for("FE_SETUP")) == 2  # sent back once, not more

@@ -73,12 +73,14 @@ def test_relative_import_of_a_missing_sibling_is_fixable_now():
             "line 1: cannot import 'routers' from '.': no module backend/app/routers.py "
             "and backend/app/__init__.py does not define it",
             True,
+            kind="import",
         ),
         Problem(
             "backend/app/main.py",
             "line 2: import '.models' does not resolve "
             "(no backend/app/models.py or backend/app/models/__init__.py)",
             True,
+            kind="import",
         ),
     ]
 
@@ -153,6 +155,7 @@ def test_parent_relative_import_of_a_missing_module_is_not_fixable_now():
             "line 1: import '..core.config' does not resolve "
             "(no backend/app/core/config.py or backend/app/core/config/__init__.py)",
             False,
+            kind="import",
         )
     ]
 
@@ -199,6 +202,7 @@ def test_absolute_project_import_that_does_not_resolve():
             "line 1: import 'app.core.config' does not resolve "
             "(no backend/app/core/config.py or backend/app/core/config/__init__.py)",
             False,
+            kind="import",
         )
     ]
 
@@ -277,6 +281,7 @@ def test_undeclared_dependency_is_not_fixable_now_and_names_the_distribution():
             "line 2: module 'jose' is neither part of the project nor declared in "
             "backend/requirements.txt (add python-jose)",
             False,
+            kind="dependency",
         )
     ]
 
@@ -382,12 +387,14 @@ def test_unresolved_relative_imports_and_fixable_now():
             "line 1: import './Button' does not resolve "
             "(no web/src/components/Button.* or web/src/components/Button/index.*)",
             True,
+            kind="import",
         ),
         Problem(
             "web/src/components/Card.tsx",
             "line 2: import '../api/client' does not resolve "
             "(no web/src/api/client.* or web/src/api/client/index.*)",
             False,
+            kind="import",
         ),
     ]
 
@@ -416,12 +423,16 @@ def test_undeclared_packages_are_reported_against_the_nearest_package_json():
     )
     assert problems(files, {"web/src/api.ts": source}) == [
         Problem(
-            "web/src/api.ts", "line 1: package 'axios' is not declared in web/package.json", False
+            "web/src/api.ts",
+            "line 1: package 'axios' is not declared in web/package.json",
+            False,
+            kind="dependency",
         ),
         Problem(
             "web/src/api.ts",
             "line 2: package '@acme/schemas' is not declared in web/package.json",
             False,
+            kind="dependency",
         ),
     ]
 
@@ -498,6 +509,7 @@ def test_alias_without_a_declaration_is_reported():
             "web/src/pages/Home.tsx",
             "line 1: import '@/lib/utils' uses the '@/' alias, which no vite.config or tsconfig declares",
             False,
+            kind="import",
         )
     ]
 
@@ -631,17 +643,20 @@ def test_mutated_example_reports_exactly_the_expected_problems():
             "line 8: import 'app.utils.rate_limit' does not resolve "
             "(no backend/app/utils/rate_limit.py or backend/app/utils/rate_limit/__init__.py)",
             True,
+            kind="import",
         ),
         Problem(
             "frontend/src/api/client.ts",
             "line 1: package 'axios' is not declared in frontend/package.json",
             False,
+            kind="dependency",
         ),
         Problem(
             "frontend/src/pages/CarListPage.tsx",
             "line 12: import '../hooks/useDebounce' does not resolve "
             "(no frontend/src/hooks/useDebounce.* or frontend/src/hooks/useDebounce/index.*)",
             False,
+            kind="import",
         ),
     ]
     assert check_project(files) == [p for p in found if p.path != "backend/app/config.py"]

@@ -33,7 +33,7 @@ def test_create_job_is_idempotent(store):
 def test_phase_commit_writes_files_state_and_events_together(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
     job = store.job("r1")
-    assert store.start_phase(job, "DB", "2") == 1
+    assert store.start_phase(job, "DB", "2", JobState.DB) == 1
     outcome = PhaseOutcome(
         "DB",
         "2",
@@ -54,7 +54,7 @@ def test_phase_commit_writes_files_state_and_events_together(store):
 def test_a_failing_commit_leaves_nothing_behind(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
     job = store.job("r1")
-    store.start_phase(job, "DB", "2")
+    store.start_phase(job, "DB", "2", JobState.DB)
     before = len(events(store))
     store.db.conn.execute(
         "CREATE TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.type = 'phase.completed' "
@@ -73,11 +73,11 @@ def test_a_failing_commit_leaves_nothing_behind(store):
 def test_fail_and_reopen_reruns_only_unfinished(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB", "CONFIG"])
     job = store.job("r1")
-    store.start_phase(job, "ARCH", "1")
+    store.start_phase(job, "ARCH", "1", JobState.ARCH)
     store.complete_phase(job, PhaseOutcome("ARCH", "1"), JobState.DB)
-    store.start_phase(job, "DB", "2")
+    store.start_phase(job, "DB", "2", JobState.DB)
     store.fail_phase(job, PhaseOutcome("DB", "2"), "bad", JobState.CONFIG)
-    store.start_phase(job, "CONFIG", "5")
+    store.start_phase(job, "CONFIG", "5", JobState.CONFIG)
     store.complete_phase(job, PhaseOutcome("CONFIG", "5"), JobState.PARTIAL)
     assert events(store)[-1].failed_phases == ["DB"]
     assert store.reopen("r1", "test") == "DB"
@@ -141,8 +141,8 @@ def test_crashes_count_only_phases_left_running(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
     job = store.job("r1")
     assert store.count_crash("r1", "ARCH") == 0  # never started
-    store.start_phase(job, "ARCH", "1")
+    store.start_phase(job, "ARCH", "1", JobState.ARCH)
     assert store.count_crash("r1", "ARCH") == 1  # found running: its process died
-    store.start_phase(job, "ARCH", "1")
+    store.start_phase(job, "ARCH", "1", JobState.ARCH)
     store.interrupt_phase("r1", "ARCH")  # a clean shutdown
     assert store.count_crash("r1", "ARCH") == 1
