@@ -51,7 +51,9 @@ class Intake:
         kafka: KafkaSettings,
         max_image_bytes: int,
         on_new_work: Callable[[], None],
+        max_unfinished: int = 0,
     ) -> None:
+        self._max_unfinished = max_unfinished
         self._max_image_bytes = max_image_bytes
         self._consumer = consumer
         self._producer = producer
@@ -76,11 +78,34 @@ class Intake:
             )
             for tp, records in batches.items():
                 for record in records:
+                    if self._full():
+                        self._consumer.seek(tp, record.offset)  # read again once there is room
+                        break
                     await self.handle(record)
                     self._processed[tp] = record.offset + 1
                 await self.commit([tp])
             if batches:
                 self._on_new_work()
+            self._resume_when_room()
+
+    def _full(self) -> bool:
+        """Too many unfinished jobs: pause every partition (the poll loop keeps running, so
+        the group membership stays alive) until they drop below nine tenths of the limit."""
+        if not self._max_unfinished:
+            return False
+        unfinished = self._store.unfinished_jobs()
+        if unfinished < self._max_unfinished:
+            return False
+        if not self._consumer.paused():
+            self._consumer.pause(*self._consumer.assignment())
+            log.warning("%d unfinished jobs: pausing intake (jobs.max_unfinished)", unfinished)
+        return True
+
+    def _resume_when_room(self) -> None:
+        paused = self._consumer.paused()
+        if paused and self._store.unfinished_jobs() < self._max_unfinished * 0.9:
+            self._consumer.resume(*paused)
+            log.info("resuming intake")
 
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
         """Commit what is processed: every record before the offset is a job or on the DLQ."""

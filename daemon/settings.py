@@ -118,6 +118,7 @@ class JobsSettings(_Section):
     execution: Literal["sequential", "parallel"] = "sequential"
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     max_phase_crashes: int = Field(default=3, ge=1)
+    max_unfinished: int = Field(default=10_000, ge=0)
     code_checks: bool = True
 
 

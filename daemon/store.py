@@ -356,6 +356,13 @@ class Store:
         ).fetchall()
         return [row[0] for row in rows]
 
+    def unfinished_jobs(self) -> int:
+        terminal = [s.name for s in JobState if s.is_terminal]
+        return self.db.conn.execute(
+            f"SELECT count(*) FROM jobs WHERE state NOT IN ({','.join('?' * len(terminal))})",
+            terminal,
+        ).fetchone()[0]
+
     def runnable_jobs(self, exclude: Iterable[str], limit: int) -> list[str]:
         """Jobs not in a terminal state, oldest first, skipping those already running here."""
         exclude = set(exclude)

@@ -150,6 +150,7 @@ class Daemon:
             settings.kafka,
             settings.llm.max_image_bytes,
             self._on_new_work,
+            max_unfinished=settings.jobs.max_unfinished,
         )
 
     def _on_new_work(self) -> None:

@@ -242,3 +242,27 @@ async def test_an_event_too_large_to_publish_goes_out_without_contents(
         assert {f.path: f.content for f in store.files("huge", "FE_PAGES")} == dict(big)
     finally:
         store.close()
+
+
+async def test_intake_pauses_while_too_many_jobs_are_unfinished(make_settings, messages_server):
+    messages_server.latency_s = 0.05
+    settings = make_settings(
+        jobs={"max_concurrent": 1, "max_unfinished": 2}, kafka={"topic_partitions": 1}
+    )
+    highest = 0
+
+    def peek(body):
+        nonlocal highest
+        store = Store(settings.store.path)
+        try:
+            highest = max(highest, store.unfinished_jobs())
+        finally:
+            store.close()
+        return messages_server.default_responder(body)
+
+    messages_server.responder = peek
+    async with running(settings):
+        await produce(settings, *(request_bytes(request_id=f"bp-{i}") for i in range(5)))
+        for i in range(5):
+            assert (await collect(settings, f"bp-{i}"))[-1].status == "completed"
+    assert highest == 2  # never more jobs in the store than the limit, and all got done
