@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import json
 import posixpath
 import re
@@ -195,7 +196,7 @@ class _Project:
 
     def python_module(self, path: str) -> _PyModule:
         if path not in self._modules:
-            self._modules[path] = _PyModule.parse(path, self.files[path])
+            self._modules[path] = _parse_module(path, self.files[path])
         return self._modules[path]
 
     def import_problems(self, path: str) -> Iterator[Problem]:
@@ -240,6 +241,10 @@ class _PyModule:
                 return cls(f"line 1: {exc}")
         imports = tuple(_python_imports(tree.body))
         return cls(None, imports, _bound_names(tree) if path.endswith("__init__.py") else None)
+
+
+# A job's files are checked again after each of its phases: parse each version once.
+_parse_module = functools.lru_cache(maxsize=2048)(_PyModule.parse)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ class StepReporter:
         group = phase.group
         members = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group]
         if all(name in done for name in members):
-            count = sum(len(self._store.files(self._job.job_id, n)) for n in members)
+            count = self._store.count_files(self._job.job_id, members)
             suffix = f" ({count} files)" if phase.produces_files else ""
             log.info(
                 "✓ Step %d/%d: %s%s",
@@ -77,7 +77,7 @@ class StepReporter:
         log.error("✗ Step %s failed: %s", phase.step, error, extra=self._extra)
 
     def job_done(self, state: JobState) -> None:
-        total = len(self._store.files(self._job.job_id))
+        total = self._store.count_files(self._job.job_id)
         if state is JobState.COMPLETED:
             log.info("Chained generation completed: %d files generated", total, extra=self._extra)
         else:

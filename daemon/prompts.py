@@ -8,6 +8,7 @@ then what changes per phase: the manifest of earlier files and the phase's own t
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -123,18 +124,19 @@ def render_manifest(files: Sequence[FileRecord]) -> str:
     return "\n".join(lines)
 
 
-def exports_of(path: str, content: str) -> list[str]:
-    """What a file offers to the files that import it: top-level names, or a package's scripts."""
+@functools.lru_cache(maxsize=4096)
+def exports_of(path: str, content: str) -> tuple[str, ...]:
+    """What a file offers to the files that import it (cached: each version is read once)."""
     if path.endswith(".py"):
-        return _python_exports(content)
+        return tuple(_python_exports(content))
     if path.endswith((".ts", ".tsx", ".js", ".jsx")):
-        return _TS_EXPORT.findall(content)
+        return tuple(_TS_EXPORT.findall(content))
     if path.endswith("package.json"):
         try:
-            return sorted(json.loads(content).get("dependencies", {}))
+            return tuple(sorted(json.loads(content).get("dependencies", {})))
         except (ValueError, AttributeError):
-            return []
-    return []
+            return ()
+    return ()
 
 
 def _python_exports(content: str) -> list[str]:

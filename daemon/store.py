@@ -684,6 +684,14 @@ class Store:
         ).fetchall()
         return dict(rows)
 
+    def count_files(self, job_id: str, phases: Iterable[str] | None = None) -> int:
+        query, args = "SELECT count(*) FROM files WHERE job_id = ?", [job_id]
+        if phases is not None:
+            names = list(phases)
+            query += f" AND phase IN ({','.join('?' * len(names))})"
+            args += names
+        return int(self.db.conn.execute(query, args).fetchone()[0])
+
     def files(self, job_id: str, phase: str | None = None) -> list[FileRecord]:
         query = "SELECT path, sha256, size, content FROM files WHERE job_id = ?"
         args: tuple[str, ...] = (job_id,)
