@@ -3,9 +3,15 @@ hook: the run ends as if nothing had happened, and nothing committed is asked fo
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
-from tests.chaos.harness import Chaos
+from daemon.generation import api_schema
+from daemon.states import PHASE_BY_STATE
+from tests.chaos.harness import Chaos, file_object
+from tests.fake_anthropic import STREAM_CHUNK_CHARS, example_for_schema
 
 
 def hook(point: str, after: int) -> dict[str, str]:
@@ -15,6 +21,25 @@ def hook(point: str, after: int) -> dict[str, str]:
 def die_at(chaos: Chaos, point: str, after: int) -> None:
     process = chaos.spawn(**hook(point, after))
     assert chaos.wait_exit(process) == -9, chaos.log_tail()  # it killed itself there
+
+
+def deltas(text: str) -> int:
+    return math.ceil(len(text) / STREAM_CHUNK_CHARS)
+
+
+def delta_inside_be_core(chaos: Chaos, file_index: int) -> int:
+    """The number of the streamed delta that falls inside BE_CORE's file ``file_index``
+    (a sequential run of one job streams ARCH, DB, then BE_CORE)."""
+    plan = json.dumps(example_for_schema(api_schema(PHASE_BY_STATE["ARCH"].output_model)))
+
+    def answer(phase: str) -> str:
+        listed = [{"path": p, "content": c} for p, c in chaos.server.phase_files[phase]]
+        return json.dumps({"files": listed, "complete": True})
+
+    be_core = answer("BE_CORE")
+    path, content = chaos.server.phase_files["BE_CORE"][file_index]
+    middle = be_core.index(file_object(path, content)) + len(file_object(path, content)) // 2
+    return deltas(plan) + deltas(answer("DB")) + middle // STREAM_CHUNK_CHARS + 1
 
 
 def test_between_job_creation_and_offset_commit(make_chaos):
@@ -31,7 +56,7 @@ def test_between_job_creation_and_offset_commit(make_chaos):
 @pytest.mark.parametrize(
     ("point", "after"),
     [
-        ("mid_stream", 112),  # the 112th streamed delta: inside BE_CORE's third file
+        ("mid_stream", None),  # inside BE_CORE's third file
         ("after_answer", 3),  # BE_CORE answered whole, its phase not yet committed
         ("after_commit", 2),  # DB committed, its events and files not yet out
     ],
@@ -39,14 +64,14 @@ def test_between_job_creation_and_offset_commit(make_chaos):
 def test_killed_at_an_instrumented_point(make_chaos, point, after):
     chaos = make_chaos(chunk_delay_s=0.002)
     chaos.submit(1)
-    die_at(chaos, point, after)
+    die_at(chaos, point, after or delta_inside_be_core(chaos, 2))
     completed_before = chaos.completed_phases()
     chaos.finish()
     figures = chaos.check()
     print(f"\n{point}:\n{figures.summary()}")
     assert figures.kills == 1
     if point == "mid_stream":
-        assert 1 <= completed_before < 11
+        assert completed_before == 2  # ARCH and DB
         assert figures.requests_naming_committed_files >= 1  # the phase resumed, not restarted
         assert 0 < figures.respent_file_chars <= figures.cut_tail_chars < 1000
     if point == "after_answer":
