@@ -3,13 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test chaos lint schemas clean
+.PHONY: demo test chaos bench lint schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $(STAMP) $(BENCH_STAMP)
 
 ## demo: the whole flow offline (embedded broker, daemon, sample request); files in out/
 demo: $(STAMP)
@@ -23,9 +29,14 @@ test: $(STAMP)
 chaos: $(STAMP)
 	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/chaos -q -s --timeout 1800
 
+## bench: the benchmark (about 6 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
+## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/)
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check daemon tests
-	$(BIN)/ruff format --check daemon tests
+	$(BIN)/ruff check daemon tests bench
+	$(BIN)/ruff format --check daemon tests bench
 
 ## schemas: regenerate schemas/*.schema.json from the pydantic models
 schemas: $(STAMP)

@@ -7,10 +7,15 @@ SSE). Answers are either scripted with :meth:`MessagesServer.enqueue` or produce
 
 The server is a thread, so it serves in-process async tests and daemons started as
 subprocesses alike. Token counts are approximations: ``ceil(chars / CHARS_PER_TOKEN)``.
+
+It also runs as a process of its own (the benchmarks keep its CPU apart from the daemon's):
+``python -m tests.fake_anthropic --port 0 --latency-s 0.2`` prints its URL on one line and
+serves with the default responder until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import itertools
@@ -19,6 +24,7 @@ import logging
 import math
 import re
 import select
+import signal
 import socket
 import socketserver
 import threading
@@ -498,7 +504,8 @@ class MessagesServer:
 
     ``responder`` answers when no scripted :class:`Reply` is queued; ``latency_s`` delays
     every answer without its own ``delay_s``; ``chunk_delay_s`` paces a stream's text
-    deltas (so a stream lasts a while); ``phase_files`` feeds :func:`auto_reply`.
+    deltas (so a stream lasts a while); ``phase_files`` feeds :func:`auto_reply`; ``port``
+    0 picks a free one.
     """
 
     def __init__(
@@ -508,7 +515,9 @@ class MessagesServer:
         phase_files: PhaseFileMap | None = None,
         responder: Callable[[Json], Reply] | None = None,
         chunk_delay_s: float = 0.0,
+        port: int = 0,
     ) -> None:
+        self.port = port
         self.latency_s = latency_s
         self.chunk_delay_s = chunk_delay_s
         self.phase_files: dict[str, list[tuple[str, str]]] = dict(phase_files or {})
@@ -529,7 +538,7 @@ class MessagesServer:
         """Bind a free port and serve in a daemon thread (no-op when already running)."""
         if self._httpd is None:
             self._released.clear()
-            self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
+            self._httpd = _HTTPServer(("127.0.0.1", self.port), _Handler)
             self._httpd.owner = self
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
@@ -654,3 +663,31 @@ class MessagesServer:
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_fake{next(self._ids):020d}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; the URL is the first line printed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fake_anthropic",
+        description="A local Messages API server answering with the default responder.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument(
+        "--chunk-delay-s", type=float, default=0.0, help="pause between a stream's text deltas"
+    )
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = MessagesServer(
+        latency_s=args.latency_s, chunk_delay_s=args.chunk_delay_s, port=args.port
+    )
+    with server:
+        print(server.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+
+
+if __name__ == "__main__":
+    main()
