@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset({"after_create", "mid_stream", "after_answer", "after_commit"})
+POINTS = frozenset({"after_create", "mid_stream", "after_answer", "after_commit", "after_publish"})
 _armed = os.environ.get("CODEGEND_CHAOS_POINT")
 _remaining = int(os.environ.get("CODEGEND_CHAOS_AFTER", "1"))
+if _armed is not None and _armed not in POINTS:
+    raise ValueError(f"CODEGEND_CHAOS_POINT={_armed!r} is none of {sorted(POINTS)}")
 
 
 def point(name: str) -> None:

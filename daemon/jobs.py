@@ -302,11 +302,13 @@ class JobRunner:
         """Write out the files of phases committed but not yet announced; returns how many
         phases. A phase's files go to output.dir right after its commit, in the same step
         (no await between), so a process that died in between left that phase's
-        phase.completed event unpublished: its files are written from it. Idempotent."""
+        phase.completed event unpublished. The files come from the store: the event may
+        have been stored without contents (too large to publish). Idempotent."""
         restored = 0
         for event in self._store.unpublished_events("phase.completed"):
-            self._write_files(event.job_id, event.files or [])
-            restored += 1
+            if event.phase is not None:
+                self._write_files(event.job_id, self._store.files(event.job_id, event.phase))
+                restored += 1
         return restored
 
     def _write_files(self, job_id: str, records: list[FileRecord]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from daemon import chaos
 from daemon.models import Event
 from daemon.store import OutboxRow, Store
 
@@ -84,6 +85,7 @@ class OutboxRelay:
             return 0
         pending = [await self._send(row) for row in rows]
         await asyncio.gather(*pending)
+        chaos.point("after_publish")  # acknowledged, not yet marked: sent again after a crash
         self._store.mark_published(row.id for row in rows)
         return len(rows)
 

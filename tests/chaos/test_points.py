@@ -80,3 +80,23 @@ def test_killed_at_an_instrumented_point(make_chaos, point, after):
     if point == "after_commit":
         assert completed_before == 2
         assert figures.requests == 11  # the committed phase was not run again
+
+
+def test_killed_between_publishing_and_marking_published(make_chaos):
+    """The last phase committed (the job completed) and the process died; the next start
+    publishes its events, too large for the broker and so stored without contents, and dies
+    between the broker's acknowledgement and marking them; the start after that publishes
+    them again, the same, and the output folder still gets the files (from the store)."""
+    chaos = make_chaos(chunk_delay_s=0.002, CODEGEND_KAFKA__MAX_PUBLISH_BYTES="2048")
+    chaos.submit(1)
+    die_at(chaos, "after_commit", 11)  # CONFIG committed, the job with it
+    assert chaos.states() == {"p001": "COMPLETED"}
+    die_at(chaos, "after_publish", 1)
+    chaos.finish()
+    figures = chaos.check()
+    print(f"\nafter_publish:\n{figures.summary()}")
+    assert figures.events_raw > figures.events_distinct  # re-published, same event_ids
+    assert figures.requests == 11  # a completed job calls no model again
+    events = chaos.events["chaos-p001"]
+    config = next(e for e in events if e.type == "phase.completed" and e.phase == "CONFIG")
+    assert config.files and not any(f.content for f in config.files)  # published without
