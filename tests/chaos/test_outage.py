@@ -12,7 +12,7 @@ from daemon.broker import EmbeddedBroker, free_port
 from tests.proc import wait_for
 from tests.tcp_proxy import TcpProxy
 
-CUT_S = 6.0
+CUT_S = 5.0
 
 
 @pytest.fixture

@@ -12,7 +12,11 @@ MAX_CRASHES = 2
 
 
 def test_a_phase_that_kills_every_start_fails_the_job(make_chaos):
-    chaos = make_chaos(chunk_delay_s=0.002, CODEGEND_JOBS__MAX_PHASE_CRASHES=str(MAX_CRASHES))
+    chaos = make_chaos(
+        latency_s=(0.01, 0.05),
+        chunk_delay_s=0.002,
+        CODEGEND_JOBS__MAX_PHASE_CRASHES=str(MAX_CRASHES),
+    )
     chaos.submit(1)
     armed = hook("mid_stream", 1)  # every start dies in its first streamed delta: ARCH's
     for _ in range(MAX_CRASHES):
