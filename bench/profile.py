@@ -108,7 +108,21 @@ def _opens_connection(frame: Frame) -> bool:
     return frame.function == "_connect" and "/httpcore2/" in (frame.file_path or "")
 
 
-def _is_daemon(frame: Frame) -> bool:
+def _is_glue(frame: Frame) -> bool:
+    """``with`` blocks' plumbing: what matters is what they call."""
+    return (frame.file_path or "").endswith("contextlib.py")
+
+
+def _caller(frame: Frame) -> Frame | None:
+    caller = frame.parent
+    while caller is not None and _is_glue(caller):
+        caller = caller.parent
+    return caller
+
+
+def _is_daemon(frame: Frame | None) -> bool:
+    if frame is None:
+        return False
     return (frame.file_path or "").startswith(str(ROOT / "daemon"))
 
 
@@ -145,7 +159,7 @@ class _Tally:
             return on_path
         if _is_daemon(frame):
             self.inclusive[label] += frame.time
-        elif frame.parent is not None and _is_daemon(frame.parent):
+        elif not _is_glue(frame) and _is_daemon(_caller(frame)):
             self.calls_out[label] += frame.time
         else:
             return on_path

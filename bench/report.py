@@ -25,6 +25,7 @@ from bench.scenarios import (
     OverheadResult,
     ThroughputResult,
 )
+from tests.fake_anthropic import STREAM_CHUNK_CHARS
 
 LATENCY_GOAL = 0.5
 LATENCY_LIMIT = 5 / 11
@@ -355,7 +356,11 @@ def overhead_section(oh: OverheadResult) -> list[str]:
         f"{oh.jobs} jobs at once against a zero-latency model, `jobs.max_concurrent = "
         f"{oh.max_concurrent}`. CPU seconds of each process over the batch (utime + stime "
         "from /proc/<pid>/stat, all threads); the daemon, the model server, the broker and "
-        "this client are separate processes sharing the machine's cores.",
+        "this client are separate processes sharing the machine's cores. The local server "
+        "answers each phase with three files of about 300 characters, streamed as text "
+        f"deltas of {STREAM_CHUNK_CHARS} characters: a few dozen SSE events per call (a real "
+        "answer of thousands of tokens is hundreds of events, so per-event costs weigh more "
+        "there).",
         "",
     ]
     rows = [
@@ -442,6 +447,13 @@ def profile_section(oh: OverheadResult) -> list[str]:
         ["call", "share"],
         [[f"`{name}`", f"{100 * prof.share(s):.1f}%"] for name, s in prof.top_calls_out[:12]],
     )
+    lines += [
+        "",
+        "In the SDK, `AsyncMessageStreamManager.__aenter__` builds and sends the request and "
+        "waits for the response headers; `AsyncMessageStream.__stream_text__` reads the SSE "
+        "events and builds a model object per event. sqlite-utils' `atomic` is the store's "
+        "BEGIN ... COMMIT around each of its transactions.",
+    ]
     return [*lines, ""]
 
 
