@@ -8,6 +8,7 @@ with its error and the run goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import statistics
@@ -34,6 +35,7 @@ CRASH_CASES: dict[str, tuple[str | None, int]] = {
     "mid_stream": ("mid_stream", 200),
     "after_answer": ("after_answer", 12),
     "after_commit": ("after_commit", 12),
+    "after_publish": ("after_publish", 3),
 }
 MEMORY_SAMPLE_S = 2.0
 SAMPLE_EVERY_S = 0.1
@@ -512,7 +514,7 @@ async def _crash_run(bench: Bench, server: ModelServer, case: str, jobs: int) ->
             requests = make_requests(setup.name, jobs)
             ids = {str(r.request_id) for r in requests}
             await events.submit(requests)
-            await _crash(first, events, point, after)
+            await _crash(first, events, ids, point, after)
             started = {s.event.job_id for s in events.by_type["phase.started"]}
             finished = {s.event.job_id for s in events.by_type["job.completed"]}
             run = await _restart(second, events, case, len(started - finished))
@@ -550,7 +552,9 @@ async def _restart(daemon: DaemonProcess, events: EventLog, case: str, in_flight
     )
 
 
-async def _crash(daemon: DaemonProcess, events: EventLog, point: str | None, after: int) -> None:
+async def _crash(
+    daemon: DaemonProcess, events: EventLog, jobs: set[str], point: str | None, after: int
+) -> None:
     """SIGKILL from outside after ``after`` phases completed, or wait for the chaos point
     to kill the daemon."""
     if point is None:
@@ -559,6 +563,12 @@ async def _crash(daemon: DaemonProcess, events: EventLog, point: str | None, aft
         )
         await daemon.kill()
         return
-    if await daemon.wait_exit(60) is None:
+    with contextlib.suppress(BenchError):
+        await events.wait_until(
+            lambda: not daemon.alive or events.count("job.completed", jobs) >= len(jobs),
+            60,
+            "the chaos point",
+        )
+    if daemon.alive:
         await daemon.kill()
-        raise BenchError(f"the chaos point {point} was not reached {after} times in 60 s")
+        raise BenchError(f"the chaos point {point} was not passed {after} times during the run")
