@@ -85,6 +85,7 @@ class Figures:
     respent_file_chars: int
     respent_plan_chars: int
     cut_tail_chars: int
+    kills_cutting_calls: int
     restart_to_first_call_s: list[float] = field(default_factory=list)
     restart_to_running_s: list[float] = field(default_factory=list)
 
@@ -106,7 +107,8 @@ class Figures:
             )
 
         lines = [
-            f"kills survived: {self.kills} (daemon starts: {self.starts})",
+            f"kills survived: {self.kills} (daemon starts: {self.starts}; "
+            f"{self.kills_cutting_calls} kills cut a streaming answer)",
             f"jobs: {self.jobs}, all completed",
             f"events on the topic: {self.events_raw} ({self.events_distinct} distinct, "
             f"{self.events_raw - self.events_distinct} re-published duplicates)",
@@ -313,6 +315,7 @@ class Chaos:
             respent_file_chars=respent_files,
             respent_plan_chars=respent_plans,
             cut_tail_chars=tails,
+            kills_cutting_calls=self._kills_cutting_calls(requests),
             restart_to_first_call_s=self._restart_to_first_call(requests),
             restart_to_running_s=self._restart_to_running(),
         )
@@ -391,6 +394,19 @@ class Chaos:
             if first is not None and first < end:
                 found.append(first - start.spawned_at)
         return found
+
+    def _kills_cutting_calls(self, requests: list[Recorded]) -> int:
+        """Kills that found an answer streaming in (one that never finished)."""
+        return sum(
+            1
+            for start in self.starts
+            if start.returncode == -9
+            and any(
+                start.spawned_at <= r.received_at < (start.ended_at or 0)
+                and not r.delivery.finished
+                for r in requests
+            )
+        )
 
     def _restart_to_running(self) -> list[float]:
         return [

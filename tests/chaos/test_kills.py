@@ -15,6 +15,7 @@ import pytest
 KILLS = int(os.environ.get("CODEGEND_CHAOS_KILLS", "3"))
 SEED = int(os.environ.get("CODEGEND_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
 JOBS_IN_FLIGHT = 4
+QUEUED = 2  # jobs waiting in the store, so a restart never idles while intake rejoins
 
 
 @pytest.mark.timeout(90 + 10 * KILLS)
@@ -23,9 +24,9 @@ def test_random_kills_lose_nothing_and_repeat_no_committed_file(make_chaos):
     rng = random.Random(SEED)
     print(f"\nchaos: {KILLS} kills, seed {SEED} (CODEGEND_CHAOS_SEED replays it)")
     chaos = make_chaos(CODEGEND_JOBS__MAX_CONCURRENT=str(JOBS_IN_FLIGHT))
-    chaos.submit(JOBS_IN_FLIGHT)
+    chaos.submit(JOBS_IN_FLIGHT + QUEUED)
     for _ in range(KILLS):
-        missing = JOBS_IN_FLIGHT - chaos.unfinished()
+        missing = JOBS_IN_FLIGHT + QUEUED - chaos.unfinished()
         if missing > 0:  # keep every daemon busy: a kill should find work in flight
             chaos.submit(missing)
         process = chaos.spawn()

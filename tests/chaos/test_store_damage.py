@@ -4,14 +4,14 @@ a file that is not SQLite, torn pages, an integrity check that fails, a newer sc
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-
-import pytest
+from subprocess import PIPE
 
 from daemon.store import SCHEMA_VERSION, Store
-from tests.proc import codegend, daemon_env
+from tests.proc import CODEGEND, ROOT, daemon_env
 
 PAGE_BYTES = 4096
 
@@ -63,25 +63,38 @@ def newer_schema(path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
 
 
-@pytest.mark.parametrize(
-    ("damage", "says"),
-    [
-        (not_sqlite, "is not a usable SQLite database: file is not a database"),
-        (torn_pages, "is not a usable SQLite database: database disk image is malformed"),
-        (index_out_of_step, "is corrupt: row 1 missing from index filler_n"),
-        (newer_schema, f"newer than this codegend ({SCHEMA_VERSION}); upgrade codegend"),
-    ],
-    ids=["not-sqlite", "torn-pages", "integrity-check", "newer-schema"],
-)
-def test_the_daemon_refuses_a_damaged_store(tmp_path, kafka_bootstrap, topic_names, damage, says):
-    variables = daemon_env(tmp_path, kafka_bootstrap, topic_names, "http://127.0.0.1:9")
-    store = Path(variables["CODEGEND_STORE__PATH"])
-    damage(store)
-    before = store.read_bytes()
-    result = codegend(variables, "run", check=False)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr  # one line, naming the file and what is wrong
-    assert errors[0].startswith(f"error: store {store} ") and errors[0].endswith(says)
-    assert store.read_bytes() == before  # refused, not "repaired"
+DAMAGES = {
+    "not SQLite": (not_sqlite, "is not a usable SQLite database: file is not a database"),
+    "torn pages": (torn_pages, "is not a usable SQLite database: database disk image is malformed"),
+    "integrity": (index_out_of_step, "is corrupt: row 1 missing from index filler_n"),
+    "newer": (newer_schema, f"newer than this codegend ({SCHEMA_VERSION}); upgrade codegend"),
+}
+
+
+def test_the_daemon_refuses_a_damaged_store(tmp_path, kafka_bootstrap, topic_names):
+    runs = {}
+    for name, (damage, _) in DAMAGES.items():  # the four daemons start side by side
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        variables = daemon_env(folder, kafka_bootstrap, topic_names, "http://127.0.0.1:9")
+        store = Path(variables["CODEGEND_STORE__PATH"])
+        damage(store)
+        process = subprocess.Popen(
+            [*CODEGEND, "run"], env=variables, cwd=ROOT, stdout=PIPE, stderr=PIPE, text=True
+        )
+        runs[name] = (store, store.read_bytes(), process)
+    try:
+        for name, (store, before, process) in runs.items():
+            stdout, stderr = process.communicate(timeout=60)
+            assert process.returncode == 1, (name, stderr)
+            assert "Traceback" not in stderr + stdout, (name, stderr)
+            errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1, (name, stderr)  # one line, naming the file and what is wrong
+            assert errors[0].startswith(f"error: store {store} "), (name, errors)
+            assert errors[0].endswith(DAMAGES[name][1]), (name, errors)
+            assert store.read_bytes() == before, name  # refused, not "repaired"
+    finally:
+        for _, _, process in runs.values():
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
