@@ -495,6 +495,13 @@ def memory_section(mem: MemoryResult) -> list[str]:
     return [*lines, *_errors(mem.errors), ""]
 
 
+def _slowest(packages: list[tuple[str, float]]) -> str:
+    if not packages:
+        return ""
+    slowest = ", ".join(f"{n} {s:.2f} s" for n, s in packages)
+    return f" (the slowest packages, timed by -X importtime, which slows them: {slowest})"
+
+
 def crash_section(crash: CrashResult) -> list[str]:
     lines = [
         "## 5. Crash cost",
@@ -506,7 +513,8 @@ def crash_section(crash: CrashResult) -> list[str]:
         "process's start: to its `codegend running` log line, to its first `job.resumed` and "
         "first `phase.started` (the events' own timestamps), and to the client receiving "
         "that phase.started. Every job is then followed to its end. For scale: a fresh "
-        f"interpreter importing the daemon's modules takes {_s(crash.import_s)}.",
+        f"interpreter importing the daemon's modules takes {_s(crash.import_s)}"
+        f"{_slowest(crash.slowest_imports)}.",
         "",
     ]
     rows = [

@@ -465,23 +465,45 @@ class CrashResult:
     jobs: int
     latency_s: float
     import_s: float = 0.0  # a fresh interpreter importing the daemon's modules
+    slowest_imports: list[tuple[str, float]] = field(default_factory=list)
     runs: list[CrashRun] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
 
-async def import_time_s() -> float:
-    """Wall time of a fresh interpreter that imports what ``codegend run`` imports."""
+IMPORTS = "import os, daemon.cli, daemon.worker; os._exit(0)"
+
+
+async def import_time_s() -> tuple[float, list[tuple[str, float]]]:
+    """Wall time of a fresh interpreter importing what ``codegend run`` imports (leaving
+    without the interpreter's teardown), and, from a second one run with ``-X importtime``,
+    the packages that take longest."""
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import daemon.cli, daemon.worker", cwd=ROOT
+    plain = await asyncio.create_subprocess_exec(sys.executable, "-c", IMPORTS, cwd=ROOT)
+    await plain.wait()
+    elapsed_s = time.monotonic() - started
+    timed = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-c", IMPORTS, cwd=ROOT, stderr=asyncio.subprocess.PIPE
     )
-    await process.wait()
-    return time.monotonic() - started
+    _, stderr = await timed.communicate()
+    return elapsed_s, _slowest_packages(stderr.decode(errors="replace"))
+
+
+def _slowest_packages(importtime: str, count: int = 4) -> list[tuple[str, float]]:
+    """Top-level packages (other than the daemon's) by cumulative import time."""
+    packages: dict[str, float] = {}
+    for line in importtime.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].strip()
+        if "." not in name and name != "daemon":
+            packages[name] = max(packages.get(name, 0.0), int(parts[1]) / 1e6)
+    return sorted(packages.items(), key=lambda item: -item[1])[:count]
 
 
 async def crash_cost(bench: Bench, sizes: Sizes) -> CrashResult:
     result = CrashResult(sizes.crash_jobs, sizes.latency_s)
-    result.import_s = await import_time_s()
+    result.import_s, result.slowest_imports = await import_time_s()
     with bench.model_server("crash", sizes.latency_s) as server:
         for case in sizes.crash_cases:
             try:
