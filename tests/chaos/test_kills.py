@@ -1,7 +1,8 @@
 """SIGKILL at random moments, many times: nothing lost, nothing committed paid for twice.
 
 ``CODEGEND_CHAOS_KILLS`` sets how many kills (``make chaos`` runs 100);
-``CODEGEND_CHAOS_SEED`` replays a run's kill moments.
+``CODEGEND_CHAOS_SEED`` replays a run's kill moments. The daemons inherit the environment,
+so ``CODEGEND_JOBS__EXECUTION=parallel`` runs the same chaos in parallel mode.
 """
 
 from __future__ import annotations

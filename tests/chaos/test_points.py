@@ -1,10 +1,15 @@
 """SIGKILL at each instrumented point (``daemon/chaos.py``), then a restart without the
-hook: the run ends as if nothing had happened, and nothing committed is asked for again."""
+hook: the run ends as if nothing had happened, and nothing committed is asked for again.
+
+The kills are placed by counting (the n-th delta, answer, commit) in the phase order of
+the table, so these runs are sequential whatever the environment says.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -16,6 +21,16 @@ from tests.fake_anthropic import STREAM_CHUNK_CHARS, example_for_schema
 
 def hook(point: str, after: int) -> dict[str, str]:
     return {"CODEGEND_CHAOS_POINT": point, "CODEGEND_CHAOS_AFTER": str(after)}
+
+
+def sequential(**env: str) -> dict[str, Any]:
+    """Quick answers, phases in the order of the table (the kills are placed by counting)."""
+    return {
+        "latency_s": (0.01, 0.05),
+        "chunk_delay_s": 0.002,
+        "CODEGEND_JOBS__EXECUTION": "sequential",
+        **env,
+    }
 
 
 def die_at(chaos: Chaos, point: str, after: int) -> None:
@@ -43,7 +58,7 @@ def delta_inside_be_core(chaos: Chaos, file_index: int) -> int:
 
 
 def test_between_job_creation_and_offset_commit(make_chaos):
-    chaos = make_chaos(latency_s=(0.01, 0.05), chunk_delay_s=0.002)
+    chaos = make_chaos(**sequential())
     chaos.submit(2)
     chaos.submit(1, with_request_id=False)  # its job id comes from where it was read
     die_at(chaos, "after_create", 2)  # the second job is in the store, its offset is not
@@ -62,7 +77,7 @@ def test_between_job_creation_and_offset_commit(make_chaos):
     ],
 )
 def test_killed_at_an_instrumented_point(make_chaos, point, after):
-    chaos = make_chaos(latency_s=(0.01, 0.05), chunk_delay_s=0.002)
+    chaos = make_chaos(**sequential())
     chaos.submit(1)
     die_at(chaos, point, after or delta_inside_be_core(chaos, 2))
     completed_before = chaos.completed_phases()
@@ -87,9 +102,7 @@ def test_killed_between_publishing_and_marking_published(make_chaos):
     publishes its events, too large for the broker and so stored without contents, and dies
     between the broker's acknowledgement and marking them; the start after that publishes
     them again, the same, and the output folder still gets the files (from the store)."""
-    chaos = make_chaos(
-        latency_s=(0.01, 0.05), chunk_delay_s=0.002, CODEGEND_KAFKA__MAX_PUBLISH_BYTES="2048"
-    )
+    chaos = make_chaos(**sequential(CODEGEND_KAFKA__MAX_PUBLISH_BYTES="2048"))
     chaos.submit(1)
     die_at(chaos, "after_commit", 11)  # CONFIG committed, the job with it
     assert chaos.states() == {"p001": "COMPLETED"}
