@@ -60,9 +60,12 @@ class LLMProvider(Protocol):
 
 
 class AnthropicProvider:
-    """Claude through the official async SDK: streamed, with structured output and explicit
-    limits. Streams are not retried by the SDK; a broken one is a RetryableLLMError here,
-    and the phase runner asks again for what the broken answer did not deliver."""
+    """Claude through the official async SDK, streamed, with structured output and explicit
+    limits. The SDK builds, authenticates and sends the request (``stream=True``); the
+    server-sent events are read here, as the Messages API documents them, without a typed
+    model object per event: text deltas go straight to ``on_text``. Streams are not retried
+    by the SDK; a broken one is a RetryableLLMError, and the phase runner asks again for
+    what the broken answer did not deliver."""
 
     def __init__(self, timeout_s: float) -> None:
         # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment. Its
@@ -72,18 +75,19 @@ class AnthropicProvider:
 
     async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         try:
-            async with self._client.messages.stream(
+            async with self._client.messages.with_streaming_response.create(
                 model=call.model,
                 max_tokens=call.max_tokens,
                 system=call.system,  # type: ignore[arg-type]
                 messages=call.messages,  # type: ignore[arg-type]
                 output_config={"format": {"type": "json_schema", "schema": call.schema}},
+                stream=True,
                 timeout=call.timeout_s,
-            ) as stream:
-                limits = _rate_limit_headers(stream.response.headers)
-                async for text in stream.text_stream:
-                    on_text(text)
-                message = await stream.get_final_message()
+            ) as response:
+                answer = SseAnswer(on_text)
+                async for line in response.iter_lines():
+                    answer.feed(line)
+                return answer.result(_rate_limit_headers(response.headers))
         except anthropic.APIStatusError as exc:
             raise _translate_status(exc) from None
         except anthropic.APITimeoutError:
@@ -94,27 +98,85 @@ class AnthropicProvider:
             raise RetryableLLMError(
                 f"{type(exc).__name__}: the answer did not arrive whole", kind="stream"
             ) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
-        return LLMAnswer(
-            text=text,
-            stop_reason=message.stop_reason or "end_turn",
-            usage=_usage(message.usage),
-            rate_limits=limits,
-        )
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class SseAnswer:
+    """Accumulates one streamed answer from its ``data:`` lines (message_start, text
+    deltas, message_delta, message_stop, error); other lines and events are skipped."""
+
+    def __init__(self, on_text: TextSink) -> None:
+        self._on_text = on_text
+        self._text: list[str] = []
+        self._usage: dict[str, int] = {}
+        self._stop_reason: str | None = None
+        self._stopped = False
+
+    def feed(self, line: str) -> None:
+        if not line.startswith("data:"):
+            return
+        event = json.loads(line[5:])
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta", {})
+            if delta.get("type") == "text_delta":
+                self._text.append(delta["text"])
+                self._on_text(delta["text"])
+        elif kind == "message_start":
+            self._take_usage(event.get("message", {}).get("usage"))
+        elif kind == "message_delta":
+            self._stop_reason = event.get("delta", {}).get("stop_reason") or self._stop_reason
+            self._take_usage(event.get("usage"))
+        elif kind == "message_stop":
+            self._stopped = True
+        elif kind == "error":
+            raise _stream_error(event.get("error") or {})
+
+    def _take_usage(self, usage: dict[str, Any] | None) -> None:
+        for key, value in (usage or {}).items():
+            if isinstance(value, int):
+                self._usage[key] = value
+
+    def result(self, rate_limits: dict[str, str]) -> LLMAnswer:
+        if not self._stopped:
+            raise RetryableLLMError("the stream ended before message_stop", kind="stream")
+        usage = Usage(
+            input_tokens=self._usage.get("input_tokens", 0),
+            output_tokens=self._usage.get("output_tokens", 0),
+            cache_read_input_tokens=self._usage.get("cache_read_input_tokens", 0),
+            cache_creation_input_tokens=self._usage.get("cache_creation_input_tokens", 0),
+            calls=1,
+        )
+        return LLMAnswer(
+            text="".join(self._text),
+            stop_reason=self._stop_reason or "end_turn",
+            usage=usage,
+            rate_limits=rate_limits,
+        )
+
+
+_STREAM_ERROR_KINDS = {
+    "overloaded_error": "overloaded",
+    "rate_limit_error": "rate_limit",
+    "api_error": "server",
+    "timeout_error": "server",
+}
+
+
+def _stream_error(error: dict[str, Any]) -> Exception:
+    """An ``error`` event in the middle of a stream."""
+    kind = str(error.get("type") or "error")
+    if kind in _STREAM_ERROR_KINDS:
+        return RetryableLLMError(f"stream error event {kind}", kind=_STREAM_ERROR_KINDS[kind])
+    return PermanentLLMError(f"stream error event {kind}")
 
 
 def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # Only the status, type and request id: the SDK's message never carries the key,
     # but the request headers do, so nothing of the request is included.
     kind = _error_type(exc)
-    if exc.status_code == 200:  # an SSE error event in the middle of a stream
-        return RetryableLLMError(
-            f"stream error event {kind} (request-id {exc.request_id})",
-            kind="overloaded" if kind == "overloaded_error" else "stream",
-        )
     reason = f"HTTP {exc.status_code} {kind} (request-id {exc.request_id})"
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
         headers = exc.response.headers
@@ -146,16 +208,6 @@ def _error_type(exc: anthropic.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error") if isinstance(body.get("error"), dict) else body
     return str(error.get("type") or getattr(exc, "type", None) or "error")
-
-
-def _usage(usage: Any) -> Usage:
-    return Usage(
-        input_tokens=usage.input_tokens or 0,
-        output_tokens=usage.output_tokens or 0,
-        cache_read_input_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
-        cache_creation_input_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
-        calls=1,
-    )
 
 
 def cassette_entry_name(phase: str, call: int) -> str:
