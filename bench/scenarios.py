@@ -21,7 +21,15 @@ from pathlib import Path
 
 from bench import profile
 from bench.harness import Bench, EventLog, Seen, Setup, following, make_requests
-from bench.procs import DAEMON_COMMAND, ROOT, BenchError, DaemonProcess, ModelServer, self_cpu_s
+from bench.procs import (
+    DAEMON_COMMAND,
+    ROOT,
+    BenchError,
+    DaemonProcess,
+    ModelServer,
+    machine_busy_s,
+    self_cpu_s,
+)
 from daemon.states import PHASE_NAMES
 
 log = logging.getLogger("bench")
@@ -193,12 +201,14 @@ async def _no_hook(daemon: DaemonProcess) -> None:
 
 
 def _cpu(bench: Bench, server: ModelServer, daemon: DaemonProcess) -> dict[str, float]:
-    return {
+    """CPU seconds of each process of the run, and of every other process on the machine."""
+    ours = {
         "daemon": daemon.cpu_s(),
         "model server": server.cpu_s(),
         "broker (tansu)": bench.broker_cpu_s(),
         "benchmark client": self_cpu_s(),
     }
+    return ours | {"other processes": machine_busy_s() - sum(ours.values())}
 
 
 async def run_batch(
