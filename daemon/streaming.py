@@ -9,6 +9,7 @@ commit it before the rest of the answer exists. Work is linear in the answer's l
 from __future__ import annotations
 
 import json
+import re
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ FILE_DEPTH = 3  # answer object (1) > "files" array (2) > file object (3)
 
 class FileScanner:
     def __init__(self) -> None:
-        self._object: list[str] = []
+        self._parts: list[str] = []  # the text of the file object being read, so far
         self._depth = 0
         self._in_string = False
         self._escaped = False
@@ -27,43 +28,55 @@ class FileScanner:
     def feed(self, chunk: str) -> list[GeneratedFile]:
         """Take the next piece of the answer; return the files it completed."""
         done: list[GeneratedFile] = []
-        for char in chunk:
-            if self._depth >= FILE_DEPTH:
-                self._object.append(char)
+        capture_from = 0 if self._depth >= FILE_DEPTH else None
+        pos, end = 0, len(chunk)
+        while pos < end:
             if self._in_string:
-                self._string_char(char)
-            elif char == '"':
+                pos = self._skip_string(chunk, pos)
+                continue
+            found = _STRUCTURE.search(chunk, pos)
+            if found is None:
+                break
+            char, pos = found.group(), found.end()
+            if char == '"':
                 self._in_string = True
             elif char in "{[":
-                self._open(char)
-            elif char in "}]":
-                self._close(done)
+                self._depth += 1
+                if self._depth == FILE_DEPTH and char == "{":
+                    self._parts, capture_from = [], found.start()
+            else:
+                if self._depth == FILE_DEPTH and capture_from is not None:
+                    self._parts.append(chunk[capture_from:pos])
+                    parsed = _file(self._parts)
+                    if parsed is not None:
+                        done.append(parsed)
+                    self._parts, capture_from = [], None
+                self._depth -= 1
+        if capture_from is not None:
+            self._parts.append(chunk[capture_from:])
         return done
 
-    def _string_char(self, char: str) -> None:
+    def _skip_string(self, chunk: str, pos: int) -> int:
+        """Move past string content up to its closing quote (or the chunk's end)."""
         if self._escaped:
             self._escaped = False
-        elif char == "\\":
+            return pos + 1
+        found = _STRING_STOP.search(chunk, pos)
+        if found is None:
+            return len(chunk)
+        if found.group() == "\\":
             self._escaped = True
-        elif char == '"':
+        else:
             self._in_string = False
-
-    def _open(self, char: str) -> None:
-        self._depth += 1
-        if self._depth == FILE_DEPTH and char == "{":
-            self._object = ["{"]
-
-    def _close(self, done: list[GeneratedFile]) -> None:
-        if self._depth == FILE_DEPTH and self._object:
-            parsed = _file(self._object)
-            if parsed is not None:
-                done.append(parsed)
-            self._object = []
-        self._depth -= 1
+        return found.end()
 
 
-def _file(chars: list[str]) -> GeneratedFile | None:
+_STRUCTURE = re.compile(r'["{}\[\]]')
+_STRING_STOP = re.compile(r'["\\]')
+
+
+def _file(parts: list[str]) -> GeneratedFile | None:
     try:
-        return GeneratedFile.model_validate(json.loads("".join(chars)))
+        return GeneratedFile.model_validate(json.loads("".join(parts)))
     except (ValueError, ValidationError):
         return None
