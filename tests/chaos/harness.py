@@ -64,7 +64,6 @@ class Start:
 
     process: subprocess.Popen[bytes]
     spawned_at: float
-    hooked: bool
     logged_before: int
     running_at: float | None = None
     ended_at: float | None = None
@@ -183,7 +182,7 @@ class Chaos:
         """Start a daemon (``env`` arms its chaos hook, say); do not wait for it."""
         before = starts_logged(self.log_path)
         process = spawn({**self.variables, **env}, self.log_path)
-        self.starts.append(Start(process, time.time(), hooked=bool(env), logged_before=before))
+        self.starts.append(Start(process, time.time(), logged_before=before))
         return process
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
