@@ -33,6 +33,7 @@ chaos: $(STAMP)
 ## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.robustness
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests bench

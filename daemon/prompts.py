@@ -41,11 +41,14 @@ _TS_EXPORT = re.compile(
 )
 
 
-def system_blocks() -> list[dict[str, Any]]:
-    return [{"type": "text", "text": SYSTEM, "cache_control": _CACHE}]
+def system_blocks(cache: bool = True) -> list[dict[str, Any]]:
+    block: dict[str, Any] = {"type": "text", "text": SYSTEM}
+    return [{**block, "cache_control": _CACHE} if cache else block]
 
 
-def request_blocks(request: GenerationRequest, plan: ArchPlan | None) -> list[dict[str, Any]]:
+def request_blocks(
+    request: GenerationRequest, plan: ArchPlan | None, cache: bool = True
+) -> list[dict[str, Any]]:
     """The part of the user turn that every phase of the job shares; the last block is cached."""
     stack = request.stack
     intro = (
@@ -72,7 +75,8 @@ def request_blocks(request: GenerationRequest, plan: ArchPlan | None) -> list[di
         blocks.append(
             {"type": "text", "text": "Architecture plan:\n" + plan.model_dump_json(indent=1)}
         )
-    blocks[-1] = {**blocks[-1], "cache_control": _CACHE}
+    if cache:
+        blocks[-1] = {**blocks[-1], "cache_control": _CACHE}
     return blocks
 
 
@@ -108,8 +112,9 @@ def build_messages(
     manifest: Sequence[FileRecord],
     produced: Sequence[str],
     feedback: Sequence[str],
+    cache: bool = True,
 ) -> list[dict[str, Any]]:
-    content = request_blocks(request, plan)
+    content = request_blocks(request, plan, cache)
     content.append({"type": "text", "text": phase_text(phase, manifest, produced, feedback)})
     return [{"role": "user", "content": content}]
 

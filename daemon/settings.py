@@ -93,6 +93,7 @@ class LLMSettings(_Section):
     input_tokens_per_min: int = Field(default=400_000, ge=0)
     output_tokens_per_min: int = Field(default=80_000, ge=0)
     max_tokens_per_job: int = Field(default=2_000_000, ge=0)
+    prompt_caching: bool = True
     max_calls_per_phase: int = Field(default=12, ge=1)
     max_repairs: int = Field(default=2, ge=0)
     max_tokens_ceiling: int = Field(default=16_000, ge=256)
