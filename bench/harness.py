@@ -129,6 +129,7 @@ class Bench:
             },
             "store": {"path": workdir / "codegend.db"},
             "output": {"dir": workdir / "out"},
+            "metrics": {"port": 0},
             "llm": {
                 "max_concurrent_requests": CALLS_IN_FLIGHT,
                 "requests_per_min": 0,

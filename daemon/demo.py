@@ -40,6 +40,7 @@ async def run_demo(output_dir: Path) -> int:
             store={"path": Path(scratch) / "demo.db"},
             llm={"provider": "replay", "cassette_dir": SAMPLE_CASSETTE},
             output={"dir": output_dir},
+            metrics={"port": 0},  # beside a daemon that holds the default port
         )
         daemon = Daemon(settings)
         running = asyncio.create_task(daemon.run(), name="daemon")

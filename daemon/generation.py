@@ -33,6 +33,7 @@ from daemon.errors import (
     UnsafePath,
 )
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
+from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage
 from daemon.paths import check_path
 from daemon.ratelimit import RateLimiter, estimate_tokens
@@ -210,7 +211,9 @@ class PhaseRunner:
         settings: Settings,
         call_slots: asyncio.Semaphore,
         limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._llm = llm
         self._settings = settings
         self._slots = call_slots
@@ -262,6 +265,7 @@ class PhaseRunner:
             if self._absorb(phase, progress, result):
                 return
             _report_continuation(job.job_id, phase, progress, result)
+            self._metrics.retry("repair" if result.errors else "continuation")
 
     async def _checked(
         self,
@@ -285,6 +289,7 @@ class PhaseRunner:
             )
             progress.feedback = [f"{p.path}: {p.message}" for p in problems] + [FIX_REQUEST]
             progress.redo = {p.path for p in problems}
+            self._metrics.retry("repair")
             await self._until_done(job, phase, manifest, progress, hooks)
             problems = _fixable(progress, existing, hooks.pending_areas)
         return [f"{p.path}: {p.message}" for p in problems]
@@ -365,6 +370,7 @@ class PhaseRunner:
             async with self._slots:
                 answer = await self._llm.complete(call, on_text)
         except (PermanentLLMError, RetryableLLMError) as exc:
+            self._metrics.call_failed(call.phase, clock)
             self._limiter.settle(estimate, 0, call.max_tokens, 0)
             hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
             if isinstance(exc, PermanentLLMError):
@@ -382,6 +388,7 @@ class PhaseRunner:
         )
         self._limiter.observe(answer.rate_limits)
         hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
+        self._metrics.call_answered(call.phase, clock, usage)
         progress.usage += usage
         chaos.point("after_answer")
         self._check_job_budget(job, progress, hooks)
@@ -406,6 +413,7 @@ class PhaseRunner:
             raise PhaseFailed(
                 f"{call.phase}: model unavailable after {limits.max_retries} retries: {exc}"
             )
+        self._metrics.retry(exc.kind)
         self._limiter.observe(exc.headers)
         delay_s = exc.retry_after_s
         if delay_s is None:

@@ -25,6 +25,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeToo
 from pydantic import ValidationError
 
 from daemon import chaos
+from daemon.metrics import Metrics
 from daemon.models import REQUEST_ID_PATTERN, GenerationRequest, ImageMockup
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
@@ -52,7 +53,9 @@ class Intake:
         max_image_bytes: int,
         on_new_work: Callable[[], None],
         max_unfinished: int = 0,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._max_unfinished = max_unfinished
         self._max_image_bytes = max_image_bytes
         self._consumer = consumer
@@ -129,6 +132,7 @@ class Intake:
         source = f"{record.topic}:{record.partition}:{record.offset}"
         outcome = self.parse(record.value or b"")
         if isinstance(outcome, Rejection):
+            self._metrics.requests.labels("rejected").inc()
             await self._reject(record, source, outcome)
             return
         job_id = outcome.request_id or source
@@ -136,6 +140,7 @@ class Intake:
             job_id, outcome, source, plan_phases(outcome.options.phases)
         )
         chaos.point("after_create")
+        self._metrics.requests.labels("accepted" if created else "duplicate").inc()
         log.info(
             "%s job for %s from %s",
             "accepted" if created else "duplicate request; no new",

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from daemon.checks import check_project
 from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater, UnsafePath
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
+from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage
 from daemon.paths import check_path, write_file
 from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
@@ -108,7 +110,9 @@ class JobRunner:
         max_tokens_per_job: int = 0,
         parallel: bool = False,
         code_checks: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._code_checks = code_checks
         self._max_crashes = max_crashes
         self._max_tokens_per_job = max_tokens_per_job
@@ -208,6 +212,7 @@ class JobRunner:
         machine.start_phase(phase.state)
         store.start_phase(job, phase.state, phase.step, machine.current)
         self._on_commit()
+        started = time.monotonic()
         try:
             outcome = await self._phases.run(
                 job,
@@ -217,10 +222,12 @@ class JobRunner:
                 hooks=self._hooks(job, machine, phase),
             )
         except asyncio.CancelledError:
+            self._metrics.phase_ended(phase.state, "interrupted", started)
             machine.interrupt_phase(phase.state)
             store.interrupt_phase(job.job_id, phase.state)
             raise
         except RetryLater as exc:
+            self._metrics.phase_ended(phase.state, "deferred", started)
             machine.interrupt_phase(phase.state)
             store.defer(job.job_id, phase.state, exc.delay_s)
             log.warning(
@@ -228,9 +235,11 @@ class JobRunner:
             )
             return False
         except PhaseFailed as exc:
+            self._metrics.phase_ended(phase.state, "failed", started)
             self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
             return True
+        self._metrics.phase_ended(phase.state, "completed", started)
         if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
             return True
         machine.phase_done(phase.state)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from daemon import chaos
+from daemon.metrics import Metrics
 from daemon.models import Event
 from daemon.store import OutboxRow, Store
 
@@ -28,8 +29,14 @@ RETRY_BACKOFF_MAX_S = 5.0
 
 class OutboxRelay:
     def __init__(
-        self, store: Store, producer: AIOKafkaProducer, topic: str, max_bytes: int = 16 * 1024**2
+        self,
+        store: Store,
+        producer: AIOKafkaProducer,
+        topic: str,
+        max_bytes: int = 16 * 1024**2,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._max_bytes = max_bytes
         self._store = store
         self._producer = producer
@@ -87,6 +94,7 @@ class OutboxRelay:
         await asyncio.gather(*pending)
         chaos.point("after_publish")  # acknowledged, not yet marked: sent again after a crash
         self._store.mark_published(row.id for row in rows)
+        self._metrics.events_published.inc(len(rows))
         return len(rows)
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:

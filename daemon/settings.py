@@ -133,6 +133,12 @@ class OutputSettings(_Section):
     dir: Path = Path("out")
 
 
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CODEGEND_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -144,6 +150,7 @@ class Settings(BaseSettings):
     jobs: JobsSettings = Field(default_factory=JobsSettings)
     phases: dict[str, PhaseSettings] = Field(default_factory=dict)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("phases", mode="before")
     @classmethod

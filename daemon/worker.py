@@ -15,6 +15,7 @@ from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler
 from daemon.kafka import client_options, make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
+from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
 from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
@@ -57,6 +58,8 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.bootstrap_servers = settings.kafka.bootstrap_servers
         self.started = asyncio.Event()
+        self.metrics = Metrics()
+        self.metrics_port: int | None = None  # bound by _serve_health
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -105,6 +108,7 @@ class Daemon:
         await self.consumer.start()
         resources.push_async_callback(self.consumer.stop)
         self._build_services()
+        await self._serve_health()
         if restored := self.runner.restore_outputs():
             log.info("wrote the output files of %d phases not yet announced", restored)
         self.intake.subscribe()
@@ -124,14 +128,18 @@ class Daemon:
     def _build_services(self) -> None:
         settings = self.settings
         self.relay = OutboxRelay(
-            self.store, self.producer, settings.kafka.events_topic, settings.kafka.max_publish_bytes
+            self.store,
+            self.producer,
+            settings.kafka.events_topic,
+            settings.kafka.max_publish_bytes,
+            metrics=self.metrics,
         )
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         llm = settings.llm
         limiter = RateLimiter(
             llm.requests_per_min, llm.input_tokens_per_min, llm.output_tokens_per_min
         )
-        phases = PhaseRunner(self._llm, settings, call_slots, limiter)
+        phases = PhaseRunner(self._llm, settings, call_slots, limiter, self.metrics)
         self.runner = JobRunner(
             self.store,
             phases,
@@ -141,6 +149,7 @@ class Daemon:
             max_tokens_per_job=settings.llm.max_tokens_per_job,
             parallel=settings.jobs.execution == "parallel",
             code_checks=settings.jobs.code_checks,
+            metrics=self.metrics,
         )
         self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
         self.intake = Intake(
@@ -151,7 +160,24 @@ class Daemon:
             settings.llm.max_image_bytes,
             self._on_new_work,
             max_unfinished=settings.jobs.max_unfinished,
+            metrics=self.metrics,
         )
+
+    async def _serve_health(self) -> None:
+        """/metrics, /healthz and /readyz on metrics.host:metrics.port, closed first at exit."""
+        self.metrics.watch(self.store, self.consumer)
+        metrics = self.settings.metrics
+        if not metrics.enabled:
+            return
+        server = HealthServer(self.metrics, self._not_ready)
+        self.metrics_port = await server.start(metrics)
+        self._resources.push_async_callback(server.close)
+        log.info("metrics and health on http://%s:%d/metrics", metrics.host, self.metrics_port)
+
+    async def _not_ready(self) -> str | None:
+        if self._stop.is_set():
+            return "stopping"
+        return await not_ready(self.store, self.producer)
 
     def _on_new_work(self) -> None:
         self.scheduler.wake()

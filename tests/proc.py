@@ -47,6 +47,7 @@ def daemon_env(
         "CODEGEND_KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "CODEGEND_STORE__PATH": str(tmp_path / "codegend.db"),
         "CODEGEND_OUTPUT__DIR": str(tmp_path / "out"),
+        "CODEGEND_METRICS__PORT": "0",  # a free port: daemons side by side do not collide
         "PYTHONPATH": str(ROOT),
         **overrides,
     }

@@ -56,6 +56,7 @@ def make_settings(
                 "execution": os.environ.get("CODEGEND_TEST_EXECUTION", "sequential"),
             },
             "output": {"dir": tmp_path / "out"},
+            "metrics": {"port": 0},  # a free port: daemons side by side do not collide
         }
         for name, values in sections.items():
             base[name] = {**base.get(name, {}), **values}
