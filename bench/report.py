@@ -464,14 +464,29 @@ def profile_section(oh: OverheadResult) -> list[str]:
         ["call", "share"],
         [[f"`{name}`", f"{100 * prof.share(s):.1f}%"] for name, s in prof.top_calls_out[:12]],
     )
-    lines += [
-        "",
-        "In the SDK, `AsyncMessageStreamManager.__aenter__` builds and sends the request and "
-        "waits for the response headers; `AsyncMessageStream.__stream_text__` reads the SSE "
-        "events and builds a model object per event. sqlite-utils' `atomic` is the store's "
-        "BEGIN ... COMMIT around each of its transactions.",
-    ]
+    lines += _call_legend([name for name, _ in prof.top_calls_out[:12]])
     return [*lines, ""]
+
+
+KNOWN_CALLS = {
+    "__aenter__  anthropic/lib/streaming/_messages.py": "the SDK's stream manager: builds and "
+    "sends the request, waits for the response headers",
+    "__stream_text__  anthropic/lib/streaming/_messages.py": "the SDK's typed stream: reads the "
+    "SSE events and builds a model object per event",
+    "__aenter__  anthropic/_response.py": "the SDK's raw streamed response: builds and sends the "
+    "request, waits for the response headers",
+    "iter_lines  anthropic/_response.py": "reads the raw response body line by line",
+    "atomic  sqlite_utils/db.py": "the store's BEGIN ... COMMIT around each of its transactions",
+}
+
+
+def _call_legend(labels: list[str]) -> list[str]:
+    known = [
+        f"`{prefix}`: {meaning}"
+        for prefix, meaning in KNOWN_CALLS.items()
+        if any(label.startswith(prefix + ":") for label in labels)
+    ]
+    return ["", "; ".join(known) + "."] if known else []
 
 
 def memory_section(mem: MemoryResult) -> list[str]:
