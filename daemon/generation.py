@@ -333,7 +333,7 @@ class PhaseRunner:
             call=progress.calls,
             model=self._settings.model_for(phase.state, job.request.options.model),
             max_tokens=progress.budget,
-            system=prompts.system_blocks(),
+            system=prompts.system_blocks(self._settings.llm.prompt_caching),
             messages=prompts.build_messages(
                 job.request,
                 job.plan,
@@ -341,6 +341,7 @@ class PhaseRunner:
                 manifest,
                 [path for path in progress.produced if path not in progress.redo],
                 progress.feedback,
+                cache=self._settings.llm.prompt_caching,
             ),
             schema=api_schema(phase.output_model),
             timeout_s=self._settings.timeout_for(phase.state),

@@ -230,3 +230,10 @@ async def test_what_still_fails_the_checks_is_reported(make_settings, messages_s
     assert setup.type == "phase.completed"
     assert setup.warnings and "scripts" in setup.warnings[0]
     assert len(messages_server.calls_for("FE_SETUP")) == 2  # sent back once, not more
+
+
+async def test_prompt_caching_can_be_turned_off(make_settings, messages_server):
+    settings = make_settings(llm={"prompt_caching": False})
+    events = await run_job(settings, "nocache")
+    assert "cache_control" not in json.dumps([r.body for r in messages_server.requests])
+    assert events[-1].usage.cache_read_input_tokens == 0
