@@ -362,7 +362,7 @@ class PhaseRunner:
         def on_text(chunk: str) -> None:
             for item in scanner.feed(chunk) if scanner else ():
                 _take_streamed(item, progress, hooks.checkpoint)
-            chaos.point("mid_stream")
+            chaos.point("mid_stream", call.job_id)
 
         estimate = estimate_tokens(call.messages, prompts.SYSTEM)
         await self._limiter.acquire(estimate, call.max_tokens)
@@ -391,7 +391,7 @@ class PhaseRunner:
         hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
         self._metrics.call_answered(call.phase, clock, usage)
         progress.usage += usage
-        chaos.point("after_answer")
+        chaos.point("after_answer", job.job_id)
         self._check_job_budget(job, progress, hooks)
         return replace(answer, usage=usage)
 

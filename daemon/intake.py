@@ -139,7 +139,7 @@ class Intake:
         created = self._store.create_job(
             job_id, outcome, source, plan_phases(outcome.options.phases)
         )
-        chaos.point("after_create")
+        chaos.point("after_create", job_id)
         self._metrics.requests.labels("accepted" if created else "duplicate").inc()
         log.info(
             "%s job for %s from %s",

@@ -122,6 +122,7 @@ class JobRunner:
         self._output_dir = output_dir
         self._on_commit = on_commit
         self._stopping = False
+        self._suspects = asyncio.Lock()
 
     def stop_after_phase(self) -> None:
         """Let running phases finish and commit, but start no new one."""
@@ -202,12 +203,23 @@ class JobRunner:
         """Run one phase and commit its outcome; False when the job was put aside to wait
         out a long retry-after."""
         phase = PHASE_BY_STATE[name]
-        store = self._store
-        refusal = self._refusal(job, phase)
+        crashes = self._store.count_crash(job.job_id, phase.state)
+        refusal = self._refusal(job, phase, crashes)
         if refusal is not None:
             self._fail(job, machine, phase, refusal)
             report.phase_failed(phase, str(refusal))
             return True
+        if not crashes:
+            return await self._attempt(job, machine, phase, report)
+        # The daemon died while this phase ran. Such phases run one at a time, so a phase
+        # that kills the daemon at every start does not run up the others' crash counts.
+        async with self._suspects:
+            return await self._attempt(job, machine, phase, report)
+
+    async def _attempt(
+        self, job: JobRecord, machine: JobMachine, phase: Phase, report: StepReporter
+    ) -> bool:
+        store = self._store
         report.phase_starting(phase)
         machine.start_phase(phase.state)
         store.start_phase(job, phase.state, phase.step, machine.current)
@@ -246,15 +258,14 @@ class JobRunner:
         machine.settle()
         final = self._project_warnings(job, outcome) if machine.finished else []
         records = store.complete_phase(job, outcome, machine.current, final)
-        chaos.point("after_commit")
+        chaos.point("after_commit", job.job_id)
         self._write_files(job.job_id, records)
         report.phase_done(phase, records, machine.done)
         return True
 
-    def _refusal(self, job: JobRecord, phase: Phase) -> PhaseFailed | None:
+    def _refusal(self, job: JobRecord, phase: Phase, crashes: int) -> PhaseFailed | None:
         """Why the phase must not run again, if it must not: it killed the daemon too
         often, or the job has no tokens left."""
-        crashes = self._store.count_crash(job.job_id, phase.state)
         if crashes >= self._max_crashes:
             return PhaseFailed(
                 f"{phase.state}: the daemon died {crashes} times while running this phase "

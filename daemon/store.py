@@ -409,8 +409,10 @@ class Store:
         """A phase found running when its job starts was left so by a process that died in
         it: count that. Returns how often that has happened to this phase."""
         with self.transaction(durable=False):
+            # Counted once: the phase is no longer 'running' until it starts again, so a
+            # phase still waiting to restart when the next death comes is not blamed twice.
             self.db.conn.execute(
-                "UPDATE phases SET interruptions = interruptions + 1 "
+                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
                 "WHERE job_id = ? AND phase = ? AND status = 'running'",
                 (job_id, phase),
             )
