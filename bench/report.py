@@ -445,9 +445,9 @@ def profile_section(oh: OverheadResult) -> list[str]:
     lines += _table(header, rows)
     lines += [
         "",
-        f"Of the model client's time, opening HTTP connections (httpcore2 `_connect`) takes "
-        f"{100 * prof.share(prof.connecting_s):.1f}% of busy time: the local server closes the "
-        "connection after every streamed answer, so each call connects anew.",
+        "Of the model client's time, opening HTTP connections to the model server (httpcore2 "
+        f"`_connect`) takes {100 * prof.share(prof.connecting_s):.1f}% of busy time; with "
+        "connections kept open from one call to the next it tends to zero.",
     ]
     lines += ["", "Top functions by their own time (share of busy time):", ""]
     lines += _table(
