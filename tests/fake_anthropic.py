@@ -466,8 +466,10 @@ class _Handler(BaseHTTPRequestHandler):
         message = self._message(body, reply, text)
         usage = message["usage"]
         headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-        headers |= {"transfer-encoding": "chunked", "connection": "close"}
+        headers |= {"transfer-encoding": "chunked"}
         self._start(200, headers | self._base_headers() | reply.headers)
+        # A whole stream ends with the terminating chunk and the connection stays open for
+        # the next request, as the real API's does; a torn one closes it.
         self.close_connection = True
         start = message | {"content": [], "stop_reason": None}
         start["usage"] = usage | {"output_tokens": 1}
@@ -497,6 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({"type": "message_stop"})
             delivery.finished = True
         self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = False
 
 
 class MessagesServer:
