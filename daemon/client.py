@@ -84,20 +84,17 @@ class Client:
         """
         completions = 0
         consumer = await self._open_events_consumer()
-        last_seq: dict[str, int] = {}
+        order = SeqOrder()
         try:
-            async for event in _read(consumer, follow):
-                if job_id is not None and event.job_id != job_id:
+            async for arrived in _read(consumer, follow):
+                if job_id is not None and arrived.job_id != job_id:
                     continue
-                # A re-published event repeats its event_id and seq: seq alone tells it apart.
-                if event.seq <= last_seq.get(event.job_id, 0):
-                    continue
-                last_seq[event.job_id] = event.seq
-                yield event
-                if job_id is not None and event.type in TERMINAL_EVENTS:
-                    completions += 1
-                    if completions >= until_completed:
-                        return
+                for event in order.take(arrived):
+                    yield event
+                    if job_id is not None and event.type in TERMINAL_EVENTS:
+                        completions += 1
+                        if completions >= until_completed:
+                            return
         finally:
             await consumer.stop()
 
@@ -117,6 +114,30 @@ class Client:
         )
         await consumer.start()
         return consumer
+
+
+class SeqOrder:
+    """Puts each job's events in seq order, once each. A re-published event repeats its
+    seq (and event_id) and is dropped; one that arrives ahead of a missing seq (a batch
+    the broker failed and the relay sent again after later ones) waits for it. A job's
+    history is read from its first event, seq 1."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+        self._waiting: dict[str, dict[int, Event]] = {}
+
+    def take(self, event: Event) -> list[Event]:
+        expected = self._next.get(event.job_id, 1)
+        if event.seq < expected:
+            return []
+        waiting = self._waiting.setdefault(event.job_id, {})
+        waiting.setdefault(event.seq, event)
+        ready = []
+        while expected in waiting:
+            ready.append(waiting.pop(expected))
+            expected += 1
+        self._next[event.job_id] = expected
+        return ready
 
 
 async def _read(consumer: AIOKafkaConsumer, follow: bool) -> AsyncIterator[Event]:
