@@ -121,10 +121,8 @@ def _validation_summary(exc: ValidationError) -> str:
     return "the answer is not valid JSON for the schema: " + "; ".join(problems)
 
 
-def _report_continuation(
-    job_id: str, phase: Phase, progress: PhaseProgress, result: Interpretation
-) -> None:
-    extra = {"job_id": job_id, "phase": phase.state}
+def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
+    extra = {"job_id": run.job.job_id, "phase": run.phase.state}
     if result.errors:
         log.warning("  answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
     elif result.cut:
@@ -132,11 +130,11 @@ def _report_continuation(
             "  answer cut at max_tokens: kept %d complete files, asking for the rest "
             "(max_tokens %d)",
             len(result.files),
-            progress.budget,
+            run.budget,
             extra=extra,
         )
     else:
-        log.info("  %d files so far; asking for the rest", len(progress.produced), extra=extra)
+        log.info("  %d files so far; asking for the rest", len(run.produced), extra=extra)
 
 
 FIX_REQUEST = (
@@ -146,12 +144,12 @@ FIX_REQUEST = (
 
 
 def _fixable(
-    progress: PhaseProgress, existing: dict[str, str], pending_areas: frozenset[str]
+    run: PhaseRun, existing: dict[str, str], pending_areas: frozenset[str]
 ) -> list[Problem]:
     """The problems this phase can fix alone: in the files themselves (syntax, JSON,
     placeholders), or imports into a folder no phase still to run will write to.
     Undeclared dependencies are the job's, reported when it ends."""
-    new = {path: file.content for path, file in progress.produced.items()}
+    new = {path: file.content for path, file in run.produced.items()}
     return [
         problem
         for problem in check_files(new, existing)
@@ -167,9 +165,13 @@ def api_schema(model: type) -> dict[str, Any]:
 
 
 @dataclass
-class PhaseProgress:
-    """The running state of one phase across its calls."""
+class PhaseRun:
+    """One phase of one job being run: what it builds on, and its state across calls."""
 
+    job: JobRecord
+    phase: Phase
+    manifest: Sequence[FileRecord]
+    hooks: PhaseHooks
     budget: int
     produced: dict[str, NewFile] = field(default_factory=dict)
     feedback: list[str] = field(default_factory=list)
@@ -227,141 +229,120 @@ class PhaseRunner:
         committed: Sequence[FileRecord] = (),
         hooks: PhaseHooks | None = None,
     ) -> PhaseOutcome:
-        hooks = hooks or PhaseHooks()
-        started = time.monotonic()
         budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
-        progress = PhaseProgress(budget=budget)
-        progress.produced = {f.path: NewFile(f.path, f.content) for f in committed}
+        run = PhaseRun(job, phase, manifest, hooks or PhaseHooks(), budget)
+        run.produced = {f.path: NewFile(f.path, f.content) for f in committed}
+        started = time.monotonic()
         try:
-            await self._until_done(job, phase, manifest, progress, hooks)
-            warnings = await self._checked(job, phase, manifest, progress, hooks)
+            await self._until_done(run)
+            warnings = await self._checked(run)
         except PhaseFailed as exc:
-            exc.usage = progress.usage
+            exc.usage = run.usage
             raise
         return PhaseOutcome(
             phase=phase.state,
             step=phase.step,
-            files=list(progress.produced.values()),
-            plan=progress.plan,
-            usage=progress.usage,
+            files=list(run.produced.values()),
+            plan=run.plan,
+            usage=run.usage,
             duration_s=time.monotonic() - started,
             warnings=warnings,
         )
 
-    async def _until_done(
-        self,
-        job: JobRecord,
-        phase: Phase,
-        manifest: Sequence[FileRecord],
-        progress: PhaseProgress,
-        hooks: PhaseHooks,
-    ) -> None:
-        interpret = interpret_files if phase.produces_files else interpret_plan
+    async def _until_done(self, run: PhaseRun) -> None:
+        interpret = interpret_files if run.phase.produces_files else interpret_plan
         while True:
-            answer = await self._call(job, phase, manifest, progress, hooks)
+            answer = await self._call(run)
             if answer is None:
                 continue
             result = interpret(answer)
-            if self._absorb(phase, progress, result):
+            if self._absorb(run, result):
                 return
-            _report_continuation(job.job_id, phase, progress, result)
+            _report_continuation(run, result)
             self._metrics.retry("repair" if result.errors else "continuation")
 
-    async def _checked(
-        self,
-        job: JobRecord,
-        phase: Phase,
-        manifest: Sequence[FileRecord],
-        progress: PhaseProgress,
-        hooks: PhaseHooks,
-    ) -> list[str]:
+    async def _checked(self, run: PhaseRun) -> list[str]:
         """The code checks: files that fail them go back to the model once, with the
         errors; what still fails becomes the phase's warnings."""
-        if not (phase.produces_files and self._settings.jobs.code_checks):
+        hooks = run.hooks
+        if not (run.phase.produces_files and self._settings.jobs.code_checks):
             return []
         existing = hooks.job_files()
-        problems = _fixable(progress, existing, hooks.pending_areas)
+        problems = _fixable(run, existing, hooks.pending_areas)
         if problems:
             log.info(
                 "  %d files fail the code checks; asking for a fix",
                 len({p.path for p in problems}),
-                extra={"job_id": job.job_id, "phase": phase.state},
+                extra={"job_id": run.job.job_id, "phase": run.phase.state},
             )
-            progress.feedback = [f"{p.path}: {p.message}" for p in problems] + [FIX_REQUEST]
-            progress.redo = {p.path for p in problems}
+            run.feedback = [f"{p.path}: {p.message}" for p in problems] + [FIX_REQUEST]
+            run.redo = {p.path for p in problems}
             self._metrics.retry("repair")
-            await self._until_done(job, phase, manifest, progress, hooks)
-            problems = _fixable(progress, existing, hooks.pending_areas)
+            await self._until_done(run)
+            problems = _fixable(run, existing, hooks.pending_areas)
         return [f"{p.path}: {p.message}" for p in problems]
 
-    def _absorb(self, phase: Phase, progress: PhaseProgress, result: Interpretation) -> bool:
+    def _absorb(self, run: PhaseRun, result: Interpretation) -> bool:
         """Fold one answer into the phase; True when the phase is finished."""
-        limits = self._settings.llm
+        limits, phase = self._settings.llm, run.phase
         for new in result.files:
-            progress.produced[new.path] = new
-            progress.redo.discard(new.path)
-        progress.plan = result.plan or progress.plan
-        progress.feedback = list(result.errors)
+            run.produced[new.path] = new
+            run.redo.discard(new.path)
+        run.plan = result.plan or run.plan
+        run.feedback = list(result.errors)
         if result.errors:
-            progress.repairs += 1
-            if progress.repairs > limits.max_repairs:
+            run.repairs += 1
+            if run.repairs > limits.max_repairs:
                 raise PhaseFailed(
                     f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
                     + "; ".join(result.errors)
                 )
         if result.cut and not result.files:
-            if progress.budget >= limits.max_tokens_ceiling:
+            if run.budget >= limits.max_tokens_ceiling:
                 raise PhaseFailed(
-                    f"{phase.state}: one answer does not fit in max_tokens={progress.budget} "
+                    f"{phase.state}: one answer does not fit in max_tokens={run.budget} "
                     f"(llm.max_tokens_ceiling)"
                 )
-            progress.budget = min(progress.budget * 2, limits.max_tokens_ceiling)
+            run.budget = min(run.budget * 2, limits.max_tokens_ceiling)
         return result.done
 
-    def _build_call(
-        self, job: JobRecord, phase: Phase, manifest: Sequence[FileRecord], progress: PhaseProgress
-    ) -> LLMCall:
-        progress.calls += 1
+    def _build_call(self, run: PhaseRun) -> LLMCall:
+        job, phase = run.job, run.phase
+        run.calls += 1
         limit = self._settings.llm.max_calls_per_phase
-        if progress.calls > limit:
+        if run.calls > limit:
             raise PhaseFailed(
                 f"{phase.state}: not complete after {limit} calls (llm.max_calls_per_phase)"
             )
         return LLMCall(
             job_id=job.job_id,
             phase=phase.state,
-            call=progress.calls,
+            call=run.calls,
             model=self._settings.model_for(phase.state, job.request.options.model),
-            max_tokens=progress.budget,
+            max_tokens=run.budget,
             system=prompts.system_blocks(self._settings.llm.prompt_caching),
             messages=prompts.build_messages(
                 job.request,
                 job.plan,
                 phase,
-                manifest,
-                [path for path in progress.produced if path not in progress.redo],
-                progress.feedback,
+                run.manifest,
+                [path for path in run.produced if path not in run.redo],
+                run.feedback,
                 cache=self._settings.llm.prompt_caching,
             ),
             schema=api_schema(phase.output_model),
             timeout_s=self._settings.timeout_for(phase.state),
         )
 
-    async def _call(
-        self,
-        job: JobRecord,
-        phase: Phase,
-        manifest: Sequence[FileRecord],
-        progress: PhaseProgress,
-        hooks: PhaseHooks,
-    ) -> LLMAnswer | None:
+    async def _call(self, run: PhaseRun) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
-        call = self._build_call(job, phase, manifest, progress)
-        scanner = FileScanner() if phase.produces_files else None
+        call = self._build_call(run)
+        hooks = run.hooks
+        scanner = FileScanner() if run.phase.produces_files else None
 
         def on_text(chunk: str) -> None:
             for item in scanner.feed(chunk) if scanner else ():
-                _take_streamed(item, progress, hooks.checkpoint)
+                _take_streamed(item, run)
             chaos.point("mid_stream", call.job_id)
 
         estimate = estimate_tokens(call.messages, prompts.SYSTEM)
@@ -375,8 +356,8 @@ class PhaseRunner:
             self._limiter.settle(estimate, 0, call.max_tokens, 0)
             hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
             if isinstance(exc, PermanentLLMError):
-                raise PhaseFailed(f"{phase.state}: {exc}") from None
-            await self._back_off(call, progress, exc)
+                raise PhaseFailed(f"{call.phase}: {exc}") from None
+            await self._back_off(run, call, exc)
             return None
         usage = answer.usage.model_copy(
             update={"cost_usd": self._settings.llm.cost_usd(call.model, answer.usage)}
@@ -390,27 +371,25 @@ class PhaseRunner:
         self._limiter.observe(answer.rate_limits)
         hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
         self._metrics.call_answered(call.phase, clock, usage)
-        progress.usage += usage
-        chaos.point("after_answer", job.job_id)
-        self._check_job_budget(job, progress, hooks)
+        run.usage += usage
+        chaos.point("after_answer", call.job_id)
+        self._check_job_budget(run)
         return replace(answer, usage=usage)
 
-    def _check_job_budget(self, job: JobRecord, progress: PhaseProgress, hooks: PhaseHooks) -> None:
-        spent = progress.usage.total_tokens
-        if hooks.tokens_left and spent > hooks.tokens_left:
+    def _check_job_budget(self, run: PhaseRun) -> None:
+        tokens_left = run.hooks.tokens_left
+        if tokens_left and run.usage.total_tokens > tokens_left:
             limit = self._settings.llm.max_tokens_per_job
             raise JobBudgetExceeded(
                 f"job used more than llm.max_tokens_per_job = {limit} tokens; stopped"
             )
 
-    async def _back_off(
-        self, call: LLMCall, progress: PhaseProgress, exc: RetryableLLMError
-    ) -> None:
+    async def _back_off(self, run: PhaseRun, call: LLMCall, exc: RetryableLLMError) -> None:
         """Wait before the next try: as long as the API asked (up to a cap), else
         exponentially; a rate limit or overload pauses every job's calls."""
         limits = self._settings.llm
-        progress.failures += 1
-        if progress.failures > limits.max_retries:
+        run.failures += 1
+        if run.failures > limits.max_retries:
             raise PhaseFailed(
                 f"{call.phase}: model unavailable after {limits.max_retries} retries: {exc}"
             )
@@ -418,7 +397,7 @@ class PhaseRunner:
         self._limiter.observe(exc.headers)
         delay_s = exc.retry_after_s
         if delay_s is None:
-            delay_s = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (progress.failures - 1))
+            delay_s = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (run.failures - 1))
             delay_s *= 1 - 0.25 * random.random()
         if delay_s > limits.max_retry_after_s:
             raise RetryLater(
@@ -427,7 +406,7 @@ class PhaseRunner:
         log.warning(
             "  model call failed (%s); %d files kept, retrying in %.1f s",
             exc,
-            len(progress.produced),
+            len(run.produced),
             delay_s,
             extra={"job_id": call.job_id, "phase": call.phase},
         )
@@ -459,17 +438,15 @@ def _record(
     )
 
 
-def _take_streamed(
-    item: GeneratedFile, progress: PhaseProgress, checkpoint: Callable[[NewFile], None]
-) -> None:
+def _take_streamed(item: GeneratedFile, run: PhaseRun) -> None:
     """A file that closed mid-stream: keep and commit it (unsafe paths wait for the whole
     answer, whose interpretation reports them)."""
     try:
         new = NewFile(check_path(item.path), item.content)
     except UnsafePath:
         return
-    progress.redo.discard(new.path)
-    if progress.produced.get(new.path) == new:
+    run.redo.discard(new.path)
+    if run.produced.get(new.path) == new:
         return
-    progress.produced[new.path] = new
-    checkpoint(new)
+    run.produced[new.path] = new
+    run.hooks.checkpoint(new)

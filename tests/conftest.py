@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from daemon.broker import EmbeddedBroker
+from daemon.broker import EmbeddedBroker, free_port
+from tests.tcp_proxy import TcpProxy
 
 BOOTSTRAP_ENV = "CODEGEND_TEST_BOOTSTRAP"
 
@@ -61,3 +62,17 @@ def topic_names() -> TopicNames:
         events=f"codegend-events-{suffix}",
         dlq=f"codegend-dlq-{suffix}",
     )
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
+    """A broker of its own that advertises a proxy's address, so every connection of every
+    client goes through the proxy."""
+    proxy_port = free_port()
+    broker = EmbeddedBroker(advertised_port=proxy_port)
+    broker.start_sync()
+    try:
+        with TcpProxy(broker.port, proxy_port) as proxy:
+            yield broker.bootstrap_servers, proxy
+    finally:
+        broker.stop_sync()

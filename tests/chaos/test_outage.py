@@ -4,29 +4,10 @@ the outbox, and when the broker is back the backlog drains; nothing is lost."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
-
-from daemon.broker import EmbeddedBroker, free_port
 from tests.proc import wait_for
-from tests.tcp_proxy import TcpProxy
 
 CUT_S = 5.0
-
-
-@pytest.fixture
-def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
-    """A broker of its own that advertises a proxy's address, so every connection of every
-    client goes through the proxy."""
-    proxy_port = free_port()
-    broker = EmbeddedBroker(advertised_port=proxy_port)
-    broker.start_sync()
-    try:
-        with TcpProxy(broker.port, proxy_port) as proxy:
-            yield broker.bootstrap_servers, proxy
-    finally:
-        broker.stop_sync()
 
 
 def test_a_broker_outage_loses_nothing(make_chaos, proxied_broker):

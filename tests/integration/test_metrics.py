@@ -10,12 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.broker import EmbeddedBroker, free_port
 from daemon.states import PHASE_NAMES
 from tests.fake_anthropic import Reply, extract_phase
 from tests.integration.conftest import running
 from tests.integration.test_flow import produce, request_bytes
-from tests.tcp_proxy import TcpProxy
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -135,20 +133,6 @@ async def test_consumer_lag_counts_the_requests_intake_holds_back(make_settings,
     assert total(held, "codegend_jobs") == 1  # "next" is not a job yet
     assert total(done, "codegend_consumer_lag", partition="0") == 0
     assert total(done, "codegend_requests_total", outcome="accepted") == 2
-
-
-@pytest.fixture
-def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
-    """A broker of its own that advertises a proxy's address, so every connection of every
-    client goes through the proxy."""
-    proxy_port = free_port()
-    broker = EmbeddedBroker(advertised_port=proxy_port)
-    broker.start_sync()
-    try:
-        with TcpProxy(broker.port, proxy_port) as proxy:
-            yield broker.bootstrap_servers, proxy
-    finally:
-        broker.stop_sync()
 
 
 async def test_readiness_follows_the_broker(make_settings, proxied_broker):
