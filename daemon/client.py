@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +23,8 @@ from daemon.settings import Settings
 
 EMBEDDED = "embedded"
 TERMINAL_EVENTS = frozenset({"job.completed"})
+POLL_MS = 500
+CAUGHT_UP_MS = 150  # after a job.completed: is a job.resumed right behind it?
 
 
 def resolve_bootstrap(settings: Settings, address_file: Path | None = None) -> str:
@@ -77,24 +79,31 @@ class Client:
     async def events(
         self, job_id: str | None = None, follow: bool = True, until_completed: int = 1
     ) -> AsyncIterator[Event]:
-        """Events of one job (or of all jobs), from the start of the topic, without duplicates.
+        """Events of one job (or of all jobs), from the start of the topic, in seq order,
+        without duplicates.
 
-        With a job id, ends after its job.completed (the ``until_completed``-th one, for a
-        job that was resumed after it ended); ``follow=False`` ends at the topic's end.
+        With a job id, ends once the job's last event on the topic is a job.completed (a
+        job resumed after it ended goes on to its next one), after at least
+        ``until_completed`` of them; ``follow=False`` ends at the topic's end.
         """
         completions = 0
         consumer = await self._open_events_consumer()
         order = SeqOrder()
         try:
-            async for arrived in _read(consumer, follow):
+            async for arrived in _read(consumer, follow, quick=lambda: order.ended):
+                if arrived is None:  # caught up with the topic
+                    if order.ended:
+                        return
+                    continue
                 if job_id is not None and arrived.job_id != job_id:
                     continue
                 for event in order.take(arrived):
                     yield event
-                    if job_id is not None and event.type in TERMINAL_EVENTS:
-                        completions += 1
-                        if completions >= until_completed:
-                            return
+                    if job_id is not None:
+                        completions += event.type in TERMINAL_EVENTS
+                        order.ended = (
+                            event.type in TERMINAL_EVENTS and completions >= until_completed
+                        )
         finally:
             await consumer.stop()
 
@@ -125,6 +134,7 @@ class SeqOrder:
     def __init__(self) -> None:
         self._next: dict[str, int] = {}
         self._waiting: dict[str, dict[int, Event]] = {}
+        self.ended = False  # the followed job's last event so far is its job.completed
 
     def take(self, event: Event) -> list[Event]:
         expected = self._next.get(event.job_id, 1)
@@ -140,12 +150,17 @@ class SeqOrder:
         return ready
 
 
-async def _read(consumer: AIOKafkaConsumer, follow: bool) -> AsyncIterator[Event]:
-    """Events in seq order per job: each job's events are on one partition, in order."""
+async def _read(
+    consumer: AIOKafkaConsumer, follow: bool, quick: Callable[[], bool]
+) -> AsyncIterator[Event | None]:
+    """Events as they are on the topic, and None each time it has nothing more for now.
+    ``quick()`` true: look for more only briefly (a job that seems over)."""
     while True:
-        batches = await consumer.getmany(timeout_ms=500)
+        batches = await consumer.getmany(timeout_ms=CAUGHT_UP_MS if quick() else POLL_MS)
         for records in batches.values():
             for record in records:
                 yield Event.model_validate_json(record.value or b"{}")
-        if not batches and not follow:
-            return
+        if not batches:
+            if not follow:
+                return
+            yield None
