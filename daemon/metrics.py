@@ -19,7 +19,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
 
@@ -187,7 +186,7 @@ class _StoreCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            states = Tally(row["state"] for row in self._store.jobs())
+            states = self._store.jobs_by_state()
             backlog = self._store.outbox_backlog()
         except (sqlite3.Error, StoreError) as exc:
             log.warning("metrics: the store did not answer (%s)", exc)

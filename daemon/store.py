@@ -368,6 +368,9 @@ class Store:
         ).fetchall()
         return [row[0] for row in rows]
 
+    def jobs_by_state(self) -> dict[str, int]:
+        return dict(self.db.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+
     def unfinished_jobs(self) -> int:
         terminal = [s.name for s in JobState if s.is_terminal]
         return self.db.conn.execute(
