@@ -29,6 +29,11 @@ SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
+_INSERT_CALL = (
+    "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
+    "input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens, "
+    "cost_usd, started_at, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
 _UPSERT_FILE = (
     "INSERT INTO files (job_id, path, phase, content, sha256, size, committed_at) "
     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(job_id, path) DO UPDATE SET phase = excluded.phase, "
@@ -88,6 +93,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._pending_calls: list[tuple[object, ...]] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
@@ -225,7 +231,14 @@ class Store:
         self.db["phases"].add_column("interruptions", int, not_null_default=0)
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
+
+    def flush(self) -> None:
+        """Write what waits for the next transaction (call records) now."""
+        if self._pending_calls:
+            with self.transaction(durable=False):
+                pass
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[None]:
@@ -236,11 +249,13 @@ class Store:
         if durable:
             with self.db.atomic():
                 yield
+                self._write_calls()
             return
         self.db.conn.execute("PRAGMA synchronous = NORMAL")
         try:
             with self.db.atomic():
                 yield
+                self._write_calls()
         finally:
             self.db.conn.execute("PRAGMA synchronous = FULL")
 
@@ -411,18 +426,21 @@ class Store:
     def count_crash(self, job_id: str, phase: str) -> int:
         """A phase found running when its job starts was left so by a process that died in
         it: count that. Returns how often that has happened to this phase."""
+        status, crashes = self.db.conn.execute(
+            "SELECT status, interruptions FROM phases WHERE job_id = ? AND phase = ?",
+            (job_id, phase),
+        ).fetchone()
+        if status != "running":
+            return int(crashes)
         with self.transaction(durable=False):
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
             self.db.conn.execute(
                 "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
-                "WHERE job_id = ? AND phase = ? AND status = 'running'",
+                "WHERE job_id = ? AND phase = ?",
                 (job_id, phase),
             )
-            row = self.db.conn.execute(
-                "SELECT interruptions FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
-            ).fetchone()
-        return int(row[0])
+        return int(crashes) + 1
 
     def defer(self, job_id: str, phase: str, delay_s: float) -> None:
         """Put a job aside for ``delay_s`` (its phase is interrupted, not failed)."""
@@ -436,33 +454,35 @@ class Store:
             )
 
     def record_call(self, call: CallRecord) -> None:
-        """One model call of a phase, answered or not, with its usage and error."""
+        """One model call of a phase, answered or not, with its usage and error. Written
+        with the store's next transaction (a file, the phase's end), not one of its own."""
         usage = call.usage
-        with self.transaction(durable=False):
-            self.db.conn.execute(
-                "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
-                "input_tokens, output_tokens, cache_read_input_tokens, "
-                "cache_creation_input_tokens, cost_usd, started_at, duration_s) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    call.job_id,
-                    call.phase,
-                    call.call,
-                    call.model,
-                    call.max_tokens,
-                    call.stop_reason,
-                    call.error,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.cache_read_input_tokens,
-                    usage.cache_creation_input_tokens,
-                    usage.cost_usd,
-                    call.started_at,
-                    call.duration_s,
-                ),
+        self._pending_calls.append(
+            (
+                call.job_id,
+                call.phase,
+                call.call,
+                call.model,
+                call.max_tokens,
+                call.stop_reason,
+                call.error,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens,
+                usage.cache_creation_input_tokens,
+                usage.cost_usd,
+                call.started_at,
+                call.duration_s,
             )
+        )
+
+    def _write_calls(self) -> None:
+        if self._pending_calls:
+            self.db.conn.executemany(_INSERT_CALL, self._pending_calls)
+            self._pending_calls.clear()
 
     def calls(self, job_id: str, phase: str | None = None) -> list[CallRecord]:
+        self.flush()
         query = (
             "SELECT job_id, phase, call, model, max_tokens, stop_reason, error, input_tokens, "
             "output_tokens, cache_read_input_tokens, cache_creation_input_tokens, cost_usd, "
