@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,6 +64,28 @@ def make_settings(
         return load_settings(**base)
 
     return make
+
+
+def replay_settings(
+    make_settings: Callable[..., Settings],
+    live: Settings,
+    cassette: Path,
+    tmp_path: Path,
+    **sections: Any,
+) -> Settings:
+    """A second daemon replaying ``cassette``: topics, group and store of its own."""
+    kafka = live.kafka
+    return make_settings(
+        kafka={
+            "requests_topic": kafka.requests_topic + "-replay",
+            "events_topic": kafka.events_topic + "-replay",
+            "group_id": kafka.group_id + "-replay",
+        },
+        llm={"provider": "replay", "cassette_dir": cassette},
+        store={"path": tmp_path / "replay.db"},
+        output={"dir": tmp_path / "replayed"},
+        **sections,
+    )
 
 
 @contextlib.asynccontextmanager

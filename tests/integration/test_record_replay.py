@@ -6,7 +6,7 @@ import json
 
 from daemon.llm import AnthropicProvider, RecordingProvider
 from tests.fake_anthropic import Reply
-from tests.integration.conftest import collect, running
+from tests.integration.conftest import collect, replay_settings, running
 from tests.integration.test_flow import produce, request_bytes
 
 
@@ -29,17 +29,8 @@ async def test_recorded_run_replays_the_same_files(make_settings, messages_serve
     )
     calls = len(messages_server.requests)
 
-    kafka = live.kafka
-    replay = make_settings(
-        kafka={
-            "requests_topic": kafka.requests_topic + "-replay",
-            "events_topic": kafka.events_topic + "-replay",
-            "group_id": kafka.group_id + "-replay",
-        },
-        llm={"provider": "replay", "cassette_dir": cassette},
-        store={"path": tmp_path / "replay.db"},
-        output={"dir": tmp_path / "replayed"},
-        phases={"DB": {"max_tokens": 300}},
+    replay = replay_settings(
+        make_settings, live, cassette, tmp_path, phases={"DB": {"max_tokens": 300}}
     )
     async with running(replay):
         await produce(replay, request_bytes(request_id="rec"))

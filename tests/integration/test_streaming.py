@@ -7,7 +7,7 @@ import json
 from daemon.llm import AnthropicProvider, RecordingProvider
 from daemon.store import Store
 from tests.fake_anthropic import Reply
-from tests.integration.conftest import collect, running
+from tests.integration.conftest import collect, replay_settings, running
 from tests.integration.test_flow import produce, request_bytes
 
 PAGES = [
@@ -101,17 +101,7 @@ async def test_a_recorded_broken_stream_replays_the_same(make_settings, messages
         recorded = await collect(live, "rb")
     assert "error" in json.loads((cassette / "rb" / "FE_PAGES.01.json").read_text())["response"]
     calls = len(messages_server.requests)
-    kafka = live.kafka
-    replay = make_settings(
-        kafka={
-            "requests_topic": kafka.requests_topic + "-r",
-            "events_topic": kafka.events_topic + "-r",
-            "group_id": kafka.group_id + "-r",
-        },
-        llm={"provider": "replay", "cassette_dir": cassette},
-        store={"path": tmp_path / "replay.db"},
-        output={"dir": tmp_path / "replayed"},
-    )
+    replay = replay_settings(make_settings, live, cassette, tmp_path)
     async with running(replay):
         await produce(replay, request_bytes(request_id="rb"))
         replayed = await collect(replay, "rb")
