@@ -20,7 +20,7 @@ from rich.text import Text
 from daemon import __version__
 from daemon.errors import CodegendError
 from daemon.logs import LogFormat, setup_logging
-from daemon.models import IMAGE_MEDIA_TYPES, Event, GenerationRequest, ImageMockup
+from daemon.models import IMAGE_MEDIA_TYPES, Event, GenerationRequest, ImageMockup, field_errors
 from daemon.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -212,10 +212,7 @@ def _b64(data: bytes) -> str:
 
 
 def _field_errors(exc: ValidationError) -> str:
-    return "\n".join(
-        f"  {'.'.join(str(part) for part in error['loc']) or 'request'}: {error['msg']}"
-        for error in exc.errors()
-    )
+    return "\n".join(f"  {line}" for line in field_errors(exc, "request"))
 
 
 def _check_size(request: GenerationRequest, settings: Settings) -> None:

@@ -34,7 +34,7 @@ from daemon.errors import (
 )
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.metrics import Metrics
-from daemon.models import FileRecord, Usage
+from daemon.models import FileRecord, Usage, field_errors
 from daemon.paths import check_path
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
@@ -114,11 +114,9 @@ def interpret_plan(answer: LLMAnswer) -> Interpretation:
 
 
 def _validation_summary(exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    ]
-    return "the answer is not valid JSON for the schema: " + "; ".join(problems)
+    return "the answer is not valid JSON for the schema: " + "; ".join(
+        field_errors(exc, "answer", limit=5)
+    )
 
 
 def _report_continuation(run: PhaseRun, result: Interpretation) -> None:

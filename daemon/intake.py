@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from daemon import chaos
 from daemon.metrics import Metrics
-from daemon.models import REQUEST_ID_PATTERN, GenerationRequest, ImageMockup
+from daemon.models import REQUEST_ID_PATTERN, GenerationRequest, ImageMockup, field_errors
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
 from daemon.store import Store
@@ -235,7 +235,4 @@ def _sniff_request_id(head: bytes) -> str | None:
 
 
 def _describe(exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()[:10]
-    ]
-    return "invalid GenerationRequest: " + "; ".join(problems)
+    return "invalid GenerationRequest: " + "; ".join(field_errors(exc, "request", limit=10))

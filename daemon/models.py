@@ -13,7 +13,14 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daemon.states import PHASE_NAMES
 
@@ -202,6 +209,14 @@ REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
     "job.resumed": ("from_phase", "reason"),
     "job.completed": ("status", "files_total", "failed_phases", "usage"),
 }
+
+
+def field_errors(exc: ValidationError, root: str, limit: int | None = None) -> list[str]:
+    """One ``location: message`` line per validation error (``root`` when it has none)."""
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or root}: {error['msg']}"
+        for error in exc.errors()[:limit]
+    ]
 
 
 def utc_now() -> datetime:

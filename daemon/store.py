@@ -29,6 +29,8 @@ SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
+_TERMINAL_NAMES = tuple(state.name for state in JobState if state.is_terminal)
+_UNFINISHED = f"state NOT IN ({','.join('?' * len(_TERMINAL_NAMES))})"
 _INSERT_CALL = (
     "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
     "input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens, "
@@ -387,20 +389,17 @@ class Store:
         return dict(self.db.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
 
     def unfinished_jobs(self) -> int:
-        terminal = [s.name for s in JobState if s.is_terminal]
         return self.db.conn.execute(
-            f"SELECT count(*) FROM jobs WHERE state NOT IN ({','.join('?' * len(terminal))})",
-            terminal,
+            f"SELECT count(*) FROM jobs WHERE {_UNFINISHED}", _TERMINAL_NAMES
         ).fetchone()[0]
 
     def runnable_jobs(self, exclude: Iterable[str], limit: int) -> list[str]:
         """Jobs not in a terminal state, oldest first, skipping those already running here."""
         exclude = set(exclude)
-        terminal = [s.name for s in JobState if s.is_terminal]
         rows = self.db.conn.execute(
-            f"SELECT job_id FROM jobs WHERE state NOT IN ({','.join('?' * len(terminal))}) "
+            f"SELECT job_id FROM jobs WHERE {_UNFINISHED} "
             "AND (not_before IS NULL OR not_before <= ?) ORDER BY created_at LIMIT ?",
-            (*terminal, time.time(), limit + len(exclude)),
+            (*_TERMINAL_NAMES, time.time(), limit + len(exclude)),
         ).fetchall()
         return [row[0] for row in rows if row[0] not in exclude][:limit]
 
