@@ -85,6 +85,7 @@ DEFAULT_PRICES = {
 class LLMSettings(_Section):
     provider: Literal["anthropic", "replay"] = "anthropic"
     model: str = DEFAULT_MODEL
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     max_concurrent_requests: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=6, ge=0)

@@ -40,7 +40,7 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
             raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
         provider = ReplayProvider(llm.cassette_dir)
     else:
-        provider = AnthropicProvider(timeout_s=llm.timeout_s)
+        provider = AnthropicProvider(timeout_s=llm.timeout_s, http_client=llm.http_client)
     return RecordingProvider(provider, record_dir) if record_dir else provider
 
 

@@ -337,6 +337,10 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each SSE event is its own small write; with Nagle's algorithm on, a write waits for
+    # the client's delayed ACK of the previous one (about 40 ms on Linux), a stall the API
+    # does not have.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def setup(self) -> None:

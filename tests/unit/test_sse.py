@@ -6,11 +6,16 @@ from daemon.errors import PermanentLLMError, RetryableLLMError
 from daemon.llm import SseAnswer
 
 
+def body(*events: dict, newline: str = "\n") -> bytes:
+    """The body of a stream as the Messages API sends it: event, data, blank line."""
+    return "".join(
+        f"event: {event['type']}{newline}data: {json.dumps(event)}{newline}{newline}"
+        for event in events
+    ).encode()
+
+
 def feed(answer: SseAnswer, *events: dict) -> None:
-    for event in events:
-        answer.feed(f"event: {event['type']}")
-        answer.feed("data: " + json.dumps(event))
-        answer.feed("")
+    answer.feed(body(*events))
 
 
 START = {
@@ -78,3 +83,42 @@ def test_error_events(kind, error):
     answer = SseAnswer(lambda text: None)
     with pytest.raises(error, match=kind):
         feed(answer, START, {"type": "error", "error": {"type": kind, "message": "x"}})
+
+
+def complete_stream() -> list[dict]:
+    return [
+        START,
+        {"type": "ping"},
+        delta('{"files": ["ü'),
+        delta('\\n"]}'),
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}},
+        {"type": "message_stop"},
+    ]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("size", [1, 2, 7, 64, 100_000])
+def test_chunks_split_anywhere_give_the_same_answer(size, newline):
+    """The transport delivers the body in pieces of any size, even inside a UTF-8 character."""
+    raw = b": a comment line\n" + body(*complete_stream(), newline=newline)
+    seen: list[str] = []
+    answer = SseAnswer(seen.append)
+    for start in range(0, len(raw), size):
+        answer.feed(raw[start : start + size])
+    result = answer.result({})
+    assert result.text == '{"files": ["ü\\n"]}' and seen == ['{"files": ["ü', '\\n"]}']
+    assert result.stop_reason == "end_turn" and result.usage.input_tokens == 12
+
+
+def test_an_event_of_several_data_lines_is_joined():
+    answer = SseAnswer(lambda text: None)
+    answer.feed(b'data: {"type":\ndata: "message_stop"}\n\n')
+    assert answer.result({}).text == ""
+
+
+def test_an_event_cut_by_the_end_of_the_body_is_dropped():
+    answer = SseAnswer(lambda text: None)
+    raw = body(START, delta("{")) + b'event: message_stop\ndata: {"type": "message_stop"}'
+    answer.feed(raw)
+    with pytest.raises(RetryableLLMError, match="before message_stop"):
+        answer.result({})
