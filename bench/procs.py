@@ -29,11 +29,17 @@ class BenchError(Exception):
     """A scenario could not be measured."""
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process, all its threads (``/proc/<pid>/stat``)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system (kernel) CPU seconds of a live process, all its threads
+    (``/proc/<pid>/stat``)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+    return int(fields[11]) / CLOCK_TICKS_PER_S, int(fields[12]) / CLOCK_TICKS_PER_S
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process, all its threads."""
+    return sum(cpu_times(pid))
 
 
 def status_kib(pid: int, key: str) -> int:

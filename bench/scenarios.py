@@ -27,6 +27,7 @@ from bench.procs import (
     BenchError,
     DaemonProcess,
     ModelServer,
+    cpu_times,
     machine_busy_s,
     self_cpu_s,
 )
@@ -183,6 +184,7 @@ class BatchRun:
     statuses: Counter[str]
     cpu_s: dict[str, float]  # CPU seconds per process during the batch
     phase_s: float  # mean duration_s of the phase.completed events (start to commit)
+    daemon_system_s: float = 0.0  # of the daemon's CPU seconds, those spent in the kernel
 
     @property
     def phases_per_s(self) -> float:
@@ -191,6 +193,10 @@ class BatchRun:
     @property
     def daemon_ms_per_phase(self) -> float:
         return 1000 * self.cpu_s["daemon"] / self.phases
+
+    @property
+    def daemon_system_ms_per_phase(self) -> float:
+        return 1000 * self.daemon_system_s / self.phases
 
 
 Hook = Callable[[DaemonProcess], Awaitable[None]]
@@ -228,9 +234,11 @@ async def run_batch(
         ids = {str(r.request_id) for r in requests}
         await before(daemon)
         cpu_before = _cpu(bench, server, daemon)
+        system_before = cpu_times(daemon.pid)[1]
         submitted = await events.submit(requests)
         done = await events.wait_completed(ids, timeout_s)
         cpu_after = _cpu(bench, server, daemon)
+        system_s = cpu_times(daemon.pid)[1] - system_before
         await after(daemon)
         return BatchRun(
             mode=mode,
@@ -241,6 +249,7 @@ async def run_batch(
             statuses=events.statuses(ids),
             cpu_s={name: cpu_after[name] - cpu_before[name] for name in cpu_before},
             phase_s=_mean_phase_s(events, ids),
+            daemon_system_s=system_s,
         )
 
 

@@ -119,6 +119,7 @@ class Intake:
         }
         if not offsets:
             return
+        self._store.sync()  # the jobs are on disk before Kafka forgets their requests
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

@@ -25,6 +25,7 @@ from daemon.store import JobRecord, PhaseOutcome, Store
 
 log = logging.getLogger(__name__)
 SCHEDULER_POLL_S = 1.0
+MAX_CHECKED_DIRS = 10_000
 BANNER = "=" * 60
 
 
@@ -123,6 +124,7 @@ class JobRunner:
         self._on_commit = on_commit
         self._stopping = False
         self._suspects = asyncio.Lock()
+        self._checked_dirs: set[Path] = set()  # output directories made and checked
 
     def stop_after_phase(self) -> None:
         """Let running phases finish and commit, but start no new one."""
@@ -332,9 +334,11 @@ class JobRunner:
         return restored
 
     def _write_files(self, job_id: str, records: list[FileRecord]) -> None:
+        if len(self._checked_dirs) > MAX_CHECKED_DIRS:
+            self._checked_dirs.clear()
         root = self._output_dir / output_folder(job_id)
         for record in records:
-            write_file(root, record.path, record.content)
+            write_file(root, record.path, record.content, self._checked_dirs)
 
 
 class Scheduler:

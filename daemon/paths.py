@@ -51,19 +51,28 @@ def _problem(path: str) -> str | None:  # noqa: C901 - a flat list of independen
     return None
 
 
-def write_file(root: Path, path: str, content: str) -> Path:
-    """Write ``content`` under ``root`` without following symlinks anywhere below ``root``."""
+def write_file(root: Path, path: str, content: str, checked: set[Path] | None = None) -> Path:
+    """Write ``content`` under ``root`` without following symlinks anywhere below ``root``.
+
+    ``checked`` remembers the directories already made and found not to be symlinks, so a
+    caller writing many files into one tree checks each directory once."""
     check_path(path)
-    root.mkdir(parents=True, exist_ok=True)
+    seen = checked if checked is not None else set()
     target = root
+    if root not in seen:
+        root.mkdir(parents=True, exist_ok=True)
+        seen.add(root)
     for part in path.split("/")[:-1]:
         target = target / part
+        if target in seen:
+            continue
         if target.is_symlink():
             raise UnsafePath(f"unsafe path {path!r}: {target} is a symlink")
         target.mkdir(exist_ok=True)
+        seen.add(target)
     target = target / path.rsplit("/", 1)[-1]
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(target, flags, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content.encode("utf-8"))
     return target

@@ -4,6 +4,11 @@ Every state change of a job and the events announcing it are written in one
 transaction (the transactional outbox): there is no moment where one exists without
 the other. One connection, used from the event loop's thread; each write is a short
 transaction, so no call blocks the loop for long.
+
+Commits are group commits: each transaction is in the write-ahead log when it returns,
+so it survives a killed process, and :meth:`Store.sync` makes everything committed so far
+survive power loss too, with one fsync. The daemon syncs before anything leaves the
+process: before the relay publishes events and before intake commits Kafka offsets.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from daemon.errors import JobNotFound, StoreError
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
 from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
@@ -96,6 +101,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._pending_calls: list[tuple[object, ...]] = []
+        self._unsynced = False
+        self.synced_outbox_id = 0  # outbox rows up to this id are on disk (see sync)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
@@ -114,9 +121,9 @@ class Store:
         conn = self.db.conn
         if self.db.journal_mode != "wal":
             self.db.enable_wal()
-        # FULL: a committed phase survives power loss too, not only a killed process;
-        # the fsync per commit is cheap next to a model call.
-        conn.execute("PRAGMA synchronous = FULL")
+        # NORMAL: a commit is in the WAL (a killed process loses nothing) without waiting
+        # for the disk; sync() is the fsync that makes it survive power loss.
+        conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
@@ -135,6 +142,7 @@ class Store:
             2: self._add_interruptions,
             3: self._add_file_times,
             4: self._add_calls_and_costs,
+            5: self._add_sync_points,
         }
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
@@ -224,6 +232,10 @@ class Store:
         )
         db["calls"].create_index(["job_id", "phase"])
 
+    def _add_sync_points(self) -> None:
+        # One row: when the store was last synced and the outbox rows that covered.
+        self.db["sync_points"].create({"id": int, "at": float, "outbox_id": int}, pk="id")
+
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
         self.db["files"].add_column("committed_at", float)
@@ -234,32 +246,49 @@ class Store:
 
     def close(self) -> None:
         self.flush()
+        self.sync()
         self.db.close()
 
     def flush(self) -> None:
         """Write what waits for the next transaction (call records) now."""
         if self._pending_calls:
-            with self.transaction(durable=False):
+            with self.transaction():
                 pass
 
     @contextmanager
-    def transaction(self, durable: bool = True) -> Iterator[None]:
-        """One transaction. ``durable=False`` commits without waiting for the disk: for
-        checkpoints that cost at most a repeated file if lost to a power cut (never for
-        anything that writes events or follows a Kafka offset). In WAL mode the next
-        durable commit makes them durable too."""
-        if durable:
-            with self.db.atomic():
-                yield
-                self._write_calls()
-            return
-        self.db.conn.execute("PRAGMA synchronous = NORMAL")
+    def transaction(self) -> Iterator[None]:
+        """One transaction, committed to the write-ahead log (see :meth:`sync`)."""
+        with self.db.atomic():
+            yield
+            self._write_calls()
+        self._unsynced = True
+
+    def sync(self, force: bool = False) -> int:
+        """Make every commit so far durable, power loss included, and return the last
+        outbox row that this covers. One commit with ``synchronous = FULL`` fsyncs the
+        write-ahead log, and with it every earlier commit of every connection to this
+        file (``force``: also when this connection wrote nothing since, for rows that
+        other processes committed)."""
+        if not (self._unsynced or force):
+            return self.synced_outbox_id
+        conn = self.db.conn
+        conn.execute("PRAGMA synchronous = FULL")
         try:
             with self.db.atomic():
-                yield
+                conn.execute(
+                    "INSERT INTO sync_points (id, at, outbox_id) "
+                    "VALUES (1, ?, (SELECT coalesce(max(id), 0) FROM outbox)) "
+                    "ON CONFLICT(id) DO UPDATE SET at = excluded.at, outbox_id = excluded.outbox_id",
+                    (time.time(),),
+                )
                 self._write_calls()
         finally:
-            self.db.conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        self._unsynced = False
+        self.synced_outbox_id = conn.execute(
+            "SELECT outbox_id FROM sync_points WHERE id = 1"
+        ).fetchone()[0]
+        return self.synced_outbox_id
 
     # -- events ------------------------------------------------------------
 
@@ -431,7 +460,7 @@ class Store:
         ).fetchone()
         if status != "running":
             return int(crashes)
-        with self.transaction(durable=False):
+        with self.transaction():
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
             self.db.conn.execute(
@@ -693,7 +722,7 @@ class Store:
     def stage_file(self, job_id: str, phase: str, new: NewFile) -> None:
         """Commit one file of a running phase the moment it is complete."""
         record = new.record()
-        with self.transaction(durable=False):
+        with self.transaction():
             self.db.conn.execute(_UPSERT_FILE, self._file_row(job_id, phase, record))
 
     @staticmethod

@@ -42,6 +42,14 @@ async def test_a_request_becomes_eleven_phases_and_files(make_settings, messages
     async with running(settings):
         await produce(settings, request_bytes(request_id="job-1"))
         events = await collect(settings, "job-1")
+        # every event out in the world was on disk (synced) before it was published
+        store = Store(settings.store.path)
+        published, synced = store.db.conn.execute(
+            "SELECT max(id), (SELECT outbox_id FROM sync_points) FROM outbox "
+            "WHERE published_at IS NOT NULL"
+        ).fetchone()
+        store.db.close()
+        assert published and synced >= published
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert events[0].type == "job.accepted" and events[0].phases == list(PHASE_NAMES)
     completed = by_type(events, "phase.completed")

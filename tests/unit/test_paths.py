@@ -77,3 +77,22 @@ def test_write_file_refuses_symlinked_file(tmp_path):
 def test_write_file_creates_directories(tmp_path):
     written = write_file(tmp_path / "job", "a/b/c.py", "x = 1\n")
     assert written.read_text() == "x = 1\n"
+
+
+def test_write_file_checks_each_directory_once(tmp_path):
+    checked: set = set()
+    write_file(tmp_path / "job", "a/b/one.py", "1\n", checked)
+    assert checked == {tmp_path / "job", tmp_path / "job/a", tmp_path / "job/a/b"}
+    write_file(tmp_path / "job", "a/b/two.py", "2\n", checked)
+    assert (tmp_path / "job/a/b/two.py").read_text() == "2\n"
+
+
+def test_write_file_refuses_a_symlink_in_a_new_directory_even_with_a_cache(tmp_path):
+    root, outside = tmp_path / "job", tmp_path / "outside"
+    outside.mkdir()
+    checked: set = set()
+    write_file(root, "a/one.py", "1\n", checked)
+    os.symlink(outside, root / "link")
+    with pytest.raises(UnsafePath):
+        write_file(root, "link/evil.py", "x", checked)
+    assert not (outside / "evil.py").exists()

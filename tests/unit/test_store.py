@@ -112,7 +112,35 @@ def test_corrupt_file_is_refused(tmp_path):
 
 def test_wal_and_synchronous(store):
     assert store.db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def synced_row(store):
+    return store.db.conn.execute("SELECT outbox_id FROM sync_points").fetchall()
+
+
+def test_sync_covers_every_commit_before_it(store, tmp_path):
+    assert store.sync() == 0 and synced_row(store) == []  # nothing written: no fsync
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    store.start_phase(store.job("r1"), "ARCH", "1", JobState.ARCH)
+    last = store.unpublished(10)[-1].id
+    assert store.sync() == last == store.synced_outbox_id and synced_row(store) == [(last,)]
+    assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL
+    other = Store(tmp_path / "s.db")  # another process, e.g. `codegend resume`
+    other.emit("r1", "r1", "job.resumed", from_phase="ARCH", reason="restart")
+    newest = other.unpublished(10)[-1].id
+    assert store.sync() == last  # this connection wrote nothing since
+    assert store.sync(force=True) == newest > last
+    other.close()
+
+
+def test_closing_syncs(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH"])
+    store.close()
+    reopened = Store(tmp_path / "s.db")
+    assert synced_row(reopened) == [(reopened.unpublished(10)[-1].id,)]
+    reopened.close()
 
 
 def test_an_old_store_is_migrated(tmp_path):
@@ -124,6 +152,7 @@ def test_an_old_store_is_migrated(tmp_path):
     conn.execute("ALTER TABLE phases DROP COLUMN cost_usd")
     conn.execute("ALTER TABLE jobs DROP COLUMN not_before")
     conn.execute("DROP TABLE calls")
+    conn.execute("DROP TABLE sync_points")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -133,6 +162,7 @@ def test_an_old_store_is_migrated(tmp_path):
         assert "interruptions" in store.db["phases"].columns_dict
         assert "committed_at" in store.db["files"].columns_dict
         assert store.db["calls"].exists() and "not_before" in store.db["jobs"].columns_dict
+        assert store.db["sync_points"].exists()
     finally:
         store.close()
 
