@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 from daemon.client import Client
-from daemon.jobs import output_folder
 from daemon.models import GenerationRequest
+from daemon.outputs import output_folder
 from daemon.settings import load_settings
 from daemon.worker import Daemon
 

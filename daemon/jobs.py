@@ -6,36 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from daemon import chaos
 from daemon.checks import check_project
-from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater, UnsafePath
+from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage
-from daemon.paths import check_path, write_file
+from daemon.outputs import OutputWriter
 from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
 from daemon.store import JobRecord, PhaseOutcome, Store
 
 log = logging.getLogger(__name__)
 SCHEDULER_POLL_S = 1.0
-MAX_CHECKED_DIRS = 10_000
 BANNER = "=" * 60
-
-
-def output_folder(job_id: str) -> str:
-    """The job's folder name under output.dir; ids that are not a safe name are hashed."""
-    try:
-        check_path(job_id)
-    except UnsafePath:
-        return "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:16]
-    return job_id.replace("/", "_")
 
 
 class StepReporter:
@@ -105,7 +93,7 @@ class JobRunner:
         self,
         store: Store,
         phases: PhaseRunner,
-        output_dir: Path,
+        outputs: OutputWriter,
         on_commit: Callable[[], None],
         max_crashes: int = 3,
         max_tokens_per_job: int = 0,
@@ -120,11 +108,10 @@ class JobRunner:
         self._parallel = parallel
         self._store = store
         self._phases = phases
-        self._output_dir = output_dir
+        self._outputs = outputs
         self._on_commit = on_commit
         self._stopping = False
         self._suspects = asyncio.Lock()
-        self._checked_dirs: set[Path] = set()  # output directories made and checked
 
     def stop_after_phase(self) -> None:
         """Let running phases finish and commit, but start no new one."""
@@ -137,7 +124,7 @@ class JobRunner:
         if machine.done:
             # A resumed job: the process that committed these files may have died before
             # it wrote them out.
-            self._write_files(job_id, store.files(job_id))
+            self._outputs.submit(job_id, store.files(job_id))
         report = StepReporter(job, store)
         try:
             if self._parallel:
@@ -261,7 +248,7 @@ class JobRunner:
         final = self._project_warnings(job, outcome) if machine.finished else []
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
-        self._write_files(job.job_id, records)
+        self._outputs.submit(job.job_id, records)
         report.phase_done(phase, records, machine.done)
         return True
 
@@ -322,23 +309,16 @@ class JobRunner:
 
     def restore_outputs(self) -> int:
         """Write out the files of phases committed but not yet announced; returns how many
-        phases. A phase's files go to output.dir right after its commit, in the same step
-        (no await between), so a process that died in between left that phase's
-        phase.completed event unpublished. The files come from the store: the event may
-        have been stored without contents (too large to publish). Idempotent."""
+        phases. The relay publishes a phase.completed event only once the phase's files
+        are written (see daemon.outputs), so a process that died in between left the event
+        unpublished. The files come from the store: the event may have been stored
+        without contents (too large to publish). Idempotent."""
         restored = 0
         for event in self._store.unpublished_events("phase.completed"):
             if event.phase is not None:
-                self._write_files(event.job_id, self._store.files(event.job_id, event.phase))
+                self._outputs.write_now(event.job_id, self._store.files(event.job_id, event.phase))
                 restored += 1
         return restored
-
-    def _write_files(self, job_id: str, records: list[FileRecord]) -> None:
-        if len(self._checked_dirs) > MAX_CHECKED_DIRS:
-            self._checked_dirs.clear()
-        root = self._output_dir / output_folder(job_id)
-        for record in records:
-            write_file(root, record.path, record.content, self._checked_dirs)
 
 
 class Scheduler:

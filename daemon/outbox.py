@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
@@ -37,8 +38,10 @@ class OutboxRelay:
         topic: str,
         max_bytes: int = 16 * 1024**2,
         metrics: Metrics | None = None,
+        before_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._before_publish = before_publish
         self._max_bytes = max_bytes
         self._store = store
         self._producer = producer
@@ -92,6 +95,8 @@ class OutboxRelay:
         rows = self._store.unpublished(BATCH_ROWS)
         if not rows:
             return 0
+        if self._before_publish is not None:
+            await self._before_publish()  # e.g. the files of these phases are written out
         if rows[-1].id > self._store.synced_outbox_id:
             self._store.sync(force=True)
         pending = [await self._send(row) for row in rows]

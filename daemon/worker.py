@@ -17,6 +17,7 @@ from daemon.kafka import client_options, make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
+from daemon.outputs import OutputWriter
 from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
 from daemon.states import JobState
@@ -127,12 +128,15 @@ class Daemon:
 
     def _build_services(self) -> None:
         settings = self.settings
+        self.outputs = OutputWriter(settings.output.dir)
+        self._resources.callback(self.outputs.close)
         self.relay = OutboxRelay(
             self.store,
             self.producer,
             settings.kafka.events_topic,
             settings.kafka.max_publish_bytes,
             metrics=self.metrics,
+            before_publish=self.outputs.written,
         )
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         llm = settings.llm
@@ -143,7 +147,7 @@ class Daemon:
         self.runner = JobRunner(
             self.store,
             phases,
-            settings.output.dir,
+            self.outputs,
             self.relay.wake,
             max_crashes=settings.jobs.max_phase_crashes,
             max_tokens_per_job=settings.llm.max_tokens_per_job,

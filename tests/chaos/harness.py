@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.jobs import output_folder
 from daemon.models import Event
+from daemon.outputs import output_folder
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 from daemon.store import Store
 from tests.conftest import TopicNames
