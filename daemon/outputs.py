@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,20 +44,42 @@ class OutputWriter:
     def __init__(self, output_dir: Path) -> None:
         self._output_dir = output_dir
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegend-output")
-        self._last: asyncio.Future[None] | None = None
+        self._queue: deque[tuple[str, Sequence[FileRecord]]] = deque()
+        self._batch: asyncio.Future[None] | None = None  # the thread's current run
         # Directories made and found not to be symlinks; touched by the writer thread only.
         self._checked: set[Path] = set()
 
     def submit(self, job_id: str, records: Sequence[FileRecord]) -> None:
-        """Queue the files of ``job_id`` for writing; returns at once."""
+        """Queue the files of ``job_id`` for writing; returns at once. What is queued
+        while the thread writes goes in its next run, so a busy daemon hands over many
+        phases at a time."""
         if records:
-            loop = asyncio.get_running_loop()
-            self._last = loop.run_in_executor(self._executor, self._write, job_id, records)
+            self._queue.append((job_id, records))
+            if self._batch is None:
+                self._start_batch()
 
     async def written(self) -> None:
         """Wait until every file submitted so far is written (or its failure logged)."""
-        if self._last is not None and not self._last.done():
-            await asyncio.shield(self._last)
+        while (batch := self._batch) is not None:
+            await asyncio.shield(batch)
+            if self._batch is batch:  # done, but its callback has not run yet: let it
+                await asyncio.sleep(0)
+
+    def _start_batch(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._batch = loop.run_in_executor(self._executor, self._drain)
+        self._batch.add_done_callback(self._batch_done)
+
+    def _batch_done(self, _: object) -> None:
+        # On the loop's thread, like submit: work queued after the thread found the queue
+        # empty is picked up here.
+        self._batch = None
+        if self._queue:
+            self._start_batch()
+
+    def _drain(self) -> None:
+        while self._queue:
+            self._write(*self._queue.popleft())
 
     def write_now(self, job_id: str, records: Sequence[FileRecord]) -> None:
         """Write on the calling thread (at start, before any submit)."""

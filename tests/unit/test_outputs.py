@@ -1,5 +1,9 @@
+import asyncio
 import logging
 import os
+import time
+
+import pytest
 
 from daemon.models import FileRecord
 from daemon.outputs import OutputWriter, output_folder
@@ -48,3 +52,33 @@ async def test_written_returns_at_once_with_nothing_submitted(tmp_path):
     await writer.written()
     writer.close()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_written_waits_for_what_was_queued_while_the_thread_wrote(tmp_path):
+    writer = OutputWriter(tmp_path)
+    try:
+        for n in range(50):
+            writer.submit(f"job-{n}", [record("a.py", str(n))])
+            if n % 7 == 0:
+                await writer.written()
+        await writer.written()
+        assert [(tmp_path / f"job-{n}/a.py").read_text() for n in range(50)] == [
+            str(n) for n in range(50)
+        ]
+    finally:
+        writer.close()
+
+
+@pytest.mark.timeout(10)
+async def test_written_returns_when_the_run_ended_just_before(tmp_path):
+    """The thread's run is over and its future done, but the loop has not yet run the
+    future's callbacks when ``written`` is called."""
+    writer = OutputWriter(tmp_path)
+    try:
+        writer.submit("job-1", [record("a.py", "1")])
+        time.sleep(0.3)  # the thread finishes; the loop hears of it at its next turn
+        await asyncio.sleep(0)  # that turn marks the future done, its callbacks come next
+        await writer.written()
+        assert (tmp_path / "job-1/a.py").read_text() == "1"
+    finally:
+        writer.close()
