@@ -31,9 +31,13 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("/aiokafka/", "/daemon/outbox.py", "/daemon/intake.py", "/daemon/kafka.py"),
     ),
     (
-        "model client (anthropic SDK, httpx2, daemon.llm)",
+        "model client (anthropic SDK, aiohttp, httpx2, daemon.llm)",
         (
             "/anthropic/",
+            "/aiohttp/",
+            "/aiohappyeyeballs/",
+            "/multidict/",
+            "/yarl/",
             "/httpx2/",
             "/httpcore2/",
             "/h11/",
@@ -105,7 +109,11 @@ def _label(frame: Frame) -> str:
 
 
 def _opens_connection(frame: Frame) -> bool:
-    return frame.function == "_connect" and "/httpcore2/" in (frame.file_path or "")
+    """A new HTTP connection to the model server, with either of the SDK's transports."""
+    path = frame.file_path or ""
+    return (frame.function == "_connect" and "/httpcore2/" in path) or (
+        frame.function == "_create_connection" and "/aiohttp/connector.py" in path
+    )
 
 
 def _is_glue(frame: Frame) -> bool:

