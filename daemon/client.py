@@ -118,6 +118,7 @@ class Client:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             max_partition_fetch_bytes=kafka.max_publish_bytes + 64 * 1024,
             fetch_max_bytes=max(52_428_800, kafka.max_publish_bytes + 64 * 1024),
         )

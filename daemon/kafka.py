@@ -100,6 +100,7 @@ def make_consumer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaConsu
         auto_offset_reset="earliest",
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         max_partition_fetch_bytes=kafka.max_request_bytes + 64 * 1024,
         fetch_max_bytes=max(52_428_800, kafka.max_request_bytes + 64 * 1024),
     )

@@ -48,6 +48,7 @@ class KafkaSettings(_Section):
     topic_partitions: int = Field(default=3, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    fetch_max_wait_ms: int = Field(default=100, ge=1)
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_publish_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
