@@ -21,15 +21,17 @@ $(BENCH_STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/codegend demo
 
-## test: the whole suite (unit, integration against a real broker, acceptance)
+## test: the whole suite (unit, integration against a real broker, acceptance, chaos), then
+## the integration tests once more with jobs.execution = "parallel"
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	CODEGEND_TEST_EXECUTION=parallel $(BIN)/python -m pytest tests/integration -q
 
 ## chaos: the crash-anywhere soak: 100 SIGKILLs at random moments, then every invariant
 chaos: $(STAMP)
 	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/chaos -q -s --timeout 1800
 
-## bench: the benchmark (about 6 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
+## bench: the benchmark (about 5 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
 ## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
