@@ -183,10 +183,11 @@ class PhaseRun:
 
 @dataclass
 class PhaseHooks:
-    """How a running phase reaches the store: files as they close, each call's record,
-    and how many tokens the job may still spend (0: no limit)."""
+    """How a running phase reaches the store: files as they close (those that closed in
+    one piece of the stream together), each call's record, and how many tokens the job
+    may still spend (0: no limit)."""
 
-    checkpoint: Callable[[NewFile], None] = lambda new: None
+    checkpoint: Callable[[list[NewFile]], None] = lambda new: None
     record_call: Callable[[CallRecord], None] = lambda call: None
     tokens_left: int = 0
     # Folders that phases still to run will write to: an import into one of them may
@@ -339,8 +340,10 @@ class PhaseRunner:
         scanner = FileScanner() if run.phase.produces_files else None
 
         def on_text(chunk: str) -> None:
-            for item in scanner.feed(chunk) if scanner else ():
-                _take_streamed(item, run)
+            if scanner is not None:
+                closed = [new for item in scanner.feed(chunk) if (new := _take_streamed(item, run))]
+                if closed:
+                    hooks.checkpoint(closed)
             chaos.point("mid_stream", call.job_id)
 
         estimate = estimate_tokens(call.messages, prompts.SYSTEM)
@@ -436,15 +439,15 @@ def _record(
     )
 
 
-def _take_streamed(item: GeneratedFile, run: PhaseRun) -> None:
-    """A file that closed mid-stream: keep and commit it (unsafe paths wait for the whole
-    answer, whose interpretation reports them)."""
+def _take_streamed(item: GeneratedFile, run: PhaseRun) -> NewFile | None:
+    """A file that closed mid-stream: keep it, and return it if it is to be committed
+    (unsafe paths wait for the whole answer, whose interpretation reports them)."""
     try:
         new = NewFile(check_path(item.path), item.content)
     except UnsafePath:
-        return
+        return None
     run.redo.discard(new.path)
     if run.produced.get(new.path) == new:
-        return
+        return None
     run.produced[new.path] = new
-    run.hooks.checkpoint(new)
+    return new

@@ -272,10 +272,10 @@ class JobRunner:
     def _hooks(self, job: JobRecord, machine: JobMachine, phase: Phase) -> PhaseHooks:
         store = self._store
         return PhaseHooks(
-            checkpoint=lambda new: store.stage_file(job.job_id, phase.state, new),
+            checkpoint=lambda new: store.stage_files(job.job_id, phase.state, new),
             record_call=store.record_call,
             tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
-            job_files=lambda: {f.path: f.content for f in store.files(job.job_id)},
+            job_files=lambda: store.file_contents(job.job_id),
             pending_areas=frozenset(
                 PHASE_BY_STATE[name].area
                 for name in machine.planned
@@ -300,7 +300,7 @@ class JobRunner:
         """The cross-file checks over the whole project, once the job is done."""
         if not self._code_checks:
             return []
-        files = {f.path: f.content for f in self._store.files(job.job_id)}
+        files = self._store.file_contents(job.job_id)
         files.update((new.path, new.content) for new in last.files)
         problems = check_project(files)
         for problem in problems:

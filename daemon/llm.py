@@ -116,7 +116,10 @@ class SseAnswer:
     Lines end with ``\n`` (or ``\r\n``); an event is its ``data:`` lines up to a blank
     line; other fields (``event:``, comments) are skipped, as are events other than
     message_start, text deltas, message_delta, message_stop and error. An event still
-    open when the body ends is dropped, as the SSE format says."""
+    open when the body ends is dropped, as the SSE format says. The text deltas of one
+    piece of the body reach ``on_text`` together: one call per piece, however many
+    events it holds (a busy daemon reads bigger pieces, and pays per piece, not per
+    event)."""
 
     def __init__(self, on_text: TextSink) -> None:
         self._on_text = on_text
@@ -126,20 +129,27 @@ class SseAnswer:
         self._stopped = False
         self._tail = b""
         self._data: list[bytes] = []
+        self._fresh: list[str] = []  # text of the piece being read, not yet passed on
 
     def feed(self, chunk: bytes) -> None:
         lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
         self._tail = lines.pop()
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if self._data:
-                    data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-                    self._data = []
-                    self._event(json.loads(data))
-            elif line.startswith(b"data:"):
-                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+        try:
+            for line in lines:
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if not line:
+                    if self._data:
+                        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                        self._data = []
+                        self._event(json.loads(data))
+                elif line.startswith(b"data:"):
+                    self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+        finally:  # an error event still passes on the text before it
+            if self._fresh:
+                text = self._fresh[0] if len(self._fresh) == 1 else "".join(self._fresh)
+                self._fresh = []
+                self._on_text(text)
 
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -147,7 +157,7 @@ class SseAnswer:
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
                 self._text.append(delta["text"])
-                self._on_text(delta["text"])
+                self._fresh.append(delta["text"])
         elif kind == "message_start":
             self._take_usage(event.get("message", {}).get("usage"))
         elif kind == "message_delta":

@@ -51,5 +51,15 @@ def setup_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "httpx", "anthropic", "transitions"):
+    # The SDK's HTTP client logs a line per request at INFO: noise beside the phase lines.
+    for noisy in (
+        "aiokafka",
+        "kafka",
+        "httpx",
+        "httpx2",
+        "httpcore2",
+        "aiohttp",
+        "anthropic",
+        "transitions",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -719,11 +719,11 @@ class Store:
 
     # -- files -------------------------------------------------------------
 
-    def stage_file(self, job_id: str, phase: str, new: NewFile) -> None:
-        """Commit one file of a running phase the moment it is complete."""
-        record = new.record()
+    def stage_files(self, job_id: str, phase: str, files: Sequence[NewFile]) -> None:
+        """Commit files of a running phase the moment they are complete."""
+        rows = [self._file_row(job_id, phase, new.record()) for new in files]
         with self.transaction():
-            self.db.conn.execute(_UPSERT_FILE, self._file_row(job_id, phase, record))
+            self.db.conn.executemany(_UPSERT_FILE, rows)
 
     @staticmethod
     def _file_row(job_id: str, phase: str, record: FileRecord) -> tuple[object, ...]:
@@ -765,6 +765,13 @@ class Store:
             args = (job_id, phase)
         rows = self.db.conn.execute(query + " ORDER BY rowid", args).fetchall()
         return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
+
+    def file_contents(self, job_id: str) -> dict[str, str]:
+        """Every file of the job, path to content (for the code checks)."""
+        rows = self.db.conn.execute(
+            "SELECT path, content FROM files WHERE job_id = ? ORDER BY rowid", (job_id,)
+        ).fetchall()
+        return dict(rows)
 
     # -- resume and listing ------------------------------------------------
 

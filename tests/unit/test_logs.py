@@ -29,3 +29,14 @@ def test_text_lines_read_like_the_seed(capsys):
         logging.getLogger().handlers.clear()
     line = capsys.readouterr().err.strip()
     assert line.endswith("INFO    [j-2] STEP 3: BACKEND API GENERATION (Multi-phase)")
+
+
+def test_the_http_clients_request_lines_stay_out(capsys):
+    setup_logging("text")
+    try:
+        logging.getLogger("httpx2").info('HTTP Request: POST https://api "HTTP/1.1 200 OK"')
+        logging.getLogger("httpx2").warning("a warning still shows")
+    finally:
+        logging.getLogger().handlers.clear()
+    err = capsys.readouterr().err
+    assert "HTTP Request" not in err and "a warning still shows" in err

@@ -100,3 +100,16 @@ def test_phase_lifecycle():
     with pytest.raises(MachineError):
         phase.start()
     phase.release()
+
+
+def test_released_phase_machines_are_reused_at_the_state_asked_for():
+    first = PhaseMachine.acquire("DB", "completed")
+    first.release()
+    again = PhaseMachine.acquire("BE_CORE", "interrupted")
+    assert again is first and (again.phase, again.state) == ("BE_CORE", "interrupted")
+    again.start()
+    assert again.state == "running"
+    other = PhaseMachine.acquire("FE_CORE")  # while `again` is held: another machine
+    assert other is not again and other.state == "pending"
+    again.release()
+    other.release()

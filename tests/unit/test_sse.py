@@ -55,7 +55,7 @@ def test_text_usage_and_stop_reason():
         {"type": "message_stop"},
     )
     result = answer.result({"anthropic-ratelimit-requests-remaining": "9"})
-    assert seen == ['{"fi', 'les": []}'] and result.text == '{"files": []}'
+    assert seen == ['{"files": []}'] and result.text == '{"files": []}'
     assert result.stop_reason == "max_tokens"
     assert (result.usage.input_tokens, result.usage.output_tokens) == (12, 5)
     assert (
@@ -103,11 +103,22 @@ def test_chunks_split_anywhere_give_the_same_answer(size, newline):
     raw = b": a comment line\n" + body(*complete_stream(), newline=newline)
     seen: list[str] = []
     answer = SseAnswer(seen.append)
-    for start in range(0, len(raw), size):
-        answer.feed(raw[start : start + size])
+    pieces = [raw[start : start + size] for start in range(0, len(raw), size)]
+    for piece in pieces:
+        answer.feed(piece)
     result = answer.result({})
-    assert result.text == '{"files": ["ü\\n"]}' and seen == ['{"files": ["ü', '\\n"]}']
+    assert result.text == "".join(seen) == '{"files": ["ü\\n"]}'
+    assert len(seen) <= min(2, len(pieces))  # at most one call per piece with text in it
     assert result.stop_reason == "end_turn" and result.usage.input_tokens == 12
+
+
+def test_text_before_an_error_event_is_passed_on_first():
+    seen: list[str] = []
+    answer = SseAnswer(seen.append)
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}
+    with pytest.raises(RetryableLLMError, match="overloaded_error"):
+        answer.feed(body(START, delta('{"files": [{"path": "a"'), error))
+    assert seen == ['{"files": [{"path": "a"']
 
 
 def test_an_event_of_several_data_lines_is_joined():
