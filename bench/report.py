@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -35,6 +36,8 @@ PHASES_PER_S_GOAL = 500
 MS_PER_PHASE_GOAL = 2.0
 PEAK_RSS_GOAL_MB = 300
 PROBE_COMMITS = 50
+PROBE_LOOP = 1_000_000
+PROBE_FILES = 200
 OTHER_CPU_WARN = 0.1  # of one core, over a batch
 PACKAGES = (
     "anthropic",
@@ -129,14 +132,48 @@ def machine(scratch: Path) -> list[tuple[str, str]]:
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("OS", f"{_os_name()}, Linux {platform.release()}"),
         (
+            "speed",
+            f"a fixed pure-Python loop ({PROBE_LOOP:,} iterations) takes {loop_ms():.0f} ms; "
+            f"creating a directory and a small file in it takes {file_create_us(scratch):.0f} us "
+            f"(median of {PROBE_FILES}); on a shared machine both vary by tens of percent "
+            "from one hour to the next, so compare the figures of one run",
+        ),
+        (
             "store",
-            f"SQLite {sqlite3.sqlite_version} on {_filesystem(scratch)}, WAL, synchronous = "
-            f"FULL: one small commit takes {commit_ms(scratch):.2f} ms (median of "
-            f"{PROBE_COMMITS})",
+            f"SQLite {sqlite3.sqlite_version} on {_filesystem(scratch)}, WAL, group commits: "
+            f"one sync (a commit at synchronous = FULL) takes {commit_ms(scratch):.2f} ms "
+            f"(median of {PROBE_COMMITS})",
         ),
         ("packages", ", ".join(versions)),
         ("daemon", f"commit {commit or 'unknown'}{dirty}"),
     ]
+
+
+def loop_ms() -> float:
+    """The median time of a fixed pure-Python loop: a yardstick of the CPU's speed now."""
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for n in range(PROBE_LOOP):
+            total += n % 7
+        times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def file_create_us(folder: Path) -> float:
+    """The median time to create a directory and a small file in it, in ``folder``."""
+    root = folder / "file-probe"
+    root.mkdir(exist_ok=True)
+    times = []
+    for n in range(PROBE_FILES):
+        started = time.perf_counter()
+        directory = root / str(n)
+        directory.mkdir()
+        (directory / "f.txt").write_bytes(b"x" * 300)
+        times.append(time.perf_counter() - started)
+    shutil.rmtree(root, ignore_errors=True)
+    return 1e6 * statistics.median(times)
 
 
 def commit_ms(folder: Path) -> float:
