@@ -41,7 +41,7 @@ CRASH_CASES: dict[str, tuple[str | None, int]] = {
     # case: (chaos point, after how many passes); "SIGKILL" is sent from outside
     "SIGKILL": (None, 12),
     "after_create": ("after_create", 4),
-    "mid_stream": ("mid_stream", 200),
+    "mid_stream": ("mid_stream", 40),
     "after_answer": ("after_answer", 12),
     "after_commit": ("after_commit", 12),
     "after_publish": ("after_publish", 3),
