@@ -275,20 +275,19 @@ class Store:
         conn.execute("PRAGMA synchronous = FULL")
         try:
             with self.db.atomic():
-                conn.execute(
+                (covered,) = conn.execute(
                     "INSERT INTO sync_points (id, at, outbox_id) "
                     "VALUES (1, ?, (SELECT coalesce(max(id), 0) FROM outbox)) "
-                    "ON CONFLICT(id) DO UPDATE SET at = excluded.at, outbox_id = excluded.outbox_id",
+                    "ON CONFLICT(id) DO UPDATE SET at = excluded.at, outbox_id = excluded.outbox_id "
+                    "RETURNING outbox_id",
                     (time.time(),),
-                )
+                ).fetchone()
                 self._write_calls()
         finally:
             conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced = False
-        self.synced_outbox_id = conn.execute(
-            "SELECT outbox_id FROM sync_points WHERE id = 1"
-        ).fetchone()[0]
-        return self.synced_outbox_id
+        self.synced_outbox_id = covered
+        return covered
 
     # -- events ------------------------------------------------------------
 

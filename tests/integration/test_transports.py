@@ -36,7 +36,8 @@ async def complete(transport: str, call: LLMCall | None = None) -> tuple[str, ob
     provider = AnthropicProvider(timeout_s=10, http_client=transport)
     pieces: list[str] = []
     try:
-        return "".join(pieces), await provider.complete(call or make_call(), pieces.append)
+        answer = await provider.complete(call or make_call(), pieces.append)
+        return "".join(pieces), answer
     finally:
         await provider.aclose()
 
@@ -46,8 +47,8 @@ async def test_a_streamed_answer(transport, messages_server):
     messages_server.enqueue(
         "DB", Reply(text=text, headers={"anthropic-ratelimit-requests-remaining": "41"})
     )
-    _, answer = await complete(transport)
-    assert answer.text == text and answer.stop_reason == "end_turn"
+    streamed, answer = await complete(transport)
+    assert answer.text == streamed == text and answer.stop_reason == "end_turn"
     assert answer.usage.output_tokens > 0 and answer.usage.input_tokens > 0
     assert answer.rate_limits["anthropic-ratelimit-requests-remaining"] == "41"
     assert all(name.startswith("anthropic-ratelimit-") for name in answer.rate_limits)
