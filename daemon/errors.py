@@ -18,6 +18,10 @@ class StoreError(CodegendError):
     """The store cannot be used."""
 
 
+class StoreFull(StoreError):
+    """The store's disk is full: nothing was written; try again once there is space."""
+
+
 class JobNotFound(CodegendError):
     """No such job."""
 
@@ -52,6 +56,11 @@ class RetryableLLMError(LLMError):
 
 class PermanentLLMError(LLMError):
     """The model call failed for a reason that retrying will not fix."""
+
+
+class ModelAccessDenied(LLMError):
+    """The API refused the account (no key, a wrong key, no access, no credit): every call
+    of every job would fail alike, so jobs are put aside, not failed."""
 
 
 class ReplayMissing(PermanentLLMError):

@@ -60,10 +60,30 @@ REQUEST_TIMEOUT_S = 5.0
 MAX_HEADER_LINES = 100
 
 
+class Readiness:
+    """Why the daemon holds back work now, by cause (``disk``, ``model_access``, ...):
+    each part that pauses itself sets its cause and clears it once the cause is gone;
+    ``/readyz`` answers 503 with every cause set."""
+
+    def __init__(self) -> None:
+        self._causes: dict[str, str] = {}
+
+    def set(self, cause: str, reason: str) -> None:
+        self._causes[cause] = reason
+
+    def clear(self, cause: str) -> None:
+        self._causes.pop(cause, None)
+
+    def reason(self) -> str | None:
+        """Every cause set, in the order they were set; None when nothing holds work back."""
+        return "; ".join(self._causes.values()) or None
+
+
 class Metrics:
     """One daemon's metrics. The methods are the instrumentation points' one-liners."""
 
     def __init__(self) -> None:
+        self.readiness = Readiness()
         self.registry = CollectorRegistry()
         registry = self.registry
         self.phase_duration = Histogram(

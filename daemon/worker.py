@@ -181,6 +181,9 @@ class Daemon:
     async def _not_ready(self) -> str | None:
         if self._stop.is_set():
             return "stopping"
+        held = self.metrics.readiness.reason()
+        if held is not None:
+            return held
         return await not_ready(self.store, self.producer)
 
     def _on_new_work(self) -> None:
