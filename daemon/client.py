@@ -16,9 +16,9 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from daemon.errors import ConfigError
+from daemon.errors import BadRequest, ConfigError
 from daemon.kafka import client_options, make_producer
-from daemon.models import Event, GenerationRequest
+from daemon.models import Event, GenerationRequest, is_derived_job_id
 from daemon.settings import Settings
 
 EMBEDDED = "embedded"
@@ -66,7 +66,13 @@ class Client:
             self._producer = None
 
     async def submit(self, request: GenerationRequest) -> str:
-        """Produce a request; returns the job id it will run as."""
+        """Produce a request; returns the job id it will run as. A request_id of the
+        derived form (``topic:partition:offset``), which intake rejects, raises BadRequest."""
+        if request.request_id is not None and is_derived_job_id(request.request_id):
+            raise BadRequest(
+                f"request_id {request.request_id!r} has the form topic:partition:offset, "
+                "the job id of a request without a request_id; choose another"
+            )
         kafka = self._settings.kafka
         if self._producer is None:
             self._producer = make_producer(kafka, self._bootstrap)

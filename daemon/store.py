@@ -13,6 +13,7 @@ process: before the relay publishes events and before intake commits Kafka offse
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -26,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from daemon.errors import JobNotFound, StoreError
+from daemon.errors import JobNotFound, StoreError, StoreFull
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
 from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
@@ -93,6 +94,14 @@ class NewFile:
             size=len(data),
             content=self.content,
         )
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full: SQLITE_FULL from SQLite, or
+    ENOSPC / EDQUOT from the operating system."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class Store:
@@ -257,10 +266,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction, committed to the write-ahead log (see :meth:`sync`)."""
-        with self.db.atomic():
-            yield
-            self._write_calls()
+        """One transaction, committed to the write-ahead log (see :meth:`sync`). When the
+        disk is full SQLite rolls it back whole and this raises StoreFull: nothing of it
+        was written (the call records it would have written wait for the next one)."""
+        written: list[tuple[object, ...]] = []
+        try:
+            with self.db.atomic():
+                yield
+                written = list(self._pending_calls)
+                self._write_calls()
+        except (sqlite3.Error, OSError) as exc:
+            if written and not self._pending_calls:
+                self._pending_calls[:0] = written  # the COMMIT failed after they were written
+            if disk_full(exc):
+                raise StoreFull(f"store {self.path}: disk full ({exc})") from exc
+            raise
         self._unsynced = True
 
     def sync(self, force: bool = False) -> int:

@@ -165,6 +165,7 @@ class Daemon:
             self._on_new_work,
             max_unfinished=settings.jobs.max_unfinished,
             metrics=self.metrics,
+            allowed_models=settings.allowed_models(),
         )
 
     async def _serve_health(self) -> None:
