@@ -291,23 +291,31 @@ class Intake:
         )
 
     async def _dead_letter(self, record: ConsumerRecord, source: str, error: str) -> None:
+        """Forward the message; when the broker (or the producer's cap) refuses it, forward
+        less: its first bytes without its own headers (they may be what is too large), at
+        last only our headers, so that every message has its dead letter."""
         ours = [("error", error.encode("utf-8", "replace")), ("source", source.encode())]
         value: bytes | None = record.value
+        size = len(value or b"")
         limit = self._kafka.dead_letter_max_bytes
-        if value is not None and len(value) > limit:
-            value, ours = value[:limit], [*ours, ("truncated", str(len(value)).encode())]
-        topic = self._kafka.dead_letter_topic
-        try:
-            await self._producer.send_and_wait(
-                topic, value, key=record.key, headers=[*_their_headers(record), *ours]
-            )
-        except MessageSizeTooLargeError:
-            # Refused by the broker or the producer's cap: forward what surely fits, without
-            # the message's own headers (they may be what is too large).
-            cut = (record.value or b"")[: limit // 2]
-            key = record.key[:MAX_FALLBACK_KEY_BYTES] if record.key else record.key
-            headers = [*ours[:2], ("truncated", str(len(record.value or b"")).encode())]
-            await self._producer.send_and_wait(topic, cut, key=key, headers=headers)
+        if value is not None and size > limit:
+            value, ours = value[:limit], [*ours, ("truncated", str(size).encode())]
+        cut = [*ours[:2], ("truncated", str(size).encode())]
+        key = record.key[:MAX_FALLBACK_KEY_BYTES] if record.key else record.key
+        attempts = [
+            (value, record.key, [*_their_headers(record), *ours]),
+            ((record.value or b"")[: limit // 2], key, cut),
+            (b"", key, cut),
+        ]
+        for value, key, headers in attempts:
+            try:
+                await self._producer.send_and_wait(
+                    self._kafka.dead_letter_topic, value, key=key, headers=headers
+                )
+                return
+            except MessageSizeTooLargeError:
+                log.warning("the broker refused the dead letter of %s; sending less", source)
+        raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
 
 
 class _DiskHold:
