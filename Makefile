@@ -22,12 +22,14 @@ LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --no-emit-packa
 
 .PHONY: demo test chaos bench lint schemas lock clean
 
-# $(call install,LOCK,STAMPS): a new venv holding exactly LOCK's packages, then codegend
+# $(call install,LOCK,STAMPS): a new venv holding exactly LOCK's packages, then codegend;
+# pip check fails when pyproject.toml asks for something the lock lacks (run make lock)
 define install
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --require-hashes --no-deps -r $(1)
 	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $(2)
 endef
 
