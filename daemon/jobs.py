@@ -211,10 +211,11 @@ class JobRunner:
             self._fail(job, machine, phase, refusal)
             report.phase_failed(phase, str(refusal))
             return True
-        if in_a_row < 2:
+        if not in_a_row:
             return await self._attempt(job, machine, phase, report)
-        # The daemon died twice at the same point of this phase: it runs alone, so should
-        # it kill the daemon again, no other suspect phase shares that death.
+        # The daemon died while this phase ran. Such phases run one at a time: a poison
+        # phase that kills the daemon early at every start would otherwise take the
+        # phases restarted beside it down at the same early point each time.
         async with self._suspects:
             return await self._attempt(job, machine, phase, report)
 
