@@ -39,7 +39,7 @@ from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage, field_errors
 from daemon.paths import check_path
-from daemon.progress import ANSWERED, Point
+from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
@@ -412,17 +412,16 @@ class PhaseRunner:
 
     async def _call(self, run: PhaseRun) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
-        call = self._build_call(run)
         hooks = run.hooks
+        hooks.progress(Point(run.calls + 1, BUILDING))
+        call = self._build_call(run)
         scanner = FileScanner() if run.phase.produces_files else None
-
         chars = 0
-        hooks.progress(Point(call.call))
 
         def on_text(chunk: str) -> None:
             nonlocal chars
             chars += len(chunk)
-            hooks.progress(Point(call.call, chars=chars))
+            hooks.progress(Point(call.call, STREAMING, chars))
             if scanner is not None:
                 closed = [new for item in scanner.feed(chunk) if (new := _take_streamed(item, run))]
                 if closed:
@@ -431,6 +430,7 @@ class PhaseRunner:
 
         if self._access_denied is not None and time.monotonic() < self._access_denied[0]:
             raise ModelAccessDenied(self._access_denied[1])  # no call: it would fail alike
+        hooks.progress(Point(call.call, WAITING))
         estimate = estimate_tokens(call.messages, prompts.SYSTEM)
         await self._limiter.acquire(estimate, call.max_tokens)
         started, clock = time.time(), time.monotonic()
@@ -449,6 +449,7 @@ class PhaseRunner:
             hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
             if isinstance(exc, PermanentLLMError):
                 raise PhaseFailed(f"{call.phase}: {exc}") from None
+            hooks.progress(Point(call.call, WAITING))
             await self._back_off(run, call, exc)
             return None
         if self._access_denied is not None:

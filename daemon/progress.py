@@ -4,13 +4,15 @@ A daemon killed from outside (``kill -9``, the OOM killer, a node going away) an
 that kills the daemon itself (a poison answer that crashes the interpreter) look alike in
 the store: the phase is found ``running`` at the next start. What tells them apart is
 *where* the phase was when the process died. A poison phase dies at the same point every
-time; outside kills land wherever the phase happens to be.
+time; outside kills land wherever the phase happens to be. A death while the phase waits
+(for the rate limiter, the model's first byte, a retry) is no evidence at all: none of the
+phase's code runs then.
 
 So every running phase has a slot in a small file beside the store
-(``<store>.progress``), rewritten in place with ``os.pwrite`` at each piece of a streamed
-answer: the call within the attempt, the stage (waiting for or reading the answer, or
-past it: interpreting, checking, committing) and how many characters of the answer had
-arrived. A write is one system call into the page cache, which a killed process does not
+(``<store>.progress``), rewritten in place with ``os.pwrite`` at each stage of a call and
+each piece of a streamed answer: the call within the attempt, the stage (building the
+prompt, waiting, reading the answer, or past it: interpreting, checking, committing) and
+how many characters of the answer had arrived. A write is one system call into the page cache, which a killed process does not
 lose (power loss may, and costs only the distinction, never data). At start the daemon
 reads the previous process's points, then starts the file afresh.
 """
@@ -28,10 +30,13 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 RECORD_BYTES = 96
-STREAMING, ANSWERED = 0, 1  # the stages of a call
-# Two deaths this close in one call and stage are at the same point: the first piece of a
-# stream that arrives varies with how the network cut it, not with what the phase did.
-SAME_POINT_CHARS = 512
+# The stages of a call: building its prompt; waiting (for the rate limiter, a free slot,
+# the model's first byte, or a retry's backoff); reading the streamed answer; past it
+# (interpreting, checking, committing).
+BUILDING, WAITING, STREAMING, ANSWERED = 0, 1, 2, 3
+# Two deaths this close in one call and stage are at the same point: how the network cut
+# the stream into pieces varies, what the phase did at a given character does not.
+SAME_POINT_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,14 @@ class Point:
     with ``chars`` characters of that call's answer in."""
 
     call: int = 0
-    stage: int = STREAMING
+    stage: int = BUILDING
     chars: int = 0
+
+    @property
+    def evidence(self) -> bool:
+        """Whether a death here says anything about the phase. While it waits, none of
+        its code runs: a death then came from elsewhere."""
+        return self.stage != WAITING
 
     def near(self, other: Point) -> bool:
         return (
@@ -53,7 +64,12 @@ class Point:
     def describe(self) -> str:
         if self.call == 0:
             return "before its first call"
-        where = "after its answer" if self.stage == ANSWERED else f"at {self.chars} characters"
+        where = {
+            BUILDING: "building its prompt",
+            WAITING: "waiting for the model",
+            STREAMING: f"at character {self.chars} of the answer",
+            ANSWERED: "after its answer",
+        }[self.stage]
         return f"in call {self.call}, {where}"
 
 

@@ -467,7 +467,8 @@ class Store:
         in it. Record where (``point``, None when unknown) and return the death, or None
         when the phase is not running. A death counts against the phase (``in_a_row``)
         only while it brings no progress: the phase committed no file since the last death
-        and died at the same point; else the count starts again at 1."""
+        and died at the same point; else the count starts again at 1. A death while the
+        phase waited leaves the count as it was."""
         row = self.db.conn.execute(
             "SELECT status, interruptions, death_call, death_stage, death_chars, death_files, "
             "deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?",
@@ -476,6 +477,14 @@ class Store:
         status, deaths, *last, files_then, in_a_row = row
         if status != "running":
             return None
+        if point is not None and not point.evidence:
+            with self.transaction():  # counted, but neither for nor against the phase
+                self.db.conn.execute(
+                    "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
+                    "WHERE job_id = ? AND phase = ?",
+                    (job_id, phase),
+                )
+            return Death(deaths + 1, in_a_row, point)
         files = self.count_files(job_id, [phase])
         previous = Point(*last) if None not in last else None
         if point is None or previous is None:

@@ -10,7 +10,16 @@ import textwrap
 
 import pytest
 
-from daemon.progress import ANSWERED, NoProgress, Point, ProgressFile, job_key, open_progress
+from daemon.progress import (
+    ANSWERED,
+    STREAMING,
+    WAITING,
+    NoProgress,
+    Point,
+    ProgressFile,
+    job_key,
+    open_progress,
+)
 
 
 def test_points_survive_the_process_and_released_slots_are_reused(tmp_path):
@@ -60,9 +69,11 @@ def test_one_process_at_a_time_holds_the_file(tmp_path):
 
 
 def test_points_near_each_other():
-    assert Point(1, chars=100).near(Point(1, chars=400))
-    assert not Point(1, chars=100).near(Point(1, chars=5000))
+    assert Point(1, chars=100).near(Point(1, chars=200))
+    assert not Point(1, chars=100).near(Point(1, chars=400))
     assert not Point(1, chars=100).near(Point(2, chars=100))
     assert not Point(1, ANSWERED, 100).near(Point(1, chars=100))
     assert Point().describe() == "before its first call"
     assert Point(2, ANSWERED, 10).describe() == "in call 2, after its answer"
+    assert Point(2, STREAMING, 10).describe() == "in call 2, at character 10 of the answer"
+    assert not Point(1, WAITING).evidence and Point(1, STREAMING, 5).evidence

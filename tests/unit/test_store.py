@@ -4,8 +4,8 @@ import pytest
 
 from daemon.errors import StoreError
 from daemon.models import Event, GenerationRequest, Usage
+from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
 from daemon.states import JobState
-from daemon.progress import ANSWERED, SAME_POINT_CHARS, Point
 from daemon.store import SCHEMA_VERSION, NewFile, PhaseOutcome, Store
 
 REQUEST = GenerationRequest.model_validate(
@@ -196,15 +196,17 @@ def test_deaths_count_in_a_row_only_at_one_point_without_progress(store):
         assert death is not None
         return death.in_a_row
 
-    assert die(Point(1, chars=1000)) == 1
-    assert die(Point(1, chars=1000 + SAME_POINT_CHARS)) == 2  # the same point
-    assert die(Point(1, chars=3000)) == 1  # elsewhere: an outside kill
-    assert die(Point(1, chars=3000)) == 2
+    assert die(Point(1, STREAMING, 1000)) == 1
+    assert die(Point(1, STREAMING, 1000 + SAME_POINT_CHARS)) == 2  # the same point
+    assert die(Point(1, WAITING)) == 2  # while waiting: neither for nor against
+    assert die(Point(1, STREAMING, 1000)) == 3
+    assert die(Point(1, STREAMING, 3000)) == 1  # elsewhere: an outside kill
+    assert die(Point(1, STREAMING, 3000)) == 2
     store.stage_files("r1", "DB", [NewFile("db/schema.sql", "create table t (id int);")])
-    assert die(Point(1, chars=3000)) == 1  # a file committed since: progress
-    assert die(Point(2, chars=3000)) == 1  # another call
+    assert die(Point(1, STREAMING, 3000)) == 1  # a file committed since: progress
+    assert die(Point(2, STREAMING, 3000)) == 1  # another call
     assert die(Point(2, ANSWERED, 3000)) == 1  # past the answer
     assert die(Point(2, ANSWERED, 3000)) == 2
     assert die(None) == 1  # where is not known (no progress file)
     assert die(None) == 2
-    assert store.phases("r1")[1].attempts == 10
+    assert store.phases("r1")[1].attempts == 12
