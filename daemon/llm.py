@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import anthropic
 import httpx2
 
-from daemon.errors import PermanentLLMError, ReplayMissing, RetryableLLMError
+from daemon.errors import ModelAccessDenied, PermanentLLMError, ReplayMissing, RetryableLLMError
 from daemon.models import Usage
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,13 @@ class AnthropicProvider:
         except anthropic.APITimeoutError:
             raise RetryableLLMError(
                 f"no answer within {call.timeout_s:g} s (timeout)", kind="network"
+            ) from None
+        except TypeError as exc:
+            if "authentication" not in str(exc):
+                raise
+            # The SDK found no key (nor token) when it built the request.
+            raise ModelAccessDenied(
+                "no API key: set ANTHROPIC_API_KEY (the SDK found no credentials)"
             ) from None
         except (anthropic.APIConnectionError, httpx2.HTTPError) as exc:
             raise RetryableLLMError(
@@ -207,11 +214,17 @@ def _stream_error(error: dict[str, Any]) -> Exception:
     return PermanentLLMError(f"stream error event {kind}")
 
 
+# Errors about the account, not the call: every job's calls would fail alike.
+_ACCOUNT_ERRORS = frozenset({"authentication_error", "permission_error", "billing_error"})
+
+
 def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # Only the status, type and request id: the SDK's message never carries the key,
     # but the request headers do, so nothing of the request is included.
     kind = _error_type(exc)
     reason = f"HTTP {exc.status_code} {kind} (request-id {exc.request_id})"
+    if exc.status_code in (401, 402, 403) or kind in _ACCOUNT_ERRORS:
+        return ModelAccessDenied(reason)
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
         headers = exc.response.headers
         return RetryableLLMError(

@@ -29,9 +29,10 @@ import sqlite_utils
 
 from daemon.errors import JobNotFound, StoreError, StoreFull
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
+from daemon.progress import Point
 from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
@@ -152,6 +153,7 @@ class Store:
             3: self._add_file_times,
             4: self._add_calls_and_costs,
             5: self._add_sync_points,
+            6: self._add_death_points,
         }
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
@@ -244,6 +246,16 @@ class Store:
     def _add_sync_points(self) -> None:
         # One row: when the store was last synced and the outbox rows that covered.
         self.db["sync_points"].create({"id": int, "at": float, "outbox_id": int}, pk="id")
+
+    def _add_death_points(self) -> None:
+        phases = self.db["phases"]
+        # Where the phase was when a process last died in it, how many files it had then,
+        # and how many deaths in a row came at that same point (see daemon.progress).
+        for name in ("death_call", "death_stage", "death_chars", "death_files"):
+            phases.add_column(name, int)
+        phases.add_column("deaths_in_a_row", int, not_null_default=0)
+        # Why a job is put aside until the next start or its not_before (model access).
+        self.db["jobs"].add_column("held", str)
 
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
@@ -470,24 +482,53 @@ class Store:
 
     # -- phases ------------------------------------------------------------
 
-    def count_crash(self, job_id: str, phase: str) -> int:
-        """A phase found running when its job starts was left so by a process that died in
-        it: count that. Returns how often that has happened to this phase."""
-        status, crashes = self.db.conn.execute(
-            "SELECT status, interruptions FROM phases WHERE job_id = ? AND phase = ?",
+    def record_death(self, job_id: str, phase: str, point: Point | None) -> Death | None:
+        """A phase found running when its job starts was left so by a process that died
+        in it. Record where (``point``, None when unknown) and return the death, or None
+        when the phase is not running. A death counts against the phase (``in_a_row``)
+        only while it brings no progress: the phase committed no file since the last death
+        and died at the same point; else the count starts again at 1. A death while the
+        phase waited leaves the count as it was."""
+        row = self.db.conn.execute(
+            "SELECT status, interruptions, death_call, death_stage, death_chars, death_files, "
+            "deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?",
             (job_id, phase),
         ).fetchone()
+        status, deaths, *last, files_then, in_a_row = row
         if status != "running":
-            return int(crashes)
+            return None
+        if point is not None and not point.evidence:
+            with self.transaction():  # counted, but neither for nor against the phase
+                self.db.conn.execute(
+                    "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
+                    "WHERE job_id = ? AND phase = ?",
+                    (job_id, phase),
+                )
+            return Death(deaths + 1, in_a_row, point)
+        files = self.count_files(job_id, [phase])
+        previous = Point(*last) if None not in last else None
+        if point is None or previous is None:
+            same_point = point is None and previous is None  # unknown twice: assume so
+        else:
+            same_point = point.near(previous)
+        in_a_row = in_a_row + 1 if same_point and files == files_then else 1
+        where = (None, None, None) if point is None else (point.call, point.stage, point.chars)
         with self.transaction():
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
             self.db.conn.execute(
-                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
-                "WHERE job_id = ? AND phase = ?",
-                (job_id, phase),
+                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted', "
+                "death_call = ?, death_stage = ?, death_chars = ?, death_files = ?, "
+                "deaths_in_a_row = ? WHERE job_id = ? AND phase = ?",
+                (*where, files, in_a_row, job_id, phase),
             )
-        return int(crashes) + 1
+        return Death(deaths + 1, in_a_row, point)
+
+    def deaths_in_a_row(self, job_id: str, phase: str) -> int:
+        row = self.db.conn.execute(
+            "SELECT deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def defer(self, job_id: str, phase: str, delay_s: float) -> None:
         """Put a job aside for ``delay_s`` (its phase is interrupted, not failed)."""
@@ -684,6 +725,42 @@ class Store:
         if next_state.is_terminal and not was_terminal:
             self._emit_job_completed(job, next_state, warnings)
 
+    def end_job(self, job_id: str, state: JobState) -> None:
+        """End an unfinished job in the terminal ``state`` (its runner broke): its running
+        phases are marked failed, and job.completed announces it."""
+        job = self.job(job_id)
+        if job.state.is_terminal:
+            return
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'failed', error = 'internal error' "
+                "WHERE job_id = ? AND status IN ('running', 'interrupted', 'pending')",
+                (job_id,),
+            )
+            self._advance(job, state)
+        job.state = state
+
+    def hold(self, job_id: str, phase: str, reason: str, delay_s: float) -> None:
+        """Put a job aside because the model API refuses the account: until ``delay_s``
+        has passed or the daemon starts again (:meth:`release_held`)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE jobs SET not_before = ?, held = ? WHERE job_id = ?",
+                (time.time() + delay_s, reason, job_id),
+            )
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ?",
+                (job_id, phase),
+            )
+
+    def release_held(self) -> int:
+        """At start: jobs put aside for the model API's refusal may run at once."""
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL"
+            )
+        return cursor.rowcount
+
     def move(self, job: JobRecord, state: JobState) -> None:
         """Move a job to ``state`` without running a phase (skip, cancel); a terminal state
         is announced with job.completed in the same transaction."""
@@ -825,6 +902,16 @@ class Store:
         rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
         keys = ("job_id", "project_name", "state", "created_at", "updated_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+@dataclass(frozen=True)
+class Death:
+    """A process died while a phase ran: the phase's deaths so far, how many of the last
+    came in a row at one point without progress, and where this one came."""
+
+    total: int
+    in_a_row: int
+    point: Point | None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, Replay
 from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
 from daemon.outputs import OutputWriter
+from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
 from daemon.states import JobState
@@ -97,6 +98,10 @@ class Daemon:
         resources.push_async_callback(self._llm.aclose)
         self.store = Store(settings.store.path)
         resources.callback(self.store.close)
+        self.progress = open_progress(settings.store.path)
+        resources.callback(self.progress.close)
+        if held := self.store.release_held():
+            log.info("%d jobs put aside for the model API's refusal run again", held)
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(
@@ -154,8 +159,11 @@ class Daemon:
             parallel=settings.jobs.execution == "parallel",
             code_checks=settings.jobs.code_checks,
             metrics=self.metrics,
+            progress=self.progress,
         )
-        self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
+        self.scheduler = Scheduler(
+            self.store, self.runner, settings.jobs.max_concurrent, self.metrics.readiness
+        )
         self.intake = Intake(
             self.consumer,
             self.producer,
