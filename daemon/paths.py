@@ -306,15 +306,36 @@ def _refusal(parent: int, name: str, path: str, exc: OSError) -> Exception:
 
 
 def _replace(folder: int, name: str, data: bytes) -> None:
-    """Write ``data`` to a new file in ``folder`` and rename it to ``name``."""
-    temp, fd = _temp_file(folder)
+    """Write ``data`` as ``name`` in ``folder``. A new name is created in place
+    (``O_EXCL``: nothing was there to follow); anything already there, a file, a symlink
+    or a hard link, is replaced by a new file written aside and renamed over it."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        fd = os.open(name, _TEMP_FLAGS, FILE_MODE, dir_fd=folder)
+    except FileExistsError:
+        _write_aside(folder, name, data)
+        return
+    _fill(fd, folder, name, data)
+
+
+def _write_aside(folder: int, name: str, data: bytes) -> None:
+    temp, fd = _temp_file(folder)
+    _fill(fd, folder, temp, data)
+    try:
         os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=folder)
+        raise
+
+
+def _fill(fd: int, folder: int, name: str, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd`` (``name``); remove it if that fails."""
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=folder)
         raise
 
 
