@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from daemon.errors import ReplayMissing
+from daemon.llm import LLMAnswer, LLMCall, RecordingProvider, ReplayProvider
 from daemon.models import FileRecord
 from daemon.outputs import OutputWriter, output_folder
 
@@ -174,3 +176,37 @@ async def test_an_output_dir_that_cannot_be_made_is_logged_not_raised(tmp_path, 
         writer.close()
     [message] = [r.getMessage() for r in caplog.records]
     assert "2 files not written" in message
+
+
+class Answers:
+    """The LLM provider interface, answering every call with an empty file list."""
+
+    async def complete(self, call, on_text):
+        on_text('{"files": []}')
+        return LLMAnswer(text='{"files": []}', stop_reason="end_turn")
+
+    async def aclose(self):
+        return None
+
+
+def call_of(job_id: str) -> LLMCall:
+    return LLMCall(job_id, "ARCH", 1, "claude-x", 100, [], [], {}, 10.0)
+
+
+@pytest.mark.parametrize("job_id", [".", "..", "...", "job-1", "codegen.requests:0:5"])
+async def test_recorded_answers_stay_in_the_cassette_and_replay(tmp_path, job_id):
+    """Request ids "." and ".." are valid: the cassette names their folders as output.dir
+    does, and the replay looks them up the same way."""
+    cassette = tmp_path / "box" / "cassette"
+    recorder = RecordingProvider(Answers(), cassette)
+    await recorder.complete(call_of(job_id), lambda chunk: None)
+    written = [p for p in (tmp_path / "box").rglob("*") if p.is_file()]
+    assert sorted(p.relative_to(cassette).as_posix() for p in written) == [
+        "cassette.json",
+        f"{output_folder(job_id)}/ARCH.01.json",
+    ]
+    assert output_folder(job_id) not in (".", "..")
+    replayed = await ReplayProvider(cassette).complete(call_of(job_id), lambda chunk: None)
+    assert replayed.text == '{"files": []}'
+    with pytest.raises(ReplayMissing):
+        await ReplayProvider(cassette).complete(call_of("other"), lambda chunk: None)
