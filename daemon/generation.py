@@ -3,8 +3,9 @@
 An answer cut at ``max_tokens`` keeps every complete file and the next call asks only for
 the rest, naming the files already produced; a phase therefore finishes whatever its
 per-call budget, as long as one file fits (the budget grows up to a ceiling if not).
-Broken answers (invalid JSON, schema errors, unsafe paths, refusals) are asked again with
-the precise error fed back, a bounded number of times.
+Broken answers (invalid JSON, schema errors, unsafe paths, paths that clash with the job's
+other files, refusals) are asked again with the precise error fed back, a bounded number
+of times.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from daemon.errors import (
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage, field_errors
-from daemon.paths import check_path
+from daemon.paths import PathIndex, check_path
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
@@ -60,18 +61,18 @@ class Interpretation:
     errors: list[str] = field(default_factory=list)
 
 
-def interpret_files(answer: LLMAnswer) -> Interpretation:
+def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interpretation:
     if answer.stop_reason == "refusal":
         return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
     errors: list[str] = []
     if answer.stop_reason in CUT_STOP_REASONS:
-        files = _safe(recover_files(answer.text), errors)
+        files = _safe(recover_files(answer.text), errors, known)
         return Interpretation(files=files, cut=True, errors=errors)
     try:
         parsed = PhaseFiles.model_validate_json(answer.text)
     except ValidationError as exc:
         return Interpretation(errors=[_validation_summary(exc)])
-    files = _safe(parsed.files, errors)
+    files = _safe(parsed.files, errors, known)
     return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
 
 
@@ -92,11 +93,15 @@ def recover_files(text: str) -> list[GeneratedFile]:
     return recovered
 
 
-def _safe(files: Sequence[GeneratedFile], errors: list[str]) -> list[NewFile]:
+def _safe(
+    files: Sequence[GeneratedFile], errors: list[str], known: PathIndex | None = None
+) -> list[NewFile]:
+    """The files whose paths are safe and fit with the job's other paths (``known``)."""
+    index = known if known is not None else PathIndex()
     safe = []
     for item in files:
         try:
-            safe.append(NewFile(check_path(item.path), item.content))
+            safe.append(NewFile(index.admit(check_path(item.path)), item.content))
         except UnsafePath as exc:
             errors.append(f"{exc}; use a relative POSIX path inside the project")
     return safe
@@ -178,6 +183,7 @@ class PhaseRun:
     repairs: int = 0
     failures: int = 0
     redo: set[str] = field(default_factory=set)  # files sent back for a fix
+    paths: PathIndex = field(default_factory=PathIndex)  # the job's, as of the current call
     plan: ArchPlan | None = None
 
 
@@ -249,12 +255,14 @@ class PhaseRunner:
         )
 
     async def _until_done(self, run: PhaseRun) -> None:
-        interpret = interpret_files if run.phase.produces_files else interpret_plan
         while True:
             answer = await self._call(run)
             if answer is None:
                 continue
-            result = interpret(answer)
+            if run.phase.produces_files:
+                result = interpret_files(answer, run.paths)
+            else:
+                result = interpret_plan(answer)
             if self._absorb(run, result):
                 return
             _report_continuation(run, result)
@@ -338,6 +346,8 @@ class PhaseRunner:
         call = self._build_call(run)
         hooks = run.hooks
         scanner = FileScanner() if run.phase.produces_files else None
+        if scanner is not None:  # read afresh: phases running beside this one add files
+            run.paths = PathIndex([*hooks.job_files(), *run.produced])
 
         def on_text(chunk: str) -> None:
             if scanner is not None:
@@ -441,9 +451,10 @@ def _record(
 
 def _take_streamed(item: GeneratedFile, run: PhaseRun) -> NewFile | None:
     """A file that closed mid-stream: keep it, and return it if it is to be committed
-    (unsafe paths wait for the whole answer, whose interpretation reports them)."""
+    (unsafe or conflicting paths wait for the whole answer, whose interpretation reports
+    them)."""
     try:
-        new = NewFile(check_path(item.path), item.content)
+        new = NewFile(run.paths.admit(check_path(item.path)), item.content)
     except UnsafePath:
         return None
     run.redo.discard(new.path)
