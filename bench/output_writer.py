@@ -2,7 +2,8 @@
 into ``output.dir``, the path-based writer it replaced beside the descriptor-based one
 (:class:`daemon.paths.Tree`, as :class:`daemon.outputs.OutputWriter` uses it), in one run
 on the same disk. Each round writes every job's phases once into a fresh folder (new
-files), then once more over them (what ``restore_outputs`` and a rerun do).
+files), then the same again over them (what ``restore_outputs`` does at a restart), then
+other content over them (a phase run again).
 
 The old writer is kept here only to be measured: it checked each directory once per
 process and then trusted its path, and wrote through a symlink or a hard link at a target.
@@ -86,17 +87,18 @@ def new_writer(out: Path, work: list[Batch]) -> None:
                 tree.write(path, content)
 
 
-def timed(writer: Writer, scratch: Path, work: list[Batch]) -> tuple[float, float]:
-    """Seconds to write ``work`` into a fresh folder, then over it."""
+def timed(writer: Writer, scratch: Path, work: list[Batch]) -> list[float]:
+    """Seconds to write ``work`` into a fresh folder, again, then changed."""
     out = scratch / "out"
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
-    started = time.perf_counter()
-    writer(out, work)
-    fresh_s = time.perf_counter() - started
-    started = time.perf_counter()
-    writer(out, work)
-    return fresh_s, time.perf_counter() - started
+    changed = [(job, [(path, content + "#\n") for path, content in files]) for job, files in work]
+    seconds = []
+    for batch in (work, work, changed):
+        started = time.perf_counter()
+        writer(out, batch)
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def main() -> None:
@@ -108,14 +110,14 @@ def main() -> None:
     args = parser.parse_args()
     work = batches(args.jobs, args.size)
     files = sum(len(f) for _, f in work)
-    results: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    results: dict[str, list[list[float]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         for _ in range(args.rounds):  # interleaved, so both see the same disk and cache
             for name, writer in (("old", old_writer), ("new", new_writer)):
                 results[name].append(timed(writer, Path(scratch), work))
     print(f"{files} files of {args.size} bytes, {args.rounds} rounds, median per file:")
     print(f"{'':8}{'old (path)':>14}{'new (dirfd)':>14}{'new / old':>11}")
-    for index, label in ((0, "new"), (1, "rewrite")):
+    for index, label in enumerate(("new", "same", "changed")):
         old = statistics.median(r[index] for r in results["old"]) / files * 1e6
         new = statistics.median(r[index] for r in results["new"]) / files * 1e6
         print(f"{label:8}{old:>11.1f} us{new:>11.1f} us{new / old:>10.2f}x")

@@ -193,6 +193,8 @@ def _folders_of(path: str) -> Iterable[str]:
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO planted at a file's place must not wait for a writer.
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 DIR_MODE = 0o755
 FILE_MODE = 0o644
@@ -206,9 +208,13 @@ class Tree:
     ``base`` is the operator's or the user's own choice and is opened as it is (a symlink
     there is theirs); every component below it, ``below`` included, is opened with
     ``O_NOFOLLOW``, or made when missing, so a symlink anywhere in the tree is refused
-    with UnsafePath, whenever it was planted. A file is written to a new temporary name in
-    its directory and renamed over the target, so a symlink or a hard link at the target
-    is replaced, never written through, and a reader never sees half a file.
+    with UnsafePath, whenever it was planted. A file whose name is free is created with
+    ``O_EXCL`` (nothing is there to follow). A plain file that already holds the content is
+    left as it is (files written again at a restart). Over any other existing name, a
+    file, a symlink or a hard link, the file is written to a new temporary name in its
+    directory and renamed over the target: the link is replaced, never written through,
+    and a reader of the old file never sees half of the new one. (A crash while a new file
+    is written can leave it short: the output writer writes it again at the next start.)
 
     The descriptors of the directories opened are kept (up to ``max_open_dirs``, least
     recently used dropped) until :meth:`close`: a descriptor stays bound to the directory
@@ -306,15 +312,27 @@ def _refusal(parent: int, name: str, path: str, exc: OSError) -> Exception:
 
 
 def _replace(folder: int, name: str, data: bytes) -> None:
-    """Write ``data`` as ``name`` in ``folder``. A new name is created in place
-    (``O_EXCL``: nothing was there to follow); anything already there, a file, a symlink
-    or a hard link, is replaced by a new file written aside and renamed over it."""
+    """Write ``data`` as ``name`` in ``folder`` (see :class:`Tree`)."""
     try:
         fd = os.open(name, _TEMP_FLAGS, FILE_MODE, dir_fd=folder)
     except FileExistsError:
-        _write_aside(folder, name, data)
+        if not _holds(folder, name, data):
+            _write_aside(folder, name, data)
         return
     _fill(fd, folder, name, data)
+
+
+def _holds(folder: int, name: str, data: bytes) -> bool:
+    """Whether ``name`` is a plain file (no symlink, no other hard link) holding exactly
+    ``data``, so that there is nothing to write."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+    except OSError:
+        return False  # a symlink (refused by O_NOFOLLOW), unreadable: replace it
+    with os.fdopen(fd, "rb") as handle:
+        found = os.fstat(fd)
+        plain = stat.S_ISREG(found.st_mode) and found.st_nlink == 1
+        return plain and found.st_size == len(data) and handle.read(len(data) + 1) == data
 
 
 def _write_aside(folder: int, name: str, data: bytes) -> None:

@@ -384,3 +384,31 @@ def test_a_tree_writes_many_files_into_shared_directories(tmp_path):
         tree.write("src/0/f0.py", "again")
     assert (tmp_path / "out/job/src/0/f0.py").read_text() == "again"
     assert len(list((tmp_path / "out/job/src").rglob("*.py"))) == 30
+
+
+def test_a_plain_file_that_already_holds_the_content_is_left_alone(tmp_path):
+    write_file(tmp_path, "a.py", "same")
+    inode = os.stat(tmp_path / "a.py").st_ino
+    write_file(tmp_path, "a.py", "same")
+    assert os.stat(tmp_path / "a.py").st_ino == inode
+    write_file(tmp_path, "a.py", "other")
+    assert os.stat(tmp_path / "a.py").st_ino != inode
+    assert (tmp_path / "a.py").read_text() == "other"
+
+
+def test_a_hard_link_holding_the_same_content_is_still_replaced(tmp_path):
+    """Left in place, the job's file would change with the other name."""
+    other = tmp_path / "elsewhere.txt"
+    other.write_text("same")
+    (tmp_path / "root").mkdir()
+    os.link(other, tmp_path / "root/f.txt")
+    write_file(tmp_path / "root", "f.txt", "same")
+    assert os.stat(tmp_path / "root/f.txt").st_nlink == 1
+    assert os.stat(other).st_nlink == 1
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_at_the_target_is_replaced_without_waiting(tmp_path):
+    os.mkfifo(tmp_path / "f.txt")
+    write_file(tmp_path, "f.txt", "new")
+    assert (tmp_path / "f.txt").read_text() == "new"
