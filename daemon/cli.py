@@ -513,23 +513,63 @@ def cancel(
 @app.command()
 def export(
     job_id: Annotated[str, typer.Argument(help="The job whose files to write.")],
-    directory: Annotated[Path, typer.Argument(help="Where to write them.", file_okay=False)],
+    directory: Annotated[
+        Path,
+        typer.Argument(help="Where to write them: a new or empty folder.", file_okay=False),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into DIR even if it is not empty; files there with a job file's "
+            "name are replaced (a link there is replaced, never written through).",
+            **_env("FORCE"),
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Write a job's files from the store to DIR."""
-    from daemon.paths import write_file
-
+    """Write a job's files from the store to DIR. Nothing below DIR is followed if it is a
+    symlink; exits 1 if a file cannot be written, 2 if DIR is not empty (see --force)."""
     store = _open_store(_settings(config))
     try:
-        files = store.files(job_id)
         store.job(job_id)
-        for record in files:
-            write_file(directory, record.path, record.content)
-        out.print(f"{len(files)} files written to {directory}")
+        files = store.files(job_id)
     except CodegendError as exc:
         raise _fail(exc) from None
     finally:
         store.close()
+    _export_target(directory, force)
+    _write_export(directory, files)
+    out.print(f"{len(files)} files written to {directory}", markup=False, highlight=False)
+
+
+def _export_target(directory: Path, force: bool) -> None:
+    """Refuse a DIR that holds anything, unless forced (exit 2: the command was wrong)."""
+    try:
+        occupied = directory.is_dir() and any(directory.iterdir())
+    except OSError as exc:
+        raise _fail(exc) from None
+    if occupied and not force:
+        _error(f"{directory} is not empty; use --force to write into it")
+        raise typer.Exit(2)
+
+
+def _write_export(directory: Path, files: list[Any]) -> None:
+    """Write ``files`` through :class:`daemon.paths.Tree`; the first failure ends it (exit 1)."""
+    from daemon.paths import Tree
+
+    written, current = 0, ""
+    try:
+        with Tree(directory) as tree:
+            for record in files:
+                current = f" {record.path!r}"
+                tree.write(record.path, record.content)
+                written += 1
+    except (OSError, CodegendError, UnicodeError) as exc:
+        _error(
+            f"cannot write{current} to {directory}: {exc} ({written} of {len(files)} files written)"
+        )
+        raise typer.Exit(1) from None
 
 
 @app.command("config")

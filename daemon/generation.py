@@ -3,8 +3,9 @@
 An answer cut at ``max_tokens`` keeps every complete file and the next call asks only for
 the rest, naming the files already produced; a phase therefore finishes whatever its
 per-call budget, as long as one file fits (the budget grows up to a ceiling if not).
-Broken answers (invalid JSON, schema errors, unsafe paths, refusals) are asked again with
-the precise error fed back, a bounded number of times.
+Broken answers (invalid JSON, schema errors, unsafe paths, paths that clash with the job's
+other files, refusals) are asked again with the precise error fed back, a bounded number
+of times.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from daemon.errors import (
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage, field_errors
-from daemon.paths import check_path
+from daemon.paths import PathIndex, check_path
 from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
@@ -68,18 +69,18 @@ class Interpretation:
     errors: list[str] = field(default_factory=list)
 
 
-def interpret_files(answer: LLMAnswer) -> Interpretation:
+def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interpretation:
     if answer.stop_reason == "refusal":
         return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
     errors: list[str] = []
     if answer.stop_reason in CUT_STOP_REASONS:
-        files = _safe(recover_files(answer.text), errors)
+        files = _safe(recover_files(answer.text), errors, known)
         return Interpretation(files=files, cut=True, errors=errors)
     try:
         parsed = PhaseFiles.model_validate_json(answer.text)
     except ValidationError as exc:
         return Interpretation(errors=[_validation_summary(exc)])
-    files = _safe(parsed.files, errors)
+    files = _safe(parsed.files, errors, known)
     return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
 
 
@@ -100,11 +101,15 @@ def recover_files(text: str) -> list[GeneratedFile]:
     return recovered
 
 
-def _safe(files: Sequence[GeneratedFile], errors: list[str]) -> list[NewFile]:
+def _safe(
+    files: Sequence[GeneratedFile], errors: list[str], known: PathIndex | None = None
+) -> list[NewFile]:
+    """The files whose paths are safe and fit with the job's other paths (``known``)."""
+    index = known if known is not None else PathIndex()
     safe = []
     for item in files:
         try:
-            safe.append(NewFile(check_path(item.path), item.content))
+            safe.append(NewFile(index.admit(check_path(item.path)), item.content))
         except UnsafePath as exc:
             errors.append(f"{exc}; use a relative POSIX path inside the project")
     return safe
@@ -193,6 +198,7 @@ class PhaseRun:
     repairs: int = 0
     failures: int = 0
     redo: set[str] = field(default_factory=set)  # files sent back for a fix
+    paths: PathIndex = field(default_factory=PathIndex)  # the job's, as of the current call
     plan: ArchPlan | None = None
     stalls: int = 0  # answers in a row that added nothing and did not finish the phase
     notes: list[str] = field(default_factory=list)  # warnings for the phase's event
@@ -270,13 +276,15 @@ class PhaseRunner:
         )
 
     async def _until_done(self, run: PhaseRun) -> None:
-        interpret = interpret_files if run.phase.produces_files else interpret_plan
         while True:
             before, redo = dict(run.produced), set(run.redo)  # files close while streaming
             answer = await self._call(run)
             if answer is None:
                 continue
-            result = interpret(answer)
+            if run.phase.produces_files:
+                result = interpret_files(answer, run.paths)
+            else:
+                result = interpret_plan(answer)
             added = [f.path for f in result.files if before.get(f.path) != f or f.path in redo]
             if self._absorb(run, result, added):
                 return
@@ -416,6 +424,8 @@ class PhaseRunner:
         hooks.progress(Point(run.calls + 1, BUILDING))
         call = self._build_call(run)
         scanner = FileScanner() if run.phase.produces_files else None
+        if scanner is not None:  # read afresh: phases running beside this one add files
+            run.paths = PathIndex([*hooks.job_files(), *run.produced])
         chars = 0
 
         def on_text(chunk: str) -> None:
@@ -562,9 +572,10 @@ def _record(
 
 def _take_streamed(item: GeneratedFile, run: PhaseRun) -> NewFile | None:
     """A file that closed mid-stream: keep it, and return it if it is to be committed
-    (unsafe paths wait for the whole answer, whose interpretation reports them)."""
+    (unsafe or conflicting paths wait for the whole answer, whose interpretation reports
+    them)."""
     try:
-        new = NewFile(check_path(item.path), item.content)
+        new = NewFile(run.paths.admit(check_path(item.path)), item.content)
     except UnsafePath:
         return None
     run.redo.discard(new.path)

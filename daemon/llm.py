@@ -20,6 +20,7 @@ import httpx2
 
 from daemon.errors import ModelAccessDenied, PermanentLLMError, ReplayMissing, RetryableLLMError
 from daemon.models import Usage
+from daemon.paths import folder_name
 
 log = logging.getLogger(__name__)
 CASSETTE_FORMAT = 1
@@ -262,7 +263,8 @@ def cassette_entry_name(phase: str, call: int) -> str:
 
 
 class ReplayProvider:
-    """Answers from a cassette: ``<dir>/<job_id>/PHASE.NN.json``, else ``<dir>/PHASE.NN.json``."""
+    """Answers from a cassette: ``<dir>/<job>/PHASE.NN.json``, else ``<dir>/PHASE.NN.json``
+    (``<job>``: the job id as a folder name, :func:`daemon.paths.folder_name`)."""
 
     def __init__(self, cassette_dir: Path) -> None:
         if not cassette_dir.is_dir():
@@ -271,7 +273,7 @@ class ReplayProvider:
 
     async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         name = cassette_entry_name(call.phase, call.call)
-        for candidate in (self._dir / call.job_id / name, self._dir / name):
+        for candidate in (self._dir / folder_name(call.job_id) / name, self._dir / name):
             if candidate.is_file():
                 return _replay(json.loads(candidate.read_text(encoding="utf-8")), on_text)
         raise ReplayMissing(f"cassette {self._dir} has no answer {name} for job {call.job_id}")
@@ -334,7 +336,8 @@ class RecordingProvider:
         return answer
 
     def _write(self, call: LLMCall, response: dict[str, Any]) -> None:
-        target = self._dir / call.job_id / cassette_entry_name(call.phase, call.call)
+        # The job's folder is named as in output.dir: request ids "." and ".." are valid.
+        target = self._dir / folder_name(call.job_id) / cassette_entry_name(call.phase, call.call)
         target.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             "phase": call.phase,
