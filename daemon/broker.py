@@ -35,18 +35,11 @@ TERM_GRACE_S = 5.0
 POLL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 LOG_TAIL_LINES = 30
-# tansu reads these from the environment; strip them so the host cannot reconfigure it.
-TANSU_ENV_VARS = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "SCHEMA_REGISTRY_CACHE_EXPIRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "AUTHENTICATION",
-    "SILENT",
-)
+# The only variables tansu gets from our environment: where programs and temporary files
+# are, the locale and time zone, and Rust's logging switches. Everything else (the API key,
+# the SASL password, tansu's own configuration variables such as LISTENER_URL) stays out.
+CHILD_ENV_VARS = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "RUST_LOG", "RUST_BACKTRACE"})
+CHILD_ENV_PREFIXES = ("LC_",)
 BIND_FAILURE_MARKERS = ("AddrInUse", "Address in use")
 
 
@@ -78,8 +71,12 @@ def resolve_tansu_binary() -> str:
 
 
 def _child_env() -> dict[str, str]:
-    """The environment for tansu: ours, minus the variables tansu would read as config."""
-    return {k: v for k, v in os.environ.items() if k not in TANSU_ENV_VARS}
+    """The environment for tansu: an allowlist of ours (no secret reaches the child)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k in CHILD_ENV_VARS or k.startswith(CHILD_ENV_PREFIXES)
+    }
 
 
 async def _port_accepts(port: int, timeout_s: float) -> bool:
