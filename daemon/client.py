@@ -10,17 +10,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 
 from daemon.errors import ConfigError
 from daemon.kafka import client_options, make_producer
 from daemon.models import Event, GenerationRequest
 from daemon.settings import Settings
 
+log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 TERMINAL_EVENTS = frozenset({"job.completed"})
 POLL_MS = 500
@@ -160,8 +164,28 @@ async def _read(
         batches = await consumer.getmany(timeout_ms=CAUGHT_UP_MS if quick() else POLL_MS)
         for records in batches.values():
             for record in records:
-                yield Event.model_validate_json(record.value or b"{}")
+                event = _event_of(record)
+                if event is not None:
+                    yield event
         if not batches:
             if not follow:
                 return
             yield None
+
+
+def _event_of(record: ConsumerRecord[bytes, bytes]) -> Event | None:
+    """The record's event, or None (with one warning) for a record that is not one: a
+    tombstone, bytes that are not JSON, JSON that is not an Event. Anyone who can write to
+    the topic can put such a record there, and retention keeps it: it must not stop a reader."""
+    where = f"{record.topic}:{record.partition}:{record.offset}"
+    if record.value is None:
+        log.warning("skipping the record at %s: a tombstone, not an event", where)
+        return None
+    try:
+        return Event.model_validate_json(record.value)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        log.warning(
+            "skipping the record at %s: not an event (%s)", where, problem.get("msg", "invalid")
+        )
+        return None
