@@ -317,10 +317,14 @@ class Store:
         with self.transaction():
             return self._emit(job_id, request_id, type_, **fields)
 
-    def unpublished(self, limit: int) -> list[OutboxRow]:
+    def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
+        """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
+        wait behind one the broker refused)."""
+        skipped = list(skip_jobs)
         rows = self.db.conn.execute(
-            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
+            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL "
+            f"AND job_id NOT IN ({','.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
+            (*skipped, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 

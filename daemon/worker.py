@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from daemon.broker import EmbeddedBroker, ensure_topics
+from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler
@@ -100,7 +100,11 @@ class Daemon:
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(
-            self.bootstrap_servers, topics, kafka.topic_partitions, **client_options(kafka)
+            self.bootstrap_servers,
+            topics,
+            kafka.topic_partitions,
+            configs=topic_configs(kafka),
+            **client_options(kafka),
         )
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
