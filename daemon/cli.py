@@ -572,6 +572,65 @@ def export(
         store.close()
 
 
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Age of what is deleted: 30d, 12h, 90m, 45s, 2w (default: store.retention_days).",
+            **_env("PRUNE_OLDER_THAN"),
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would go.", **_env("PRUNE_DRY_RUN"))
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete finished jobs (with their phases, files, calls) and published events older than
+    the retention, in small transactions; nothing unpublished, no unfinished job."""
+    import time
+
+    from daemon.retention import SECONDS_PER_DAY, parse_duration
+    from daemon.retention import prune as prune_store
+
+    settings = _settings(config)
+    try:
+        age_s = (
+            parse_duration(older_than)
+            if older_than is not None
+            else settings.store.retention_days * SECONDS_PER_DAY
+        )
+    except CodegendError as exc:
+        _error(f"--older-than: {exc}")
+        raise typer.Exit(2) from None
+    if age_s == 0 and older_than is None:
+        out.print("store.retention_days is 0 (keep forever): nothing pruned; give --older-than")
+        return
+    store = _open_store(settings)
+    try:
+        before = time.time() - age_s
+        pruned = store.prunable(before) if dry_run else prune_store(store, before)
+    except CodegendError as exc:
+        raise _fail(exc) from None
+    finally:
+        store.close()
+    verb = "would delete" if dry_run else "deleted"
+    out.print(
+        f"{verb} {pruned.jobs} finished jobs and {pruned.events} published events older than "
+        f"{_age(age_s)} from {settings.store.path}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 @app.command("config")
 def show_config(as_json: JsonOption = False, config: ConfigOption = None) -> None:
     """Print the effective configuration: each key's value and where it comes from

@@ -19,6 +19,7 @@ from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
 from daemon.outputs import OutputWriter
 from daemon.ratelimit import RateLimiter
+from daemon.retention import Pruner
 from daemon.settings import Settings
 from daemon.states import JobState
 from daemon.store import Store
@@ -123,6 +124,9 @@ class Daemon:
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.intake.run(), name="intake"),
         ]
+        if settings.store.retention_days > 0:
+            pruner = Pruner(self.store, settings.store.retention_days)
+            self._tasks.append(asyncio.create_task(pruner.run(), name="retention"))
         log.info(
             "codegend running: brokers %s, store %s, model provider %s",
             self.bootstrap_servers,
