@@ -3,6 +3,7 @@ published events, never of anything unpublished or unfinished."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import time
@@ -157,11 +158,10 @@ def test_prune_works_in_small_transactions(tmp_path):
     for index in range(jobs):
         _finished_job(store, f"j{index}")
         _publish(store, f"j{index}", old)
-    for index in range(EVENTS_PER_TRANSACTION + 5):
+    for _ in range(EVENTS_PER_TRANSACTION + 5):
         store.emit("noisy", None, "job.rejected", error="x")
     _publish(store, "noisy", old)
     pruner = Pruner(store, retention_days=30)
-    import asyncio
 
     steps: list[float] = []
     original = store.prune_jobs
