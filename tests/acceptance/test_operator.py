@@ -121,3 +121,50 @@ def _store_failed_job(path, job_id: str, error: str) -> None:
         store.fail_phase(job, PhaseOutcome(phase="ARCH", step="1"), error, JobState.FAILED)
     finally:
         store.close()
+
+
+def test_prune_deletes_finished_jobs_only(env, tmp_path):
+    variables, _ = env
+    settings = settings_from(variables)
+    daemon = start_daemon(variables, tmp_path / "daemon.log")
+    try:
+        codegend(variables, "submit", str(write_request(tmp_path, "old-1")))
+        events = asyncio.run(collect(settings, "old-1", timeout_s=90))
+    finally:
+        assert stop(daemon) == 0
+    _store_running_job(settings.store.path, "running-1")
+
+    kept = codegend(variables, "prune")  # the default retention: 30 days
+    assert "deleted 0 finished jobs and 0 published events older than 30d" in kept.stdout
+    dry = codegend(variables, "prune", "--older-than", "0s", "--dry-run")
+    assert f"would delete 1 finished jobs and {len(events)} published events" in dry.stdout
+    assert codegend(variables, "status", "old-1").returncode == 0  # a dry run deletes nothing
+    pruned = codegend(variables, "prune", "--older-than", "0s")
+    assert f"deleted 1 finished jobs and {len(events)} published events" in pruned.stdout
+    gone = codegend(variables, "status", "old-1", check=False)
+    assert gone.returncode == 1 and "no job 'old-1'" in gone.stderr
+    assert codegend(variables, "status", "running-1").returncode == 0  # unfinished: kept
+
+    bad = codegend(variables, "prune", "--older-than", "soon", check=False)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr
+    forever = codegend({**variables, "CODEGEND_STORE__RETENTION_DAYS": "0"}, "prune")
+    assert "keep forever" in forever.stdout
+
+
+def _store_running_job(path, job_id: str) -> None:
+    from daemon.models import GenerationRequest
+    from daemon.states import JobState
+
+    store = Store(path)
+    try:
+        request = GenerationRequest.model_validate(
+            {
+                "request_id": job_id,
+                "project_name": "shop",
+                "mockup": {"kind": "text", "description": "x"},
+            }
+        )
+        store.create_job(job_id, request, "test", ["ARCH"])
+        store.start_phase(store.job(job_id), "ARCH", "1", JobState.ARCH)
+    finally:
+        store.close()
