@@ -158,27 +158,34 @@ def test_prune_works_in_small_transactions(tmp_path):
     for index in range(jobs):
         _finished_job(store, f"j{index}")
         _publish(store, f"j{index}", old)
-    for _ in range(EVENTS_PER_TRANSACTION + 5):
+    for _ in range(EVENTS_PER_TRANSACTION * 2 + 5):
         store.emit("noisy", None, "job.rejected", error="x")
     _publish(store, "noisy", old)
-    pruner = Pruner(store, retention_days=30)
+    calls: list[tuple[str, int, float]] = []
+    prune_jobs, prune_events = store.prune_jobs, store.prune_events
 
-    steps: list[float] = []
-    original = store.prune_jobs
-
-    def timed(before: float, limit: int) -> Pruned:
+    def jobs_step(before: float, limit: int) -> Pruned:
         started = time.perf_counter()
-        try:
-            return original(before, limit)
-        finally:
-            steps.append(time.perf_counter() - started)
+        done = prune_jobs(before, limit)
+        calls.append(("jobs", done.jobs, time.perf_counter() - started))
+        return done
 
-    store.prune_jobs = timed  # type: ignore[method-assign]
-    total = asyncio.run(pruner.prune_once())
+    def events_step(before: float, limit: int) -> int:
+        started = time.perf_counter()
+        done = prune_events(before, limit)
+        calls.append(("events", done, time.perf_counter() - started))
+        return done
+
+    store.prune_jobs = jobs_step  # type: ignore[method-assign]
+    store.prune_events = events_step  # type: ignore[method-assign]
+    total = asyncio.run(Pruner(store, retention_days=30).prune_once())
     assert total.jobs == jobs
-    assert total.events == jobs * 4 + EVENTS_PER_TRANSACTION + 4  # the newest row stays
-    assert len(steps) == 4  # three transactions of jobs, and the one that found none
-    assert max(steps) < 0.5
+    assert total.events == jobs * 4 + EVENTS_PER_TRANSACTION * 2 + 4  # the newest row stays
+    job_steps = [n for kind, n, _ in calls if kind == "jobs" and n]
+    event_steps = [n for kind, n, _ in calls if kind == "events" and n]
+    assert len(job_steps) >= 3 and max(job_steps) <= JOBS_PER_TRANSACTION
+    assert len(event_steps) >= 3 and max(event_steps) <= EVENTS_PER_TRANSACTION
+    assert max(seconds for _, _, seconds in calls) < 0.5
     store.close()
 
 
