@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from daemon.metrics import Metrics
 from daemon.models import Event
@@ -90,5 +90,43 @@ async def test_refused_without_contents_it_is_cut_to_its_own_fields(tmp_path):
     cut = next(e for e in broker.topic if e.seq == 3)
     assert cut.type == "phase.completed" and cut.files == [] and len(cut.warnings) == 1
     assert "cut to the fields of its type" in cut.warnings[0]
+    assert [e.seq for e in broker.topic] == [1, 2, 3, 4]
+    store.close()
+
+
+class DownBroker(RefusingBroker):
+    """Fails every send as a broker that cannot be reached, until ``up`` is set."""
+
+    up = False
+
+    async def send(self, topic, value, key, headers):
+        if not self.up:
+            raise KafkaConnectionError("no broker")
+        return await super().send(topic, value, key, headers)
+
+
+async def test_readyz_says_when_events_cannot_be_published(tmp_path, monkeypatch):
+    import daemon.outbox as outbox
+
+    # 30 s of failures before /readyz turns: too long to wait for in a unit test.
+    monkeypatch.setattr(outbox, "UNREADY_AFTER_S", 0.3)
+    monkeypatch.setattr(outbox, "RETRY_BACKOFF_MAX_S", 0.1)
+    store = Store(tmp_path / "s.db")
+    _job(store, "j-1")
+    broker, metrics = DownBroker(LIMIT_BYTES), Metrics()
+    relay = OutboxRelay(store, broker, "events", metrics=metrics)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(10):
+            while metrics.readiness.reason() is None:
+                await asyncio.sleep(0.05)
+        assert metrics.readiness.reason().startswith("events: not published for")
+        broker.up = True
+        async with asyncio.timeout(10):
+            while metrics.readiness.reason() is not None or store.outbox_backlog():
+                await asyncio.sleep(0.05)
+    finally:
+        relay.stop()
+        await task
     assert [e.seq for e in broker.topic] == [1, 2, 3, 4]
     store.close()
