@@ -6,6 +6,8 @@
             print(event.type, event.phase)
 
 ``events`` de-duplicates on event_id, yields in seq order, and ends with job.completed.
+A record on the topic that is not an event (a tombstone, other bytes) is skipped with a
+warning.
 """
 
 from __future__ import annotations
