@@ -65,6 +65,8 @@ class KafkaSettings(_Section):
 
 class StoreSettings(_Section):
     path: Path = Path("codegend.db")
+    # Finished jobs and published events older than this are deleted (0 = keep forever).
+    retention_days: float = Field(default=30.0, ge=0)
 
 
 class ModelPrice(_Section):

@@ -16,11 +16,12 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
 _TERMINAL_NAMES = tuple(state.name for state in JobState if state.is_terminal)
 _UNFINISHED = f"state NOT IN ({','.join('?' * len(_TERMINAL_NAMES))})"
+_NOT_NEWEST = "id < (SELECT max(id) FROM outbox)"
+_PRUNABLE_EVENT = f"published_at IS NOT NULL AND published_at < ? AND {_NOT_NEWEST}"
+_PRUNABLE_JOB = (
+    f"state IN ({','.join('?' * len(_TERMINAL_NAMES))}) AND updated_at < ? AND NOT EXISTS "
+    "(SELECT 1 FROM outbox WHERE outbox.job_id = jobs.job_id AND published_at IS NULL)"
+)
 _INSERT_CALL = (
     "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
     "input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens, "
@@ -113,7 +120,7 @@ class Store:
         self._pending_calls: list[tuple[object, ...]] = []
         self._unsynced = False
         self.synced_outbox_id = 0  # outbox rows up to this id are on disk (see sync)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         conn = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
         )
@@ -349,10 +356,14 @@ class Store:
         with self.transaction():
             return self._emit(job_id, request_id, type_, **fields)
 
-    def unpublished(self, limit: int) -> list[OutboxRow]:
+    def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
+        """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
+        wait behind one the broker refused)."""
+        skipped = list(skip_jobs)
         rows = self.db.conn.execute(
-            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
+            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL "
+            f"AND job_id NOT IN ({','.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
+            (*skipped, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
@@ -869,6 +880,57 @@ class Store:
         ).fetchall()
         return dict(rows)
 
+    # -- retention ---------------------------------------------------------
+
+    def prunable(self, before: float) -> Pruned:
+        """What ``prune_jobs`` and ``prune_events`` would remove for this cutoff (a
+        ``time.time()``), without removing it."""
+        jobs = self.db.conn.execute(
+            f"SELECT count(*) FROM jobs WHERE {_PRUNABLE_JOB}", (*_TERMINAL_NAMES, before)
+        ).fetchone()[0]
+        events = self.db.conn.execute(
+            f"SELECT count(*) FROM outbox WHERE {_PRUNABLE_EVENT} OR (published_at IS NOT NULL "
+            f"AND {_NOT_NEWEST} AND job_id IN (SELECT job_id FROM jobs WHERE {_PRUNABLE_JOB}))",
+            (before, *_TERMINAL_NAMES, before),
+        ).fetchone()[0]
+        return Pruned(jobs=jobs, events=events)
+
+    def prune_jobs(self, before: float, limit: int) -> Pruned:
+        """Delete up to ``limit`` finished jobs last changed before ``before``, with their
+        phases, files, calls and events, in one transaction; returns the jobs and events
+        deleted. A job with an event not yet published stays. Its seq counter stays, so the
+        seq of a later event for the same job id goes on from the last."""
+        with self.transaction():
+            ids = [
+                row[0]
+                for row in self.db.conn.execute(
+                    f"SELECT job_id FROM jobs WHERE {_PRUNABLE_JOB} ORDER BY updated_at LIMIT ?",
+                    (*_TERMINAL_NAMES, before, limit),
+                )
+            ]
+            if not ids:
+                return Pruned()
+            marks = ",".join("?" * len(ids))
+            for table in ("calls", "files", "phases"):
+                self.db.conn.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+            events = self.db.conn.execute(
+                f"DELETE FROM outbox WHERE job_id IN ({marks}) AND {_NOT_NEWEST}", ids
+            ).rowcount
+            self.db.conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
+        return Pruned(jobs=len(ids), events=events)
+
+    def prune_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` outbox rows published before ``before``, in one
+        transaction; returns how many. Unpublished rows stay, and so does the newest row,
+        so row ids never restart (the relay's sync point counts on them growing)."""
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE "
+                f"{_PRUNABLE_EVENT} ORDER BY published_at LIMIT ?)",
+                (before, limit),
+            )
+        return cursor.rowcount
+
     # -- resume and listing ------------------------------------------------
 
     def reopen(self, job_id: str, reason: str) -> str | None:
@@ -902,6 +964,26 @@ class Store:
         rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
         keys = ("job_id", "project_name", "state", "created_at", "updated_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _create_private(path: Path) -> None:
+    """Create the store's folder (0700) and file (0600) if they do not exist, whatever the
+    umask: the store holds every request and every generated file. SQLite gives the -wal
+    and -shm files the database file's mode. What exists already keeps its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed (or, dry, would remove)."""
+
+    jobs: int = 0
+    events: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(self.jobs + other.jobs, self.events + other.events)
 
 
 @dataclass(frozen=True)

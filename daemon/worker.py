@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from daemon.broker import EmbeddedBroker, ensure_topics
+from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler
@@ -20,6 +20,7 @@ from daemon.outbox import OutboxRelay
 from daemon.outputs import OutputWriter
 from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
+from daemon.retention import Pruner
 from daemon.settings import Settings
 from daemon.states import JobState
 from daemon.store import Store
@@ -105,7 +106,11 @@ class Daemon:
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(
-            self.bootstrap_servers, topics, kafka.topic_partitions, **client_options(kafka)
+            self.bootstrap_servers,
+            topics,
+            kafka.topic_partitions,
+            configs=topic_configs(kafka),
+            **client_options(kafka),
         )
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
@@ -124,6 +129,9 @@ class Daemon:
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.intake.run(), name="intake"),
         ]
+        if settings.store.retention_days > 0:
+            pruner = Pruner(self.store, settings.store.retention_days)
+            self._tasks.append(asyncio.create_task(pruner.run(), name="retention"))
         log.info(
             "codegend running: brokers %s, store %s, model provider %s",
             self.bootstrap_servers,
