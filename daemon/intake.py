@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from daemon.models import (
 )
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
-from daemon.store import Store, disk_full
+from daemon.store import Store
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 500
@@ -175,10 +174,8 @@ class Intake:
         when the disk is too full to say so: the offsets wait for the next commit."""
         try:
             self._store.sync()
-        except (sqlite3.Error, OSError) as exc:
-            if not disk_full(exc):
-                raise
-            self._hold_for_disk(StoreFull(f"store {self._store.path}: disk full ({exc})"))
+        except StoreFull as exc:
+            self._hold_for_disk(exc)
             return False
         return True
 

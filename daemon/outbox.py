@@ -32,6 +32,7 @@ from aiokafka.errors import (
 )
 
 from daemon import chaos
+from daemon.errors import StoreFull
 from daemon.metrics import Metrics
 from daemon.models import Event
 from daemon.store import OutboxRow, Store
@@ -99,6 +100,14 @@ class OutboxRelay:
         while self._running:
             try:
                 published = await self.publish_batch()
+            except StoreFull as exc:
+                # Nothing is lost: what was sent is sent again once the store can say so.
+                failures += 1
+                delay_s = min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures)
+                log.warning("%s; publishing again in %.1f s", exc, delay_s)
+                self._note_failure(exc)
+                await asyncio.sleep(delay_s)
+                continue
             except KafkaError as exc:
                 failures += 1
                 delay_s = min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures)

@@ -263,6 +263,9 @@ class Store:
         phases.add_column("deaths_in_a_row", int, not_null_default=0)
         # Why a job is put aside until the next start or its not_before (model access).
         self.db["jobs"].add_column("held", str)
+        # The ids of pruned jobs: a request redelivered after its job was pruned is still a
+        # duplicate, never a second job.
+        self.db["pruned_jobs"].create({"job_id": str, "pruned_at": float}, pk="job_id")
 
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
@@ -322,6 +325,10 @@ class Store:
                     (time.time(),),
                 ).fetchone()
                 self._write_calls()
+        except (sqlite3.Error, OSError) as exc:
+            if disk_full(exc):
+                raise StoreFull(f"store {self.path}: disk full ({exc})") from exc
+            raise
         finally:
             conn.execute("PRAGMA synchronous = NORMAL")
         self._unsynced = False
@@ -397,9 +404,14 @@ class Store:
     def create_job(
         self, job_id: str, request: GenerationRequest, source: str, planned: list[str]
     ) -> bool:
-        """Create a job with its phases and its job.accepted event; False if it already exists."""
+        """Create a job with its phases and its job.accepted event; False if it already exists
+        (or existed: a pruned job leaves its id behind)."""
         now = time.time()
         with self.transaction():
+            if self.db.conn.execute(
+                "SELECT 1 FROM pruned_jobs WHERE job_id = ?", (job_id,)
+            ).fetchone():
+                return False
             cursor = self.db.conn.execute(
                 "INSERT OR IGNORE INTO jobs (job_id, request_id, project_name, request, source, state, "
                 "planned, cancel_requested, created_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?)",
@@ -736,6 +748,20 @@ class Store:
         if next_state.is_terminal and not was_terminal:
             self._emit_job_completed(job, next_state, warnings)
 
+    def announce_resumed(self, reason: str) -> list[tuple[str, JobState]]:
+        """A job.resumed event for every job stopped in a phase, in one transaction;
+        returns those jobs and their states."""
+        rows = self.db.conn.execute(
+            f"SELECT job_id, request_id, state FROM jobs WHERE {_UNFINISHED} ORDER BY created_at",
+            _TERMINAL_NAMES,
+        ).fetchall()
+        resumed = [(job_id, request_id, JobState[state]) for job_id, request_id, state in rows]
+        resumed = [item for item in resumed if item[2].phase is not None]
+        with self.transaction():
+            for job_id, request_id, state in resumed:
+                self._emit(job_id, request_id, "job.resumed", from_phase=state.name, reason=reason)
+        return [(job_id, state) for job_id, _, state in resumed]
+
     def end_job(self, job_id: str, state: JobState) -> None:
         """End an unfinished job in the terminal ``state`` (its runner broke): its running
         phases are marked failed, and job.completed announces it."""
@@ -898,8 +924,8 @@ class Store:
     def prune_jobs(self, before: float, limit: int) -> Pruned:
         """Delete up to ``limit`` finished jobs last changed before ``before``, with their
         phases, files, calls and events, in one transaction; returns the jobs and events
-        deleted. A job with an event not yet published stays. Its seq counter stays, so the
-        seq of a later event for the same job id goes on from the last."""
+        deleted. A job with an event not yet published stays. Its id stays in pruned_jobs,
+        so a redelivered request makes no second job, and its seq counter stays."""
         with self.transaction():
             ids = [
                 row[0]
@@ -917,6 +943,10 @@ class Store:
                 f"DELETE FROM outbox WHERE job_id IN ({marks}) AND {_NOT_NEWEST}", ids
             ).rowcount
             self.db.conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO pruned_jobs (job_id, pruned_at) VALUES (?, ?)",
+                [(job_id, time.time()) for job_id in ids],
+            )
         return Pruned(jobs=len(ids), events=events)
 
     def prune_events(self, before: float, limit: int) -> int:

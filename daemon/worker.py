@@ -7,9 +7,11 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
+from daemon.errors import StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler
@@ -22,7 +24,6 @@ from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
 from daemon.settings import Settings
-from daemon.states import JobState
 from daemon.store import Store
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,6 @@ class Daemon:
         resources.callback(self.store.close)
         self.progress = open_progress(settings.store.path)
         resources.callback(self.progress.close)
-        if held := self.store.release_held():
-            log.info("%d jobs put aside for the model API's refusal run again", held)
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(
@@ -123,7 +122,7 @@ class Daemon:
         if restored := self.runner.restore_outputs():
             log.info("wrote the output files of %d phases not yet announced", restored)
         self.intake.subscribe()
-        self._announce_resumed()
+        await self._until_written(self._resume_jobs)
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
@@ -219,19 +218,31 @@ class Daemon:
         self._resources.callback(address_file.unlink, missing_ok=True)
         log.info("embedded broker (tansu) listening on %s", self.bootstrap_servers)
 
-    def _announce_resumed(self) -> None:
-        for row in self.store.jobs():
-            state = JobState[row["state"]]
-            if state.phase is not None:
-                job = self.store.job(row["job_id"])
-                self.store.emit(
-                    job.job_id,
-                    job.request_id,
-                    "job.resumed",
-                    from_phase=state.name,
-                    reason="daemon restart",
-                )
-                log.info("resuming at %s", state.name, extra={"job_id": job.job_id})
+    def _resume_jobs(self) -> None:
+        """At start: every unfinished job is announced as resumed (one transaction), and
+        the jobs put aside for the model API's refusal may run at once."""
+        for job_id, state in self.store.announce_resumed("daemon restart"):
+            log.info("resuming at %s", state.name, extra={"job_id": job_id})
+        if held := self.store.release_held():
+            log.info("%d jobs put aside for the model API's refusal run again", held)
+
+    async def _until_written(self, write: Callable[[], None]) -> None:
+        """Run a write of the start-up, waiting (with /readyz saying why) while the disk is
+        full, rather than exiting to be restarted into the same full disk."""
+        delay_s = 1.0
+        while True:
+            try:
+                write()
+            except StoreFull as exc:
+                if self._stop.is_set():
+                    raise
+                self.metrics.readiness.set("disk", f"store: disk full at start ({exc})")
+                log.warning("%s; trying again in %.0f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+                continue
+            self.metrics.readiness.clear("disk")
+            return
 
     async def _shutdown(self) -> None:
         """Stop intake, let running phases finish within the grace period, publish what is

@@ -170,3 +170,33 @@ def _repeats_a_job(message: bytes, jobs: dict[str, str]) -> bool:
     except (ValueError, AttributeError, RecursionError):
         return False
     return request_id in jobs.values()
+
+
+async def test_a_disk_that_fills_while_a_job_runs_loses_nothing(hostile):
+    """The same full disk (``PRAGMA max_page_count``, see above), this time in the middle of
+    a job: its phase, the relay and the scheduler wait with /readyz saying why, the daemon
+    stays up, and once there is room the job completes with no phase failed."""
+    hostile.server.latency_s = 0.2  # a phase takes long enough for the disk to fill in it
+    await hostile.send(good_request(request_id="mid-run"))
+    store = hostile.daemon.store
+    async with asyncio.timeout(30):  # ARCH done: the job is in its file phases
+        while not (store.jobs() and "ARCH" in store.completed_phases("mid-run")):
+            await asyncio.sleep(0.05)
+    conn = store.db.conn
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")
+    async with asyncio.timeout(30):
+        while (await hostile.get("/readyz"))[0] == 200:
+            await asyncio.sleep(0.1)
+    assert "disk full" in (await hostile.get("/readyz"))[1]
+    await asyncio.sleep(3)  # retries, all refused; nothing gives up, nothing exits
+    assert hostile.alive() and (await hostile.get("/healthz"))[0] == 200
+    stuck = len(store.completed_phases("mid-run"))
+    assert stuck < 11
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    events = await hostile.completed("mid-run")
+    assert events[-1].status == "completed"
+    assert not [e for e in events if e.type == "phase.failed"]
+    async with asyncio.timeout(15):
+        while (await hostile.get("/readyz"))[0] != 200:
+            await asyncio.sleep(0.1)

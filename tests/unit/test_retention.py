@@ -124,6 +124,8 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
     assert _count(store, "phases", "old-running") == 2  # an unfinished job keeps everything
     assert pruned.events == 4 + 4 + 4 + 2  # two pruned jobs', and the older events of two others
     assert prune(store, before) == Pruned()
+    # a request redelivered after its job was pruned is still a duplicate
+    assert not store.create_job("old-done", _request("old-done"), "t", ["ARCH"])
     store.close()
 
 

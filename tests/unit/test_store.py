@@ -157,6 +157,7 @@ def test_an_old_store_is_migrated(tmp_path):
     for column in ("death_call", "death_stage", "death_chars", "death_files", "deaths_in_a_row"):
         conn.execute(f"ALTER TABLE phases DROP COLUMN {column}")
     conn.execute("ALTER TABLE jobs DROP COLUMN held")
+    conn.execute("DROP TABLE pruned_jobs")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -168,7 +169,7 @@ def test_an_old_store_is_migrated(tmp_path):
         assert store.db["calls"].exists() and "not_before" in store.db["jobs"].columns_dict
         assert store.db["sync_points"].exists()
         assert "deaths_in_a_row" in store.db["phases"].columns_dict
-        assert "held" in store.db["jobs"].columns_dict
+        assert "held" in store.db["jobs"].columns_dict and store.db["pruned_jobs"].exists()
     finally:
         store.close()
 
