@@ -13,6 +13,7 @@ from typing import Any, get_args
 from pydantic.json_schema import models_json_schema
 
 from daemon import __version__
+from daemon.broker import TOPIC_HEADROOM_BYTES
 from daemon.models import REQUEST_ID_PATTERN, REQUIRED_BY_TYPE, Event, EventType, GenerationRequest
 from daemon.settings import KafkaSettings
 
@@ -123,7 +124,7 @@ def _channels(defaults: KafkaSettings) -> dict[str, Any]:
             "Every step of every job, keyed by job_id, in seq order per job. Delivery is "
             "at-least-once: a re-published event keeps its event_id and seq.",
             "Event",
-            **{"max.message.bytes": defaults.max_publish_bytes},
+            **{"max.message.bytes": defaults.max_publish_bytes + TOPIC_HEADROOM_BYTES},
         ),
         "deadLetters": channel(
             defaults.dead_letter_topic,
