@@ -1076,6 +1076,9 @@ class CheckPool:
     ) -> list[Problem]:
         with self._lock:
             worker = self._idle.pop() if self._idle else None
+        if worker is not None and worker.process.poll() is not None:
+            worker.kill()  # died while idle (the OOM killer, say): start another
+            worker = None
         try:
             worker = worker or _Worker()
             problems = worker.call(name, args, timeout_s, stop)
