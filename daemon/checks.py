@@ -1110,6 +1110,9 @@ class _Worker:
                 [sys.executable, "-c", "from daemon.checks import serve; serve()"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # not the daemon's stderr: whoever reads it to its end must not wait for a
+                # worker finishing a run after the daemon died
+                stderr=subprocess.DEVNULL,
                 env=env,
             )
         except OSError as exc:
@@ -1123,7 +1126,9 @@ class _Worker:
             _write_frame(self._stdin, pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
             status, value = pickle.loads(self._read_frame(deadline, timeout_s, stop))
         except OSError as exc:  # the worker died (its pipe broke)
-            raise ChecksSkipped(f"the checks' worker process failed ({exc})") from None
+            code = self.process.poll()
+            reason = f"exit status {code}" if code is not None else str(exc)
+            raise ChecksSkipped(f"the checks' worker process failed ({reason})") from None
         if status != "ok":
             raise ChecksSkipped(f"the checks failed ({value})")
         return list(value)
