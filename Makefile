@@ -2,20 +2,58 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test chaos bench lint schemas clean
+# The locks (make lock): every package with its version and hashes, for CPython 3.11+ on any
+# platform. requirements.lock is the daemon's (make demo, the Dockerfile); requirements-test.lock
+# adds the test extra (make test, chaos, lint); requirements-bench.lock the bench extra too.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+BENCH_LOCK := requirements-bench.lock
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# setuptools is the build backend: locked too, so codegend installs without build isolation
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --no-emit-package pip \
+	--custom-compile-command 'make lock' --quiet $(if $(UPGRADE),--upgrade)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
+.PHONY: demo test chaos bench lint schemas lock clean
 
-$(BENCH_STAMP): pyproject.toml
+# $(call install,LOCK,STAMPS): a new venv holding exactly LOCK's packages, then codegend;
+# pip check fails when pyproject.toml asks for something the lock lacks (run make lock)
+define install
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	touch $(STAMP) $(BENCH_STAMP)
+	$(PIP) install --require-hashes --no-deps -r $(1)
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) check
+	touch $(2)
+endef
+
+$(STAMP): pyproject.toml $(LOCK)
+	$(call install,$(LOCK),$(STAMP))
+
+$(TEST_STAMP): pyproject.toml $(TEST_LOCK)
+	$(call install,$(TEST_LOCK),$(STAMP) $(TEST_STAMP))
+
+$(BENCH_STAMP): pyproject.toml $(BENCH_LOCK)
+	$(call install,$(BENCH_LOCK),$(STAMP) $(TEST_STAMP) $(BENCH_STAMP))
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip --quiet --disable-pip-version-check install uv==$(UV_VERSION)
+
+## lock: regenerate the three locks from pyproject.toml, keeping the pinned versions that still
+## fit; UPGRADE=1 moves every package to its newest allowed version
+lock: $(UV)
+	echo 'setuptools>=68' | $(UV) pip compile pyproject.toml - $(LOCK_ARGS) -o $(LOCK)
+	echo 'setuptools>=68' | $(UV) pip compile pyproject.toml - --extra test \
+		-c $(LOCK) $(LOCK_ARGS) -o $(TEST_LOCK)
+	echo 'setuptools>=68' | $(UV) pip compile pyproject.toml - --extra test --extra bench \
+		-c $(TEST_LOCK) $(LOCK_ARGS) -o $(BENCH_LOCK)
 
 ## demo: the whole flow offline (embedded broker, daemon, sample request); files in out/
 demo: $(STAMP)
@@ -23,12 +61,12 @@ demo: $(STAMP)
 
 ## test: the whole suite (unit, integration against a real broker, acceptance, chaos), then
 ## the integration tests once more with jobs.execution = "parallel"
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 	CODEGEND_TEST_EXECUTION=parallel $(BIN)/python -m pytest tests/integration -q
 
 ## chaos: the crash-anywhere soak: 100 SIGKILLs at random moments, then every invariant
-chaos: $(STAMP)
+chaos: $(TEST_STAMP)
 	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/chaos -q -s --timeout 1800
 
 ## bench: the benchmark (about 5 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
@@ -37,7 +75,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.robustness
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
 
@@ -46,4 +84,4 @@ schemas: $(STAMP)
 	$(BIN)/codegend schemas schemas
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(TOOLS) out .pytest_cache

@@ -165,7 +165,7 @@ def _operations(defaults: KafkaSettings) -> dict[str, Any]:
             "deadLetters",
             "DeadLetter",
             "The daemon forwards an unusable request, and publishes job.rejected when it "
-            "names a request_id.",
+            "names a request_id that no job has.",
         ),
     }
 
@@ -232,7 +232,9 @@ def _messages() -> dict[str, Any]:
                         "whole: the original size in bytes; the value keeps its first bytes.",
                     },
                 },
-                "description": "The message's own headers are kept as well.",
+                "description": "The message's own headers are kept as well; those named "
+                "error, source or truncated are renamed original-error, original-source, "
+                "original-truncated, so these three are only ever the daemon's.",
             },
             "payload": {"description": "The message's value as received (maybe not JSON at all)."},
             "bindings": _key({"type": "string"}, "The message's key as received."),

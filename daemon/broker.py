@@ -28,6 +28,8 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
+from daemon.settings import KafkaSettings
+
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
@@ -35,19 +37,14 @@ TERM_GRACE_S = 5.0
 POLL_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 LOG_TAIL_LINES = 30
-# tansu reads these from the environment; strip them so the host cannot reconfigure it.
-TANSU_ENV_VARS = (
-    "CLUSTER_ID",
-    "LISTENER_URL",
-    "ADVERTISED_LISTENER_URL",
-    "STORAGE_ENGINE",
-    "SCHEMA_REGISTRY",
-    "SCHEMA_REGISTRY_CACHE_EXPIRY",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "AUTHENTICATION",
-    "SILENT",
-)
+# The only variables tansu gets from our environment: where programs and temporary files
+# are, the locale and time zone, and Rust's logging switches. Everything else (the API key,
+# the SASL password, tansu's own configuration variables such as LISTENER_URL) stays out.
+CHILD_ENV_VARS = frozenset({"PATH", "HOME", "LANG", "TMPDIR", "TZ", "RUST_LOG", "RUST_BACKTRACE"})
+CHILD_ENV_PREFIXES = ("LC_",)
 BIND_FAILURE_MARKERS = ("AddrInUse", "Address in use")
+# Room above the largest message for the record batch's own bytes (headers, key, framing).
+TOPIC_HEADROOM_BYTES = 64 * 1024
 
 
 class BrokerError(RuntimeError):
@@ -78,8 +75,12 @@ def resolve_tansu_binary() -> str:
 
 
 def _child_env() -> dict[str, str]:
-    """The environment for tansu: ours, minus the variables tansu would read as config."""
-    return {k: v for k, v in os.environ.items() if k not in TANSU_ENV_VARS}
+    """The environment for tansu: an allowlist of ours (no secret reaches the child)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k in CHILD_ENV_VARS or k.startswith(CHILD_ENV_PREFIXES)
+    }
 
 
 async def _port_accepts(port: int, timeout_s: float) -> bool:
@@ -389,15 +390,32 @@ async def _await_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
 # --------------------------------------------------------------------------- topics
 
 
+def topic_configs(kafka: KafkaSettings) -> dict[str, dict[str, str]]:
+    """The configuration of each topic codegend creates: a ``max.message.bytes`` that lets
+    through the largest message codegend sends there or accepts from there (Kafka's default
+    is about 1 MB; an event carrying a phase's files can be up to kafka.max_publish_bytes)."""
+    requests = str(kafka.max_request_bytes + TOPIC_HEADROOM_BYTES)
+    return {
+        kafka.requests_topic: {"max.message.bytes": requests},
+        kafka.events_topic: {
+            "max.message.bytes": str(kafka.max_publish_bytes + TOPIC_HEADROOM_BYTES)
+        },
+        # a dead letter is a request (cut to dead_letter_max_bytes) with its headers
+        kafka.dead_letter_topic: {"max.message.bytes": requests},
+    }
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: list[str],
     partitions: int,
     *,
     timeout: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
     **client_kwargs: Any,
 ) -> None:
-    """Create those of `topics` that are missing, with `partitions` partitions each.
+    """Create those of `topics` that are missing, with `partitions` partitions each and
+    the topic configuration `configs` gives for their name.
 
     An existing topic is left as it is. If the broker refuses to create one, a warning is
     logged and we go on. Returns once every topic shows in the metadata with partitions;
@@ -413,15 +431,28 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
-            await _create_topics(admin, missing, partitions)
+            await _create_topics(admin, missing, partitions, configs or {})
         await _wait_for_topics(admin, wanted, partitions, timeout)
     finally:
         await admin.close()
 
 
-async def _create_topics(admin: AIOKafkaAdminClient, names: list[str], partitions: int) -> None:
+async def _create_topics(
+    admin: AIOKafkaAdminClient,
+    names: list[str],
+    partitions: int,
+    configs: dict[str, dict[str, str]],
+) -> None:
     """One CreateTopics request; already-existing topics are fine, refusals are warnings."""
-    new = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+    new = [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            topic_configs=configs.get(name, {}),
+        )
+        for name in names
+    ]
     try:
         response = await admin.create_topics(new)
     except KafkaError as exc:

@@ -114,10 +114,47 @@ def run(
 
     setup_logging(_log_format(log_format))
     settings = _settings(config)
+    _require_model_credentials(settings)
     try:
         asyncio.run(Daemon(settings, record_dir=record).run())
     except CodegendError as exc:
         raise _fail(exc) from None
+
+
+NO_CREDENTIALS = (
+    "no Anthropic API key: set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) in the daemon's "
+    'environment, or set llm.provider = "replay" to answer from a cassette'
+)
+
+
+def _require_model_credentials(settings: Settings) -> None:
+    """Stop at once, exit 2, when the SDK would find no credentials: otherwise every job
+    would die at its first call. The replay provider needs none."""
+    if settings.llm.provider == "replay":
+        return
+    problem = _missing_model_credentials()
+    if problem is not None:
+        _error(problem)
+        raise typer.Exit(2)
+
+
+def _missing_model_credentials() -> str | None:
+    """Why the Anthropic SDK could not authenticate, or None. The SDK resolves credentials
+    itself (ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, a profile), so ask it rather than
+    second-guess it; no value it finds is ever shown."""
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return None
+    import anthropic
+
+    try:
+        client = anthropic.Anthropic(max_retries=0)
+    except Exception as exc:  # a profile the SDK was told to use and cannot load
+        return f"the Anthropic SDK cannot load its credentials ({type(exc).__name__}); {NO_CREDENTIALS}"
+    try:
+        found = client.api_key or client.auth_token or client.credentials is not None
+    finally:
+        client.close()
+    return None if found else NO_CREDENTIALS
 
 
 IMAGE_SIGNATURES = (
@@ -278,7 +315,7 @@ def submit(
     async def go() -> int:
         async with Client(settings) as client:
             job_id = await client.submit(request)
-            out.print(job_id, highlight=False)
+            out.print(job_id, highlight=False, markup=False)
             return await _follow(client, job_id, _watch_mode(False, plain)) if watch_ else 0
 
     raise typer.Exit(_run_client(go))
@@ -399,7 +436,7 @@ def status(
                 return
             table = Table("job", "project", "state")
             for row in rows:
-                table.add_row(row["job_id"], row["project_name"], row["state"])
+                table.add_row(*_cells(row["job_id"], row["project_name"], row["state"]))
             out.print(table)
             return
         _print_job(store, job_id, as_json)
@@ -446,19 +483,21 @@ def _print_job(store: Any, job_id: str, as_json: bool) -> None:
         "out tok",
         "s",
         "error",
-        title=f"{job.job_id}: {job.state.name}",
+        title=Text(f"{job.job_id}: {job.state.name}"),
     )
     for p in phases:
         table.add_row(
-            p.phase,
-            p.status,
-            str(p.attempts),
-            str(p.usage.calls),
-            str(len(store.files(job_id, p.phase))),
-            str(p.usage.input_tokens),
-            str(p.usage.output_tokens),
-            f"{p.duration_s or 0:.1f}",
-            p.error or "",
+            *_cells(
+                p.phase,
+                p.status,
+                str(p.attempts),
+                str(p.usage.calls),
+                str(len(store.files(job_id, p.phase))),
+                str(p.usage.input_tokens),
+                str(p.usage.output_tokens),
+                f"{p.duration_s or 0:.1f}",
+                p.error or "",
+            )
         )
     out.print(table)
 
@@ -487,7 +526,8 @@ def resume(
         )
         for one in ids:
             phase = store.reopen(one, reason="codegend resume")
-            out.print(f"{one}: resumes at {phase}" if phase else f"{one}: nothing left to run")
+            done = f"{one}: resumes at {phase}" if phase else f"{one}: nothing left to run"
+            out.print(done, markup=False, highlight=False)
     except CodegendError as exc:
         raise _fail(exc) from None
     finally:
@@ -503,7 +543,7 @@ def cancel(
     store = _open_store(_settings(config))
     try:
         store.request_cancel(job_id)
-        out.print(f"{job_id}: cancel requested")
+        out.print(f"{job_id}: cancel requested", markup=False, highlight=False)
     except CodegendError as exc:
         raise _fail(exc) from None
     finally:
@@ -513,23 +553,122 @@ def cancel(
 @app.command()
 def export(
     job_id: Annotated[str, typer.Argument(help="The job whose files to write.")],
-    directory: Annotated[Path, typer.Argument(help="Where to write them.", file_okay=False)],
+    directory: Annotated[
+        Path,
+        typer.Argument(help="Where to write them: a new or empty folder.", file_okay=False),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into DIR even if it is not empty; files there with a job file's "
+            "name are replaced (a link there is replaced, never written through).",
+            **_env("FORCE"),
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Write a job's files from the store to DIR."""
-    from daemon.paths import write_file
-
+    """Write a job's files from the store to DIR. Nothing below DIR is followed if it is a
+    symlink; exits 1 if a file cannot be written, 2 if DIR is not empty (see --force)."""
     store = _open_store(_settings(config))
     try:
-        files = store.files(job_id)
         store.job(job_id)
-        for record in files:
-            write_file(directory, record.path, record.content)
-        out.print(f"{len(files)} files written to {directory}")
+        files = store.files(job_id)
     except CodegendError as exc:
         raise _fail(exc) from None
     finally:
         store.close()
+    _export_target(directory, force)
+    _write_export(directory, files)
+    out.print(f"{len(files)} files written to {directory}", markup=False, highlight=False)
+
+
+def _export_target(directory: Path, force: bool) -> None:
+    """Refuse a DIR that holds anything, unless forced (exit 2: the command was wrong)."""
+    try:
+        occupied = directory.is_dir() and any(directory.iterdir())
+    except OSError as exc:
+        raise _fail(exc) from None
+    if occupied and not force:
+        _error(f"{directory} is not empty; use --force to write into it")
+        raise typer.Exit(2)
+
+
+def _write_export(directory: Path, files: list[Any]) -> None:
+    """Write ``files`` through :class:`daemon.paths.Tree`; the first failure ends it (exit 1)."""
+    from daemon.paths import Tree
+
+    written, current = 0, ""
+    try:
+        with Tree(directory) as tree:
+            for record in files:
+                current = f" {record.path!r}"
+                tree.write(record.path, record.content)
+                written += 1
+    except (OSError, CodegendError, UnicodeError) as exc:
+        _error(
+            f"cannot write{current} to {directory}: {exc} ({written} of {len(files)} files written)"
+        )
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Age of what is deleted: 30d, 12h, 90m, 45s, 2w (default: store.retention_days).",
+            **_env("PRUNE_OLDER_THAN"),
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would go.", **_env("PRUNE_DRY_RUN"))
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete finished jobs (with their phases, files, calls) and published events older than
+    the retention, in small transactions; nothing unpublished, no unfinished job."""
+    import time
+
+    from daemon.retention import SECONDS_PER_DAY, parse_duration
+    from daemon.retention import prune as prune_store
+
+    settings = _settings(config)
+    try:
+        age_s = (
+            parse_duration(older_than)
+            if older_than is not None
+            else settings.store.retention_days * SECONDS_PER_DAY
+        )
+    except CodegendError as exc:
+        _error(f"--older-than: {exc}")
+        raise typer.Exit(2) from None
+    if age_s == 0 and older_than is None:
+        out.print("store.retention_days is 0 (keep forever): nothing pruned; give --older-than")
+        return
+    store = _open_store(settings)
+    try:
+        before = time.time() - age_s
+        pruned = store.prunable(before) if dry_run else prune_store(store, before)
+    except CodegendError as exc:
+        raise _fail(exc) from None
+    finally:
+        store.close()
+    verb = "would delete" if dry_run else "deleted"
+    out.print(
+        f"{verb} {pruned.jobs} finished jobs and {pruned.events} published events older than "
+        f"{_age(age_s)} from {settings.store.path}",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @app.command("config")
@@ -550,12 +689,18 @@ def show_config(as_json: JsonOption = False, config: ConfigOption = None) -> Non
     table = Table("key", "value", "source", title="codegend configuration")
     for entry in entries:
         style = "" if entry.source == "default" else "bold"
-        table.add_row(entry.key, _config_value(entry.value), entry.source, style=style)
+        table.add_row(*_cells(entry.key, _config_value(entry.value), entry.source), style=style)
     out.print(table, highlight=False)
     if config is not None:
-        out.print(f"file: {config}", highlight=False)
+        out.print(f"file: {config}", highlight=False, markup=False)
     api_key = "set" if os.environ.get("ANTHROPIC_API_KEY") else "not set"
     out.print(f"ANTHROPIC_API_KEY: {api_key} (read by the Anthropic SDK itself)", highlight=False)
+
+
+def _cells(*values: str) -> list[Text]:
+    """Table cells taken literally: a string from the store, the model or a setting may
+    hold rich markup (``[/x]`` would make rich raise)."""
+    return [Text(value) for value in values]
 
 
 def _config_value(value: Any) -> str:
@@ -597,9 +742,9 @@ def schemas(
     from daemon.contract import write_schemas
 
     for path in write_schemas(directory):
-        out.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {path}", highlight=False, markup=False)
     try:
-        out.print(f"wrote {asyncapi.write(directory)}", highlight=False)
+        out.print(f"wrote {asyncapi.write(directory)}", highlight=False, markup=False)
     except ImportError:
         raise _fail(CodegendError("asyncapi.yaml needs PyYAML: pip install -e '.[test]'")) from None
 

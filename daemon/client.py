@@ -6,21 +6,27 @@
             print(event.type, event.phase)
 
 ``events`` de-duplicates on event_id, yields in seq order, and ends with job.completed.
+A record on the topic that is not an event (a tombstone, other bytes) is skipped with a
+warning.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 
-from daemon.errors import ConfigError
+from daemon.errors import BadRequest, ConfigError
 from daemon.kafka import client_options, make_producer
-from daemon.models import Event, GenerationRequest
+from daemon.models import Event, GenerationRequest, is_derived_job_id
 from daemon.settings import Settings
 
+log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 TERMINAL_EVENTS = frozenset({"job.completed"})
 POLL_MS = 500
@@ -66,7 +72,13 @@ class Client:
             self._producer = None
 
     async def submit(self, request: GenerationRequest) -> str:
-        """Produce a request; returns the job id it will run as."""
+        """Produce a request; returns the job id it will run as. A request_id of the
+        derived form (``topic:partition:offset``), which intake rejects, raises BadRequest."""
+        if request.request_id is not None and is_derived_job_id(request.request_id):
+            raise BadRequest(
+                f"request_id {request.request_id!r} has the form topic:partition:offset, "
+                "the job id of a request without a request_id; choose another"
+            )
         kafka = self._settings.kafka
         if self._producer is None:
             self._producer = make_producer(kafka, self._bootstrap)
@@ -160,8 +172,28 @@ async def _read(
         batches = await consumer.getmany(timeout_ms=CAUGHT_UP_MS if quick() else POLL_MS)
         for records in batches.values():
             for record in records:
-                yield Event.model_validate_json(record.value or b"{}")
+                event = _event_of(record)
+                if event is not None:
+                    yield event
         if not batches:
             if not follow:
                 return
             yield None
+
+
+def _event_of(record: ConsumerRecord[bytes, bytes]) -> Event | None:
+    """The record's event, or None (with one warning) for a record that is not one: a
+    tombstone, bytes that are not JSON, JSON that is not an Event. Anyone who can write to
+    the topic can put such a record there, and retention keeps it: it must not stop a reader."""
+    where = f"{record.topic}:{record.partition}:{record.offset}"
+    if record.value is None:
+        log.warning("skipping the record at %s: a tombstone, not an event", where)
+        return None
+    try:
+        return Event.model_validate_json(record.value)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+        log.warning(
+            "skipping the record at %s: not an event (%s)", where, problem.get("msg", "invalid")
+        )
+        return None

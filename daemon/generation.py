@@ -3,13 +3,15 @@
 An answer cut at ``max_tokens`` keeps every complete file and the next call asks only for
 the rest, naming the files already produced; a phase therefore finishes whatever its
 per-call budget, as long as one file fits (the budget grows up to a ceiling if not).
-Broken answers (invalid JSON, schema errors, unsafe paths, refusals) are asked again with
-the precise error fed back, a bounded number of times.
+Broken answers (invalid JSON, schema errors, unsafe paths, paths that clash with the job's
+other files, refusals) are asked again with the precise error fed back, a bounded number
+of times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -27,6 +29,7 @@ from daemon import chaos, prompts
 from daemon.checks import CheckLimits, Problem, run_checks
 from daemon.errors import (
     JobBudgetExceeded,
+    ModelAccessDenied,
     PermanentLLMError,
     PhaseFailed,
     RetryableLLMError,
@@ -36,7 +39,8 @@ from daemon.errors import (
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage, field_errors
-from daemon.paths import check_path
+from daemon.paths import PathIndex, check_path
+from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
@@ -46,8 +50,12 @@ from daemon.streaming import FileScanner
 
 log = logging.getLogger(__name__)
 CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
+# Answers in a row that add no file and do not finish the phase, each followed by a call
+# that says so; the next one ends the phase with what it has.
+MAX_STALLS = 2
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
+MODEL_ACCESS_RETRY_S = 300.0
 
 
 @dataclass
@@ -61,14 +69,14 @@ class Interpretation:
     errors: list[str] = field(default_factory=list)
 
 
-def interpret_files(answer: LLMAnswer) -> Interpretation:
+def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interpretation:
     """What a files answer holds, whatever its text: the errors of a broken one say what is
     wrong precisely enough for the model to fix it (a lone surrogate, absurd nesting)."""
     if answer.stop_reason == "refusal":
         return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
     errors: list[str] = []
     if answer.stop_reason in CUT_STOP_REASONS:
-        files = _safe(recover_files(answer.text), errors)
+        files = _safe(recover_files(answer.text), errors, known)
         return Interpretation(files=files, cut=True, errors=errors)
     try:
         # The standard parser, then the model: pydantic's own JSON parser refuses a lone
@@ -82,7 +90,7 @@ def interpret_files(answer: LLMAnswer) -> Interpretation:
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return Interpretation(errors=[f"the answer is not valid JSON: {reason}"[:300]])
-    files = _safe(parsed.files, errors)
+    files = _safe(parsed.files, errors, known)
     return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
 
 
@@ -110,11 +118,15 @@ def _scanned(text: str) -> list[GeneratedFile]:
     return list({file.path: file for file in files}.values())
 
 
-def _safe(files: Sequence[GeneratedFile], errors: list[str]) -> list[NewFile]:
+def _safe(
+    files: Sequence[GeneratedFile], errors: list[str], known: PathIndex | None = None
+) -> list[NewFile]:
+    """The files whose paths are safe and fit with the job's other paths (``known``)."""
+    index = known if known is not None else PathIndex()
     safe = []
     for item in files:
         try:
-            safe.append(NewFile(check_path(item.path), item.content))
+            safe.append(NewFile(index.admit(check_path(item.path)), item.content))
         except UnsafePath as exc:
             errors.append(f"{exc}; use a relative POSIX path inside the project")
     return safe
@@ -147,6 +159,13 @@ def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
             "(max_tokens %d)",
             len(result.files),
             run.budget,
+            extra=extra,
+        )
+    elif run.stalls:
+        log.warning(
+            "  the answer added no new file without finishing the phase (%d in a row); "
+            "asking for the missing files or complete: true",
+            run.stalls,
             extra=extra,
         )
     else:
@@ -194,7 +213,11 @@ class PhaseRun:
     repairs: int = 0
     failures: int = 0
     redo: set[str] = field(default_factory=set)  # files sent back for a fix
+    paths: PathIndex = field(default_factory=PathIndex)  # the job's, as of the current call
     plan: ArchPlan | None = None
+    stalls: int = 0  # answers in a row that added nothing and did not finish the phase
+    notes: list[str] = field(default_factory=list)  # warnings for the phase's event
+    answered: set[str] = field(default_factory=set)  # digests of the requests answered
 
 
 @dataclass
@@ -211,6 +234,8 @@ class PhaseHooks:
     pending_areas: frozenset[str] = frozenset()
     # Every file the job has so far (its imports are checked against them).
     job_files: Callable[[], dict[str, str]] = dict
+    # Where the phase is, for the progress file (see daemon.progress).
+    progress: Callable[[Point], None] = lambda point: None
 
 
 class PhaseRunner:
@@ -235,6 +260,7 @@ class PhaseRunner:
         self._settings = settings
         self._slots = call_slots
         self._limiter = limiter or RateLimiter()
+        self._access_denied: tuple[float, str] | None = None  # (until, reason)
 
     async def run(
         self,
@@ -250,7 +276,7 @@ class PhaseRunner:
         started = time.monotonic()
         try:
             await self._until_done(run)
-            warnings = await self._checked(run)
+            warnings = run.notes + await self._checked(run)
         except PhaseFailed as exc:
             exc.usage = run.usage
             raise
@@ -265,13 +291,17 @@ class PhaseRunner:
         )
 
     async def _until_done(self, run: PhaseRun) -> None:
-        interpret = interpret_files if run.phase.produces_files else interpret_plan
         while True:
+            before, redo = dict(run.produced), set(run.redo)  # files close while streaming
             answer = await self._call(run)
             if answer is None:
                 continue
-            result = interpret(answer)
-            if self._absorb(run, result):
+            if run.phase.produces_files:
+                result = interpret_files(answer, run.paths)
+            else:
+                result = interpret_plan(answer)
+            added = [f.path for f in result.files if before.get(f.path) != f or f.path in redo]
+            if self._absorb(run, result, added):
                 return
             _report_continuation(run, result)
             self._metrics.retry("repair" if result.errors else "continuation")
@@ -317,13 +347,17 @@ class PhaseRunner:
         jobs = self._settings.jobs
         return CheckLimits(jobs.check_timeout_s, jobs.check_max_file_bytes)
 
-    def _absorb(self, run: PhaseRun, result: Interpretation) -> bool:
-        """Fold one answer into the phase; True when the phase is finished."""
+    def _absorb(self, run: PhaseRun, result: Interpretation, added: Sequence[str]) -> bool:
+        """Fold one answer into the phase; True when the phase is finished. ``added``: the
+        paths of the answer's files that the phase did not have as they are."""
         limits, phase = self._settings.llm, run.phase
         for new in result.files:
             run.produced[new.path] = new
             run.redo.discard(new.path)
         run.plan = result.plan or run.plan
+        repeated_errors = (
+            bool(result.errors) and result.errors == run.feedback[: len(result.errors)]
+        )
         run.feedback = list(result.errors)
         if result.errors:
             run.repairs += 1
@@ -332,6 +366,13 @@ class PhaseRunner:
                     f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
                     + "; ".join(result.errors)
                 )
+            if repeated_errors:  # never the same request twice: say it is the same problem
+                run.feedback.append(
+                    f"This is the same problem as in your answer before (repair {run.repairs} "
+                    f"of {limits.max_repairs}): fix it this time."
+                )
+        if result.done:
+            return True
         if result.cut and not result.files:
             if run.budget >= limits.max_tokens_ceiling:
                 raise PhaseFailed(
@@ -339,7 +380,39 @@ class PhaseRunner:
                     f"(llm.max_tokens_ceiling)"
                 )
             run.budget = min(run.budget * 2, limits.max_tokens_ceiling)
-        return result.done
+            return False
+        if added or result.errors:
+            run.stalls = 0
+            return False
+        return self._stalled(run, [f.path for f in result.files])
+
+    def _stalled(self, run: PhaseRun, repeated: Sequence[str]) -> bool:
+        """An answer that added no file and did not finish the phase (it repeated files,
+        or listed none). Asking the same again would get the same answer: the next call
+        names what happened and asks for the missing files or for ``complete: true``;
+        after MAX_STALLS such answers in a row the phase ends with the files it has."""
+        run.stalls += 1
+        phase = run.phase.state
+        if run.stalls > MAX_STALLS:
+            note = (
+                f"{phase}: the model answered 'not complete' {run.stalls} times in a row "
+                f"without a new file; the phase ends with the {len(run.produced)} files it has"
+            )
+            log.warning("  %s", note, extra={"job_id": run.job.job_id, "phase": phase})
+            run.notes.append(note)
+            return True
+        what = (
+            "it repeated files this phase already has (" + ", ".join(repeated[:20]) + ")"
+            if repeated
+            else "its file list was empty"
+        )
+        run.feedback = [
+            ("Again, your" if run.stalls > 1 else "Your")
+            + f" previous answer added no new file and said complete is false: {what}. Send "
+            "only files this phase still needs and that are not listed as already produced. "
+            'If the phase needs no more files, answer {"files": [], "complete": true}.'
+        ]
+        return False
 
     def _build_call(self, run: PhaseRun) -> LLMCall:
         job, phase = run.job, run.phase
@@ -349,53 +422,85 @@ class PhaseRunner:
             raise PhaseFailed(
                 f"{phase.state}: not complete after {limit} calls (llm.max_calls_per_phase)"
             )
+        model = self._settings.model_for(phase.state, job.request.options.model)
+        caching = self._settings.llm.prompt_caching
+        produced = [path for path in run.produced if path not in run.redo]
+        messages = prompts.build_messages(
+            job.request, job.plan, phase, run.manifest, produced, run.feedback, cache=caching
+        )
+        if _digest(model, run.budget, messages) in run.answered:
+            # Nothing above should lead here; should it, the request still changes.
+            log.warning(
+                "  the next call would repeat an answered request; saying so",
+                extra={"job_id": job.job_id, "phase": phase.state},
+            )
+            run.feedback.append(
+                f"This request was answered before (call {run.calls}) without finishing "
+                "the phase: answer with the files still missing, or complete set to true."
+            )
+            messages = prompts.build_messages(
+                job.request, job.plan, phase, run.manifest, produced, run.feedback, cache=caching
+            )
         return LLMCall(
             job_id=job.job_id,
             phase=phase.state,
             call=run.calls,
-            model=self._settings.model_for(phase.state, job.request.options.model),
+            model=model,
             max_tokens=run.budget,
-            system=prompts.system_blocks(self._settings.llm.prompt_caching),
-            messages=prompts.build_messages(
-                job.request,
-                job.plan,
-                phase,
-                run.manifest,
-                [path for path in run.produced if path not in run.redo],
-                run.feedback,
-                cache=self._settings.llm.prompt_caching,
-            ),
+            system=prompts.system_blocks(caching),
+            messages=messages,
             schema=api_schema(phase.output_model),
             timeout_s=self._settings.timeout_for(phase.state),
         )
 
     async def _call(self, run: PhaseRun) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
-        call = self._build_call(run)
         hooks = run.hooks
+        hooks.progress(Point(run.calls + 1, BUILDING))
+        call = self._build_call(run)
         scanner = FileScanner() if run.phase.produces_files else None
+        if scanner is not None:  # read afresh: phases running beside this one add files
+            run.paths = PathIndex([*hooks.job_files(), *run.produced])
+        chars = 0
 
         def on_text(chunk: str) -> None:
+            nonlocal chars
+            chars += len(chunk)
+            hooks.progress(Point(call.call, STREAMING, chars))
             if scanner is not None:
                 closed = [new for item in scanner.feed(chunk) if (new := _take_streamed(item, run))]
                 if closed:
                     hooks.checkpoint(closed)
             chaos.point("mid_stream", call.job_id)
 
+        if self._access_denied is not None and time.monotonic() < self._access_denied[0]:
+            raise ModelAccessDenied(self._access_denied[1])  # no call: it would fail alike
+        hooks.progress(Point(call.call, WAITING))
         estimate = estimate_tokens(call.messages, prompts.SYSTEM)
         await self._limiter.acquire(estimate, call.max_tokens)
         started, clock = time.time(), time.monotonic()
         try:
             async with self._slots:
                 answer = await self._llm.complete(call, on_text)
+        except ModelAccessDenied as exc:
+            self._metrics.call_failed(call.phase, clock)
+            self._limiter.settle(estimate, 0, call.max_tokens, 0)
+            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
+            self._deny_access(str(exc))
+            raise
         except (PermanentLLMError, RetryableLLMError) as exc:
             self._metrics.call_failed(call.phase, clock)
             self._limiter.settle(estimate, 0, call.max_tokens, 0)
             hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
             if isinstance(exc, PermanentLLMError):
                 raise PhaseFailed(f"{call.phase}: {exc}") from None
+            hooks.progress(Point(call.call, WAITING))
             await self._back_off(run, call, exc)
             return None
+        if self._access_denied is not None:
+            self._access_denied = None
+            self._metrics.readiness.clear("model_access")
+            log.info("the model API accepts the account again")
         usage = answer.usage.model_copy(
             update={"cost_usd": self._settings.llm.cost_usd(call.model, answer.usage)}
         )
@@ -409,9 +514,27 @@ class PhaseRunner:
         hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
         self._metrics.call_answered(call.phase, clock, usage)
         run.usage += usage
+        run.answered.add(_digest(call.model, call.max_tokens, call.messages))
+        hooks.progress(Point(call.call, ANSWERED, chars))
         chaos.point("after_answer", call.job_id)
         self._check_job_budget(run)
         return replace(answer, usage=usage)
+
+    def _deny_access(self, reason: str) -> None:
+        """The API refused the account: no job's call is sent for MODEL_ACCESS_RETRY_S
+        (then one tries again); /readyz says why."""
+        if self._access_denied is None:
+            log.error(
+                "the model API refused the account (%s): jobs are put aside, not failed; "
+                "they continue after a restart with a working key, or by themselves once "
+                "the API accepts the account again (tried every %.0f s)",
+                reason,
+                MODEL_ACCESS_RETRY_S,
+            )
+        self._access_denied = (time.monotonic() + MODEL_ACCESS_RETRY_S, reason)
+        self._metrics.readiness.set(
+            "model_access", f"model API refuses the account: {reason}; jobs put aside"
+        )
 
     def _check_job_budget(self, run: PhaseRun) -> None:
         tokens_left = run.hooks.tokens_left
@@ -453,6 +576,13 @@ class PhaseRunner:
             await asyncio.sleep(delay_s)
 
 
+def _digest(model: str, max_tokens: int, messages: list[dict[str, Any]]) -> str:
+    """What makes two requests of one phase the same (the system prompt and the schema
+    are the phase's own and never change)."""
+    body = json.dumps([model, max_tokens, messages], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _record(
     call: LLMCall,
     stop_reason: str | None,
@@ -477,9 +607,10 @@ def _record(
 
 def _take_streamed(item: GeneratedFile, run: PhaseRun) -> NewFile | None:
     """A file that closed mid-stream: keep it, and return it if it is to be committed
-    (unsafe paths wait for the whole answer, whose interpretation reports them)."""
+    (unsafe or conflicting paths wait for the whole answer, whose interpretation reports
+    them)."""
     try:
-        new = NewFile(check_path(item.path), item.content)
+        new = NewFile(run.paths.admit(check_path(item.path)), item.content)
     except UnsafePath:
         return None
     run.redo.discard(new.path)

@@ -1,19 +1,27 @@
 """Intake: requests from the topic become jobs in the store, then their offsets are committed.
 
-A message that cannot become a job (not JSON, invalid, too large) goes to the dead-letter
-topic unchanged, with ``error`` and ``source`` headers; it gets a ``job.rejected`` event
-when it names a request_id; its offset is committed all the same, so one bad message
-never stalls the partition. Intake never waits for phase work: jobs wait in the store.
+Every message has exactly one outcome, whatever its bytes: a job (or the job it repeats), or
+the dead-letter topic. A message that cannot become a job (not JSON, nested too deep,
+invalid, too large, a request_id of the derived form, a model that is not allowed) goes to
+the dead-letter topic unchanged, with ``error`` and ``source`` headers that are ours alone
+(the producer's headers of those names are kept as ``original-*``); it gets a
+``job.rejected`` event when it names a request_id that no job has; its offset is committed
+all the same, so one bad message never stalls the partition. Intake never waits for phase
+work: jobs wait in the store. When the store's disk is full, intake pauses its partitions
+and tries the same message again later, with backoff; nothing is skipped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+import pydantic_core
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -25,22 +33,35 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeToo
 from pydantic import ValidationError
 
 from daemon import chaos
+from daemon.errors import JobNotFound, StoreFull
+from daemon.logs import printable
 from daemon.metrics import Metrics
-from daemon.models import REQUEST_ID_PATTERN, GenerationRequest, ImageMockup, field_errors
+from daemon.models import (
+    REQUEST_ID_PATTERN,
+    GenerationRequest,
+    ImageMockup,
+    field_errors,
+    is_derived_job_id,
+)
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
-from daemon.store import Store
+from daemon.store import Store, disk_full
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 500
 MAX_RECORDS_PER_POLL = 200
+MAX_ERROR_CHARS = 1000  # the error header and the job.rejected event
+MAX_FALLBACK_KEY_BYTES = 1024
+DISK_RETRY_FIRST_S = 1.0
+DISK_RETRY_MAX_S = 30.0
+OUR_HEADERS = ("error", "source", "truncated")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 @dataclass(frozen=True)
 class Rejection:
     error: str
-    request_id: str | None
+    request_id: str | None  # a usable request_id the message names, for its job.rejected
 
 
 class Intake:
@@ -54,10 +75,12 @@ class Intake:
         on_new_work: Callable[[], None],
         max_unfinished: int = 0,
         metrics: Metrics | None = None,
+        allowed_models: Collection[str] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._max_unfinished = max_unfinished
         self._max_image_bytes = max_image_bytes
+        self._allowed_models = allowed_models  # None: any model
         self._consumer = consumer
         self._producer = producer
         self._store = store
@@ -67,6 +90,7 @@ class Intake:
         # Per partition, the offset after the last record that is a job or on the DLQ.
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        self._disk = _DiskHold(metrics=self._metrics)
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
@@ -80,16 +104,26 @@ class Intake:
                 timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL
             )
             for tp, records in batches.items():
-                for record in records:
-                    if self._full():
-                        self._consumer.seek(tp, record.offset)  # read again once there is room
-                        break
-                    await self.handle(record)
-                    self._processed[tp] = record.offset + 1
+                await self._take(tp, records)
                 await self.commit([tp])
             if batches:
                 self._on_new_work()
-            self._resume_when_room()
+            self._resume_when_able()
+
+    async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """Handle records in order; stop at the first that must wait, and seek back to it."""
+        for record in records:
+            if self._disk.held() or self._full():
+                self._consumer.seek(tp, record.offset)  # read again once there is room
+                return
+            try:
+                await self.handle(record)
+            except StoreFull as exc:
+                self._consumer.seek(tp, record.offset)  # nothing of it was written
+                self._hold_for_disk(exc)
+                return
+            self._processed[tp] = record.offset + 1
+            self._disk.writable()
 
     def _full(self) -> bool:
         """Too many unfinished jobs: pause every partition (the poll loop keeps running, so
@@ -104,11 +138,19 @@ class Intake:
             log.warning("%d unfinished jobs: pausing intake (jobs.max_unfinished)", unfinished)
         return True
 
-    def _resume_when_room(self) -> None:
+    def _hold_for_disk(self, exc: StoreFull) -> None:
+        """Pause every partition (the poll loop keeps running) until the next try."""
+        self._consumer.pause(*self._consumer.assignment())
+        self._disk.hold(exc)
+
+    def _resume_when_able(self) -> None:
         paused = self._consumer.paused()
-        if paused and self._store.unfinished_jobs() < self._max_unfinished * 0.9:
-            self._consumer.resume(*paused)
-            log.info("resuming intake")
+        if not paused or self._disk.held():
+            return
+        if self._max_unfinished and self._store.unfinished_jobs() >= self._max_unfinished * 0.9:
+            return
+        self._consumer.resume(*paused)
+        log.info("resuming intake")
 
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
         """Commit what is processed: every record before the offset is a job or on the DLQ."""
@@ -117,9 +159,8 @@ class Intake:
             for tp in partitions
             if self._processed.get(tp, -1) > self._committed.get(tp, -1)
         }
-        if not offsets:
+        if not offsets or not self._synced():
             return
-        self._store.sync()  # the jobs are on disk before Kafka forgets their requests
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -129,12 +170,25 @@ class Intake:
             return
         self._committed.update(offsets)
 
+    def _synced(self) -> bool:
+        """The jobs are on disk before Kafka forgets their requests; False (and intake held)
+        when the disk is too full to say so: the offsets wait for the next commit."""
+        try:
+            self._store.sync()
+        except (sqlite3.Error, OSError) as exc:
+            if not disk_full(exc):
+                raise
+            self._hold_for_disk(StoreFull(f"store {self._store.path}: disk full ({exc})"))
+            return False
+        return True
+
     async def handle(self, record: ConsumerRecord) -> None:
+        """Make ``record`` a job or a dead letter; raises only StoreFull (nothing done)."""
         source = f"{record.topic}:{record.partition}:{record.offset}"
-        outcome = self.parse(record.value or b"")
+        outcome = self.parse(record.value)
         if isinstance(outcome, Rejection):
-            self._metrics.requests.labels("rejected").inc()
             await self._reject(record, source, outcome)
+            self._metrics.requests.labels("rejected").inc()
             return
         job_id = outcome.request_id or source
         created = self._store.create_job(
@@ -150,7 +204,18 @@ class Intake:
             extra={"job_id": job_id},
         )
 
-    def parse(self, value: bytes) -> GenerationRequest | Rejection:
+    def parse(self, value: bytes | None) -> GenerationRequest | Rejection:
+        """A request, or why not (on one line, control characters escaped): for any bytes."""
+        try:
+            outcome = self._parse(value or b"")
+        except Exception as exc:  # no message may stop intake, whatever it holds
+            log.exception("unexpected error reading a request")
+            outcome = Rejection(f"unreadable request ({type(exc).__name__})", None)
+        if isinstance(outcome, Rejection):
+            return Rejection(_one_line(outcome.error), outcome.request_id)
+        return outcome
+
+    def _parse(self, value: bytes) -> GenerationRequest | Rejection:
         if len(value) > self._kafka.max_request_bytes:
             return Rejection(
                 f"message of {len(value)} bytes exceeds kafka.max_request_bytes "
@@ -158,17 +223,35 @@ class Intake:
                 _sniff_request_id(value[:4096]),
             )
         try:
-            raw = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # pydantic's parser bounds nesting depth (RecursionError is impossible) and
+            # number size, and refuses invalid UTF-8 and lone surrogates: any failure is a
+            # ValueError.
+            raw = pydantic_core.from_json(value)
+        except ValueError as exc:
             return Rejection(f"not JSON: {exc}", None)
-        request_id = raw.get("request_id") if isinstance(raw, dict) else None
-        request_id = (
-            request_id if isinstance(request_id, str) and _REQUEST_ID.match(request_id) else None
-        )
+        request_id = _usable_request_id(raw)
         try:
             request = GenerationRequest.model_validate(raw)
         except ValidationError as exc:
             return Rejection(_describe(exc), request_id)
+        return self._refusal(request, request_id) or request
+
+    def _refusal(self, request: GenerationRequest, request_id: str | None) -> Rejection | None:
+        """A valid request that this daemon still does not take."""
+        if request.request_id is not None and is_derived_job_id(request.request_id):
+            return Rejection(
+                f"request_id {request.request_id!r} has the form topic:partition:offset, "
+                "the job id of a request without a request_id; choose another",
+                None,  # it may be a real job's id: announce nothing under it
+            )
+        model = request.options.model
+        allowed = self._allowed_models
+        if model is not None and allowed is not None and model not in allowed:
+            return Rejection(
+                f"options.model {model!r} is not allowed; allowed (llm.allowed_models): "
+                f"{', '.join(allowed)}",
+                request_id,
+            )
         mockup = request.mockup
         if isinstance(mockup, ImageMockup) and mockup.size_bytes > self._max_image_bytes:
             return Rejection(
@@ -176,7 +259,7 @@ class Intake:
                 f"({self._max_image_bytes})",
                 request_id,
             )
-        return request
+        return None
 
     async def _reject(self, record: ConsumerRecord, source: str, rejection: Rejection) -> None:
         log.warning(
@@ -185,36 +268,83 @@ class Intake:
             rejection.error,
             extra={"job_id": rejection.request_id or "-"},
         )
+        # The store first: when it is full (StoreFull) nothing is sent yet, and the message
+        # is read again later.
+        self._announce(rejection)
         await self._dead_letter(record, source, rejection.error)
-        if rejection.request_id is not None:
-            self._store.emit(
-                rejection.request_id, rejection.request_id, "job.rejected", error=rejection.error
-            )
+
+    def _announce(self, rejection: Rejection) -> None:
+        """job.rejected under the request_id the message names, unless a job has that id: a
+        message anyone can send must not end (or appear to end) someone else's job."""
+        request_id = rejection.request_id
+        if request_id is None:
+            return
+        try:
+            self._store.job(request_id)
+        except JobNotFound:
+            self._store.emit(request_id, request_id, "job.rejected", error=rejection.error)
+            return
+        log.warning(
+            "a rejected message names the existing job %s: no job.rejected for it",
+            request_id,
+            extra={"job_id": request_id},
+        )
 
     async def _dead_letter(self, record: ConsumerRecord, source: str, error: str) -> None:
-        headers = [
-            *(record.headers or ()),
-            ("error", error[:1000].encode()),
-            ("source", source.encode()),
-        ]
-        value = record.value or b""
+        """Forward the message; when the broker (or the producer's cap) refuses it, forward
+        less: its first bytes without its own headers (they may be what is too large), at
+        last only our headers, so that every message has its dead letter."""
+        ours = [("error", error.encode("utf-8", "replace")), ("source", source.encode())]
+        value: bytes | None = record.value
+        size = len(value or b"")
         limit = self._kafka.dead_letter_max_bytes
-        if len(value) > limit:
-            value, headers = (
-                value[:limit],
-                [*headers, ("truncated", str(len(record.value or b"")).encode())],
-            )
-        try:
-            await self._producer.send_and_wait(
-                self._kafka.dead_letter_topic, value, key=record.key, headers=headers
-            )
-        except MessageSizeTooLargeError:
-            await self._producer.send_and_wait(
-                self._kafka.dead_letter_topic,
-                value[: limit // 2],
-                key=record.key,
-                headers=[*headers, ("truncated", str(len(value)).encode())],
-            )
+        if value is not None and size > limit:
+            value, ours = value[:limit], [*ours, ("truncated", str(size).encode())]
+        cut = [*ours[:2], ("truncated", str(size).encode())]
+        key = record.key[:MAX_FALLBACK_KEY_BYTES] if record.key else record.key
+        attempts = [
+            (value, record.key, [*_their_headers(record), *ours]),
+            ((record.value or b"")[: limit // 2], key, cut),
+            (b"", key, cut),
+        ]
+        for value, key, headers in attempts:
+            try:
+                await self._producer.send_and_wait(
+                    self._kafka.dead_letter_topic, value, key=key, headers=headers
+                )
+                return
+            except MessageSizeTooLargeError:
+                log.warning("the broker refused the dead letter of %s; sending less", source)
+        raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
+
+
+class _DiskHold:
+    """Intake held back by a full disk: the next try after a backoff that doubles (1 s up
+    to 30 s), the reason on /readyz until a message is taken again."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._backoff_s = 0.0  # 0: not held
+        self._retry_at = 0.0
+
+    def hold(self, exc: StoreFull) -> None:
+        first = not self._backoff_s
+        self._backoff_s = (
+            DISK_RETRY_FIRST_S if first else min(self._backoff_s * 2, DISK_RETRY_MAX_S)
+        )
+        self._retry_at = time.monotonic() + self._backoff_s
+        reason = f"store: disk full, intake paused (next try in {self._backoff_s:.0f} s)"
+        self._metrics.readiness.set("disk", reason)
+        log.error("%s: intake paused, next try in %.0f s", exc, self._backoff_s)
+
+    def held(self) -> bool:
+        return bool(self._backoff_s) and time.monotonic() < self._retry_at
+
+    def writable(self) -> None:
+        if self._backoff_s:
+            self._backoff_s = 0.0
+            self._metrics.readiness.clear("disk")
+            log.info("the store takes writes again: intake resumed")
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -230,10 +360,30 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("consuming %s", ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)))
 
 
+def _their_headers(record: ConsumerRecord) -> list[tuple[str, bytes]]:
+    """The message's own headers; those named like ours are renamed ``original-<name>``."""
+    return [
+        (f"original-{key}" if key in OUR_HEADERS else key, value)
+        for key, value in record.headers or ()
+    ]
+
+
+def _usable_request_id(raw: Any) -> str | None:
+    request_id = raw.get("request_id") if isinstance(raw, dict) else None
+    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        return None
+    return None if is_derived_job_id(request_id) else request_id
+
+
 def _sniff_request_id(head: bytes) -> str | None:
     match = re.search(rb'"request_id"\s*:\s*"([A-Za-z0-9._:-]{1,128})"', head)
-    return match.group(1).decode() if match else None
+    return _usable_request_id({"request_id": match.group(1).decode()}) if match else None
 
 
 def _describe(exc: ValidationError) -> str:
     return "invalid GenerationRequest: " + "; ".join(field_errors(exc, "request", limit=10))
+
+
+def _one_line(error: str) -> str:
+    shown = printable(error)
+    return shown if len(shown) <= MAX_ERROR_CHARS else shown[: MAX_ERROR_CHARS - 1] + "…"

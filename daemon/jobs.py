@@ -11,17 +11,26 @@ import time
 from collections.abc import Callable
 
 from daemon import chaos
-from daemon.errors import JobBudgetExceeded, PhaseFailed, RetryLater
-from daemon.generation import PhaseHooks, PhaseRunner
+from daemon.errors import (
+    JobBudgetExceeded,
+    ModelAccessDenied,
+    PhaseFailed,
+    RetryLater,
+    StoreError,
+    StoreFull,
+)
+from daemon.generation import MODEL_ACCESS_RETRY_S, PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
-from daemon.metrics import Metrics
+from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage
 from daemon.outputs import OutputWriter
+from daemon.progress import NoProgress, PhaseProgress, ProgressFile, job_key
 from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
-from daemon.store import JobRecord, PhaseOutcome, Store
+from daemon.store import Death, JobRecord, PhaseOutcome, Store
 
 log = logging.getLogger(__name__)
 SCHEDULER_POLL_S = 1.0
+STORE_FULL_RETRY_S = 5.0
 BANNER = "=" * 60
 
 
@@ -99,6 +108,7 @@ class JobRunner:
         parallel: bool = False,
         code_checks: bool = True,
         metrics: Metrics | None = None,
+        progress: ProgressFile | NoProgress | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._code_checks = code_checks
@@ -111,6 +121,9 @@ class JobRunner:
         self._on_commit = on_commit
         self._stopping = False
         self._suspects = asyncio.Lock()
+        self._progress = progress or NoProgress()
+        self._ran_here: set[tuple[str, str]] = set()  # phases this process started
+        self._last_death: dict[tuple[str, str], Death] = {}
 
     def stop_after_phase(self) -> None:
         """Let running phases finish and commit, but start no new one."""
@@ -191,18 +204,44 @@ class JobRunner:
         """Run one phase and commit its outcome; False when the job was put aside to wait
         out a long retry-after."""
         phase = PHASE_BY_STATE[name]
-        crashes = self._store.count_crash(job.job_id, phase.state)
-        refusal = self._refusal(job, phase, crashes)
+        in_a_row = self._deaths_in_a_row(job, phase)
+        refusal = self._refusal(job, phase, in_a_row)
         if refusal is not None:
             await self._fail(job, machine, phase, refusal)
             report.phase_failed(phase, str(refusal))
             return True
-        if not crashes:
+        if not in_a_row:
             return await self._attempt(job, machine, phase, report)
-        # The daemon died while this phase ran. Such phases run one at a time, so a phase
-        # that kills the daemon at every start does not run up the others' crash counts.
+        # The daemon died while this phase ran. Such phases run one at a time: a poison
+        # phase that kills the daemon early at every start would otherwise take the
+        # phases restarted beside it down at the same early point each time.
         async with self._suspects:
             return await self._attempt(job, machine, phase, report)
+
+    def _deaths_in_a_row(self, job: JobRecord, phase: Phase) -> int:
+        """How many deaths in a row the phase brought about, counting the one it was found
+        in now, if any. A phase found running that this process started was put aside by
+        an error of its own (a full disk), not by a death."""
+        store, key = self._store, (job.job_id, phase.state)
+        if key in self._ran_here:
+            store.interrupt_phase(*key)
+            return store.deaths_in_a_row(*key)
+        death = store.record_death(
+            *key, self._progress.previous.get((job_key(job.job_id), phase.state))
+        )
+        if death is None:
+            return store.deaths_in_a_row(*key)
+        log.warning(
+            "%s: the daemon died while this phase ran (%s; %d in a row at that point "
+            "without progress, %d in all)",
+            phase.state,
+            death.point.describe() if death.point else "where is not known",
+            death.in_a_row,
+            death.total,
+            extra={"job_id": job.job_id},
+        )
+        self._last_death[key] = death
+        return death.in_a_row
 
     async def _attempt(
         self, job: JobRecord, machine: JobMachine, phase: Phase, report: StepReporter
@@ -210,17 +249,27 @@ class JobRunner:
         store = self._store
         report.phase_starting(phase)
         machine.start_phase(phase.state)
-        store.start_phase(job, phase.state, phase.step, machine.current)
-        self._on_commit()
+        slot = self._progress.enter(job.job_id, phase.state)  # before 'running' is on disk
+        try:
+            store.start_phase(job, phase.state, phase.step, machine.current)
+            self._ran_here.add((job.job_id, phase.state))
+            self._on_commit()
+            return await self._perform(job, machine, phase, report, slot)
+        finally:
+            slot.close()
+
+    async def _perform(
+        self,
+        job: JobRecord,
+        machine: JobMachine,
+        phase: Phase,
+        report: StepReporter,
+        slot: PhaseProgress,
+    ) -> bool:
+        store = self._store
         started = time.monotonic()
         try:
-            outcome = await self._phases.run(
-                job,
-                phase,
-                manifest=store.files_of_phases(job.job_id, needs_closure(phase.state)),
-                committed=store.files(job.job_id, phase.state),
-                hooks=self._hooks(job, machine, phase),
-            )
+            outcome = await self._generate(job, machine, phase, slot)
         except asyncio.CancelledError:
             self._metrics.phase_ended(phase.state, "interrupted", started)
             machine.interrupt_phase(phase.state)
@@ -233,6 +282,12 @@ class JobRunner:
             log.warning(
                 "%s; job put aside for %.0f s", exc, exc.delay_s, extra={"job_id": job.job_id}
             )
+            return False
+        except ModelAccessDenied as exc:
+            self._metrics.phase_ended(phase.state, "deferred", started)
+            machine.interrupt_phase(phase.state)
+            store.hold(job.job_id, phase.state, str(exc), MODEL_ACCESS_RETRY_S)
+            log.warning("%s: job put aside (%s)", phase.state, exc, extra={"job_id": job.job_id})
             return False
         except PhaseFailed as exc:
             self._metrics.phase_ended(phase.state, "failed", started)
@@ -251,12 +306,37 @@ class JobRunner:
         report.phase_done(phase, records, machine.done)
         return True
 
-    def _refusal(self, job: JobRecord, phase: Phase, crashes: int) -> PhaseFailed | None:
+    async def _generate(
+        self, job: JobRecord, machine: JobMachine, phase: Phase, slot: PhaseProgress
+    ) -> PhaseOutcome:
+        """The phase's calls. An error that is not the model's, the store's or a stop
+        fails the phase with its cause: no error leaves a job unfinished."""
+        store = self._store
+        try:
+            return await self._phases.run(
+                job,
+                phase,
+                manifest=store.files_of_phases(job.job_id, needs_closure(phase.state)),
+                committed=store.files(job.job_id, phase.state),
+                hooks=self._hooks(job, machine, phase, slot),
+            )
+        except (PhaseFailed, RetryLater, ModelAccessDenied, StoreError):
+            raise
+        except Exception as exc:
+            log.exception("%s: internal error", phase.state, extra={"job_id": job.job_id})
+            raise PhaseFailed(
+                f"{phase.state}: internal error: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _refusal(self, job: JobRecord, phase: Phase, in_a_row: int) -> PhaseFailed | None:
         """Why the phase must not run again, if it must not: it killed the daemon too
-        often, or the job has no tokens left."""
-        if crashes >= self._max_crashes:
+        often at the same point, or the job has no tokens left."""
+        if in_a_row >= self._max_crashes:
+            death = self._last_death.get((job.job_id, phase.state))
+            where = death.point.describe() if death and death.point else "at one point"
             return PhaseFailed(
-                f"{phase.state}: the daemon died {crashes} times while running this phase "
+                f"{phase.state}: the daemon died {in_a_row} times in a row while running this "
+                f"phase, each time {where} with no file committed in between "
                 "(jobs.max_phase_crashes); not trying again"
             )
         if self._max_tokens_per_job and self._tokens_left(job) <= 0:
@@ -268,9 +348,12 @@ class JobRunner:
     def _tokens_left(self, job: JobRecord) -> int:
         return self._max_tokens_per_job - self._store.job_usage(job.job_id).total_tokens
 
-    def _hooks(self, job: JobRecord, machine: JobMachine, phase: Phase) -> PhaseHooks:
+    def _hooks(
+        self, job: JobRecord, machine: JobMachine, phase: Phase, slot: PhaseProgress
+    ) -> PhaseHooks:
         store = self._store
         return PhaseHooks(
+            progress=slot.mark,
             checkpoint=lambda new: store.stage_files(job.job_id, phase.state, new),
             record_call=store.record_call,
             tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
@@ -325,12 +408,20 @@ class JobRunner:
 class Scheduler:
     """Keeps up to ``max_concurrent`` jobs running, oldest first; the rest wait in the store."""
 
-    def __init__(self, store: Store, runner: JobRunner, max_concurrent: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: JobRunner,
+        max_concurrent: int,
+        readiness: Readiness | None = None,
+    ) -> None:
         self._store = store
         self._runner = runner
         self._max = max_concurrent
         self._tasks: dict[str, asyncio.Task[JobState]] = {}
         self._broken: set[str] = set()
+        self._cooling: dict[str, float] = {}  # jobs stopped by a full disk: when to retry
+        self._readiness = readiness or Readiness()
         self._wake = asyncio.Event()
         self._accepting = True
 
@@ -352,22 +443,39 @@ class Scheduler:
         free = self._max - len(self._tasks)
         if free <= 0:
             return
-        for job_id in self._store.runnable_jobs(exclude=[*self._tasks, *self._broken], limit=free):
+        now = time.monotonic()
+        cooling = [job_id for job_id, until in self._cooling.items() if until > now]
+        exclude = [*self._tasks, *self._broken, *cooling]
+        for job_id in self._store.runnable_jobs(exclude=exclude, limit=free):
             task = asyncio.create_task(self._runner.run(job_id), name=f"job:{job_id}")
             self._tasks[job_id] = task
             task.add_done_callback(lambda t, job_id=job_id: self._finished(job_id, t))
 
     def _finished(self, job_id: str, task: asyncio.Task[JobState]) -> None:
         self._tasks.pop(job_id, None)
-        if not task.cancelled() and task.exception() is not None:
-            # Not retried in this process: a job that breaks the runner must not loop.
-            self._broken.add(job_id)
-            log.error(
-                "job stopped by an internal error",
-                exc_info=task.exception(),
-                extra={"job_id": job_id},
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, StoreFull):
+            # Nothing was written; the job runs again once the disk has room.
+            self._cooling[job_id] = time.monotonic() + STORE_FULL_RETRY_S
+            self._readiness.set("disk", f"store: {error}")
+            log.warning(
+                "%s; job tried again in %.0f s", error, STORE_FULL_RETRY_S, extra={"job_id": job_id}
             )
+        elif error is not None:
+            self._end_broken(job_id, error)
+        elif self._cooling.pop(job_id, None) is not None or not self._cooling:
+            self._readiness.clear("disk")
         self.wake()
+
+    def _end_broken(self, job_id: str, error: BaseException) -> None:
+        """A job whose runner failed outside any phase ends failed, announced; it is not
+        run again in this process, so a job that breaks the runner cannot loop."""
+        self._broken.add(job_id)
+        log.error("job stopped by an internal error", exc_info=error, extra={"job_id": job_id})
+        try:
+            self._store.end_job(job_id, JobState.FAILED)
+        except Exception:
+            log.exception("the failed job could not be ended", extra={"job_id": job_id})
 
     async def drain(self, grace_s: float) -> None:
         """Stop starting jobs; give running phases ``grace_s`` to finish, then cancel them.

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 import anthropic
 import httpx2
 
-from daemon.errors import PermanentLLMError, ReplayMissing, RetryableLLMError
+from daemon.errors import ModelAccessDenied, PermanentLLMError, ReplayMissing, RetryableLLMError
 from daemon.models import Usage
+from daemon.paths import folder_name
 
 log = logging.getLogger(__name__)
 CASSETTE_FORMAT = 1
@@ -131,6 +132,13 @@ class AnthropicProvider:
         except anthropic.APITimeoutError:
             raise RetryableLLMError(
                 f"no answer within {call.timeout_s:g} s (timeout)", kind="network"
+            ) from None
+        except TypeError as exc:
+            if "authentication" not in str(exc):
+                raise
+            # The SDK found no key (nor token) when it built the request.
+            raise ModelAccessDenied(
+                "no API key: set ANTHROPIC_API_KEY (the SDK found no credentials)"
             ) from None
         except (anthropic.APIConnectionError, httpx2.HTTPError) as exc:
             raise RetryableLLMError(
@@ -286,11 +294,17 @@ def _stream_error(error: dict[str, Any]) -> Exception:
     return PermanentLLMError(f"stream error event {kind}")
 
 
+# Errors about the account, not the call: every job's calls would fail alike.
+_ACCOUNT_ERRORS = frozenset({"authentication_error", "permission_error", "billing_error"})
+
+
 def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     # Only the status, type and request id: the SDK's message never carries the key,
     # but the request headers do, so nothing of the request is included.
     kind = _error_type(exc)
     reason = f"HTTP {exc.status_code} {kind} (request-id {exc.request_id})"
+    if exc.status_code in (401, 402, 403) or kind in _ACCOUNT_ERRORS:
+        return ModelAccessDenied(reason)
     if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
         headers = exc.response.headers
         return RetryableLLMError(
@@ -328,7 +342,8 @@ def cassette_entry_name(phase: str, call: int) -> str:
 
 
 class ReplayProvider:
-    """Answers from a cassette: ``<dir>/<job_id>/PHASE.NN.json``, else ``<dir>/PHASE.NN.json``."""
+    """Answers from a cassette: ``<dir>/<job>/PHASE.NN.json``, else ``<dir>/PHASE.NN.json``
+    (``<job>``: the job id as a folder name, :func:`daemon.paths.folder_name`)."""
 
     def __init__(self, cassette_dir: Path) -> None:
         if not cassette_dir.is_dir():
@@ -337,7 +352,7 @@ class ReplayProvider:
 
     async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         name = cassette_entry_name(call.phase, call.call)
-        for candidate in (self._dir / call.job_id / name, self._dir / name):
+        for candidate in (self._dir / folder_name(call.job_id) / name, self._dir / name):
             if candidate.is_file():
                 return _replay(json.loads(candidate.read_text(encoding="utf-8")), on_text)
         raise ReplayMissing(f"cassette {self._dir} has no answer {name} for job {call.job_id}")
@@ -400,7 +415,8 @@ class RecordingProvider:
         return answer
 
     def _write(self, call: LLMCall, response: dict[str, Any]) -> None:
-        target = self._dir / call.job_id / cassette_entry_name(call.phase, call.call)
+        # The job's folder is named as in output.dir: request ids "." and ".." are valid.
+        target = self._dir / folder_name(call.job_id) / cassette_entry_name(call.phase, call.call)
         target.parent.mkdir(parents=True, exist_ok=True)
         entry = {
             "phase": call.phase,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -22,9 +23,20 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.logs import printable
 from daemon.states import PHASE_NAMES
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# The job id of a request without a request_id: where it was read (topic:partition:offset).
+# A request_id of this form could take the job id of a later request without one, so intake
+# rejects it.
+DERIVED_JOB_ID_PATTERN = r"^[A-Za-z0-9._-]+:[0-9]+:[0-9]+$"
+REQUEST_ID_DESCRIPTION = (
+    "The idempotency key and the job id: the same request_id never makes a second job. "
+    "Without it the job id is where the message was read, topic:partition:offset, so a "
+    "request_id of that form (name:digits:digits) is rejected (dead-lettered): it could "
+    "take the job id of another request."
+)
 PROJECT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 MAX_TOKENS_PER_CALL_LIMIT = 128_000
@@ -103,7 +115,9 @@ class GenerationRequest(_Message):
 
     model_config = ConfigDict(extra="forbid", frozen=True, title="GenerationRequest")
 
-    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    request_id: str | None = Field(
+        default=None, pattern=REQUEST_ID_PATTERN, description=REQUEST_ID_DESCRIPTION
+    )
     project_name: str = Field(pattern=PROJECT_NAME_PATTERN)
     mockup: Mockup
     stack: Stack = Field(default_factory=Stack)
@@ -211,12 +225,32 @@ REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 
+def is_derived_job_id(request_id: str) -> bool:
+    """Whether ``request_id`` has the form of a derived job id (``topic:partition:offset``)."""
+    return re.match(DERIVED_JOB_ID_PATTERN, request_id) is not None
+
+
 def field_errors(exc: ValidationError, root: str, limit: int | None = None) -> list[str]:
-    """One ``location: message`` line per validation error (``root`` when it has none)."""
+    """One ``location: message`` line per validation error (``root`` when it has none). The
+    location may quote the input's own keys: each part is shortened, and control characters
+    are escaped, so a line stays one line."""
     return [
-        f"{'.'.join(str(part) for part in error['loc']) or root}: {error['msg']}"
-        for error in exc.errors()[:limit]
+        f"{'.'.join(_shown_part(part) for part in error['loc']) or root}: "
+        f"{printable(_shortened(error['msg'], MAX_ERROR_MESSAGE_CHARS))}"
+        for error in exc.errors(include_url=False, include_input=False)[:limit]
     ]
+
+
+MAX_LOCATION_PART_CHARS = 80
+MAX_ERROR_MESSAGE_CHARS = 500
+
+
+def _shown_part(part: str | int) -> str:
+    return printable(_shortened(str(part), MAX_LOCATION_PART_CHARS))
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def utc_now() -> datetime:

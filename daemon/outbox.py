@@ -6,6 +6,12 @@ every commit before it), and marked published only after the broker acknowledged
 An event out in the world is thus never lost to a power cut, nor its ``seq`` reused.
 A row that was sent but not marked is sent again after a restart with the same
 event_id; subscribers de-duplicate on it.
+
+An event too large for the producer or the broker is made smaller, never dropped: first
+without its files' contents, then down to its type's own fields. The smaller form is
+stored before it is sent, so a re-publish is identical. Each row is handled on its own: a
+refused event holds back only the later events of its own job (they never overtake it),
+never those of other jobs.
 """
 
 from __future__ import annotations
@@ -13,11 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from daemon import chaos
 from daemon.metrics import Metrics
@@ -28,6 +40,29 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 500
 IDLE_POLL_S = 0.5
 RETRY_BACKOFF_MAX_S = 5.0
+# An event larger than this, and than any the broker has accepted so far, might be refused:
+# it is sent alone for its job (the job's next events wait for its acknowledgement), so
+# they cannot overtake it. Smaller ones are pipelined. No broker refuses this little.
+ORDERED_ABOVE_BYTES = 256 * 1024
+# An event the broker refuses even at its smallest is tried again after this long...
+REFUSED_RETRY_S = 5.0
+REFUSED_RETRY_MAX_S = 300.0
+# ... and the relay failing to publish for this long makes /readyz answer 503.
+UNREADY_AFTER_S = 30.0
+READINESS_CAUSE = "events"
+SIZE_REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+NOTE_BYTES = 1000  # an error or reason kept in an event's smallest form is cut to this
+SMALLEST_NOTE = "event cut to the fields of its type"
+
+
+@dataclass
+class _Refused:
+    """A row the broker refuses even at its smallest: its job waits until ``retry_at``."""
+
+    job_id: str
+    size: int
+    tries: int
+    retry_at: float
 
 
 class OutboxRelay:
@@ -48,6 +83,9 @@ class OutboxRelay:
         self._topic = topic
         self._wake = asyncio.Event()
         self._running = True
+        self._largest_acked = ORDERED_ABOVE_BYTES
+        self._refused: dict[int, _Refused] = {}  # by outbox row id
+        self._failing_since: float | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -61,15 +99,6 @@ class OutboxRelay:
         while self._running:
             try:
                 published = await self.publish_batch()
-            except MessageSizeTooLargeError as exc:
-                failures += 1
-                log.error(
-                    "the broker refused an event as too large (%s): set kafka.max_publish_bytes "
-                    "to at most the broker's message.max.bytes; retrying",
-                    exc,
-                )
-                await asyncio.sleep(min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures))
-                continue
             except KafkaError as exc:
                 failures += 1
                 delay_s = min(RETRY_BACKOFF_MAX_S, 0.2 * 2**failures)
@@ -79,9 +108,11 @@ class OutboxRelay:
                     self._store.outbox_backlog(),
                     delay_s,
                 )
+                self._note_failure(exc)
                 await asyncio.sleep(delay_s)
                 continue
             failures = 0
+            self._note_success()
             if not published:
                 await self._idle()
 
@@ -92,23 +123,75 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
 
     async def publish_batch(self) -> int:
-        rows = self._store.unpublished(BATCH_ROWS)
+        """Publish what is committed (but the jobs waiting behind a refused event); returns
+        how many rows moved on (published, or made smaller to be sent again at once)."""
+        rows = self._store.unpublished(BATCH_ROWS, skip_jobs=self._waiting_jobs())
         if not rows:
             return 0
         if self._before_publish is not None:
             await self._before_publish()  # e.g. the files of these phases are written out
         if rows[-1].id > self._store.synced_outbox_id:
             self._store.sync(force=True)
-        pending = [await self._send(row) for row in rows]
-        await asyncio.gather(*pending)
-        chaos.point("after_publish")  # acknowledged, not yet marked: sent again after a crash
-        self._store.mark_published(row.id for row in rows)
-        self._metrics.events_published.inc(len(rows))
-        return len(rows)
+        sent, error = await self._send_all(rows)
+        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        acked: list[OutboxRow] = []
+        shrunk = 0
+        for row, result in zip((row for row, _ in sent), results, strict=True):
+            if isinstance(result, SIZE_REFUSALS):
+                shrunk += self._on_broker_refusal(row)
+            elif isinstance(result, BaseException):
+                error = error or result
+            else:
+                acked.append(row)
+        self._acknowledged(acked)
+        if error is not None:
+            raise error
+        return len(acked) + shrunk
+
+    async def _send_all(
+        self, rows: list[OutboxRow]
+    ) -> tuple[list[tuple[OutboxRow, asyncio.Future[object]]], BaseException | None]:
+        """Hand each row to the producer, in order, but none after one of its own job that
+        may be refused; stops at a failure that is not about size (returned)."""
+        sent: list[tuple[OutboxRow, asyncio.Future[object]]] = []
+        held: set[str] = set()
+        for row in rows:
+            if row.job_id in held:
+                continue
+            try:
+                sending = await self._send_fitting(row)
+            except KafkaError as exc:
+                return sent, exc
+            if sending is None:  # refused by the producer even at its smallest
+                held.add(row.job_id)
+                continue
+            fitted, future = sending
+            sent.append((fitted, future))
+            if len(fitted.payload) > self._largest_acked:
+                held.add(row.job_id)  # its next events wait for this one's acknowledgement
+        return sent, None
+
+    async def _send_fitting(
+        self, row: OutboxRow
+    ) -> tuple[OutboxRow, asyncio.Future[object]] | None:
+        """Send the row, smaller if it is over ``max_bytes`` or the producer refuses it
+        (its limit counts the record's overhead too); None if even the smallest is refused."""
+        while len(row.payload) > self._max_bytes:
+            smaller = self._smaller(row, f"more than kafka.max_publish_bytes = {self._max_bytes}")
+            if smaller is None:
+                break
+            row = smaller
+        while True:
+            try:
+                return row, await self._send(row)
+            except SIZE_REFUSALS as exc:
+                smaller = self._smaller(row, "refused by the producer as too large")
+                if smaller is None:
+                    self._refuse(row, exc)
+                    return None
+                row = smaller
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:
-        if len(row.payload) > self._max_bytes:
-            row = self._shrink(row)
         return await self._producer.send(
             self._topic,
             value=row.payload,
@@ -116,23 +199,95 @@ class OutboxRelay:
             headers=[("type", row.type.encode())],
         )
 
-    def _shrink(self, row: OutboxRow) -> OutboxRow:
-        """An event too large to publish goes out without file contents (a warning says
-        so; `codegend export` has them), stored that way so a re-publish is identical."""
+    def _on_broker_refusal(self, row: OutboxRow) -> int:
+        """The broker refused the row as too large: store a smaller form (sent in the next
+        batch, its job's later events still behind it). 1 if it was made smaller."""
+        smaller = self._smaller(row, "refused by the broker as too large (max.message.bytes)")
+        if smaller is None:
+            self._refuse(row, MessageSizeTooLargeError())
+            return 0
+        return 1
+
+    def _acknowledged(self, rows: list[OutboxRow]) -> None:
+        if not rows:
+            return
+        chaos.point("after_publish")  # acknowledged, not yet marked: sent again after a crash
+        self._store.mark_published(row.id for row in rows)
+        self._metrics.events_published.inc(len(rows))
+        self._largest_acked = max(self._largest_acked, *(len(row.payload) for row in rows))
+        for row in rows:
+            if self._refused.pop(row.id, None) is not None:
+                log.info("the refused event was published at last", extra={"job_id": row.job_id})
+        self._update_readiness()
+
+    # -- events too large
+
+    def _smaller(self, row: OutboxRow, why: str) -> OutboxRow | None:
+        """The row's next smaller form, stored so a re-publish is identical: without file
+        contents, else down to the fields of its type. None when it cannot get smaller."""
         event = Event.model_validate_json(row.payload)
-        files = [f.model_copy(update={"content": ""}) for f in event.files or []]
-        note = (
-            f"file contents left out: the event was {len(row.payload)} bytes, more than "
-            f"kafka.max_publish_bytes = {self._max_bytes}; `codegend export {event.job_id} DIR` "
-            "writes the files"
-        )
-        smaller = event.model_copy(
-            update={"files": files, "warnings": [*(event.warnings or []), note]}
-        )
-        payload = smaller.to_json()
+        was = f"the event was {len(row.payload)} bytes, {why}"
+        export = f"`codegend export {event.job_id} DIR` writes the files"
+        forms = ((note, smaller.to_json()) for note, smaller in _smaller_forms(event, was, export))
+        found = next(((n, p) for n, p in forms if len(p) < len(row.payload)), None)
+        if found is None:
+            return None
+        note, payload = found
         self._store.replace_payload(row.id, payload)
         log.warning("%s", note, extra={"job_id": event.job_id})
         return replace(row, payload=payload)
+
+    def _refuse(self, row: OutboxRow, exc: BaseException) -> None:
+        """Even the smallest form is refused: the job's events wait, retried with backoff;
+        other jobs' events go on."""
+        refused = self._refused.get(row.id)
+        tries = refused.tries + 1 if refused else 1
+        delay_s = min(REFUSED_RETRY_MAX_S, REFUSED_RETRY_S * 2 ** (tries - 1))
+        self._refused[row.id] = _Refused(
+            row.job_id, len(row.payload), tries, time.monotonic() + delay_s
+        )
+        log.error(
+            "an event of %d bytes is refused as too large even at its smallest (%s); this "
+            "job's events wait, retry in %.0f s: raise the events topic's max.message.bytes "
+            "(or kafka.max_publish_bytes)",
+            len(row.payload),
+            type(exc).__name__,
+            delay_s,
+            extra={"job_id": row.job_id},
+        )
+        self._update_readiness()
+
+    def _waiting_jobs(self) -> Iterable[str]:
+        now = time.monotonic()
+        return {r.job_id for r in self._refused.values() if r.retry_at > now}
+
+    # -- readiness
+
+    def _note_failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= UNREADY_AFTER_S:
+            self._metrics.readiness.set(
+                READINESS_CAUSE,
+                f"events: not published for {now - self._failing_since:.0f} s ({exc})",
+            )
+
+    def _note_success(self) -> None:
+        if self._failing_since is not None:
+            self._failing_since = None
+            self._update_readiness()
+
+    def _update_readiness(self) -> None:
+        if self._refused:
+            jobs = sorted({r.job_id for r in self._refused.values()})
+            self._metrics.readiness.set(
+                READINESS_CAUSE,
+                f"events: {len(self._refused)} event(s) refused as too large even at their "
+                f"smallest; the events of {', '.join(jobs[:5])} wait",
+            )
+        elif self._failing_since is None:
+            self._metrics.readiness.clear(READINESS_CAUSE)
 
     async def flush(self, timeout_s: float) -> None:
         """Publish what is left, giving up after ``timeout_s`` (the rows stay for the next start)."""
@@ -140,3 +295,37 @@ class OutboxRelay:
             async with asyncio.timeout(timeout_s):
                 while await self.publish_batch():
                     pass
+
+
+def _smaller_forms(event: Event, was: str, export: str) -> Iterator[tuple[str, Event]]:
+    """The event without its files' contents, then cut to its type's own fields; each
+    with the note that says so."""
+    if any(f.content for f in event.files or []):
+        files = [f.model_copy(update={"content": ""}) for f in event.files or []]
+        note = f"file contents left out: {was}; {export}"
+        yield (
+            note,
+            event.model_copy(update={"files": files, "warnings": [*(event.warnings or []), note]}),
+        )
+    if not _is_smallest(event):
+        note = f"{SMALLEST_NOTE}: {was}; {export}"
+        yield note, _smallest(event, note)
+
+
+def _is_smallest(event: Event) -> bool:
+    return bool(event.warnings) and (event.warnings or [""])[-1].startswith(SMALLEST_NOTE)
+
+
+def _smallest(event: Event, note: str) -> Event:
+    """The event with only its type's own fields: no files, one warning (the note), its
+    error or reason cut to NOTE_BYTES characters."""
+    update: dict[str, object] = {}
+    if event.files is not None:
+        update["files"] = []
+    if event.warnings is not None or event.files is not None:
+        update["warnings"] = [note]
+    for name in ("error", "reason"):
+        value = getattr(event, name)
+        if value is not None and len(value) > NOTE_BYTES:
+            update[name] = value[:NOTE_BYTES]
+    return event.model_copy(update=update)

@@ -10,13 +10,14 @@ should the process die in between, the event is still unpublished at the next st
 
 The store and the events hold every file; a file that cannot be written here (a full
 disk, a symlink planted in the output tree) is logged and skipped, and ``codegend export``
-writes it later.
+writes it later. Files are written through directory descriptors (:class:`daemon.paths.Tree`):
+a symlink below ``output.dir``, the job's folder included, is never followed, and a hard
+link at a file's place is replaced, not written through.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -25,19 +26,15 @@ from pathlib import Path
 
 from daemon.errors import UnsafePath
 from daemon.models import FileRecord
-from daemon.paths import check_path, write_file
+from daemon.paths import Tree, folder_name
 
 log = logging.getLogger(__name__)
-MAX_CHECKED_DIRS = 10_000
 
 
 def output_folder(job_id: str) -> str:
-    """The job's folder name under output.dir; ids that are not a safe name are hashed."""
-    try:
-        check_path(job_id)
-    except UnsafePath:
-        return "job-" + hashlib.sha256(job_id.encode()).hexdigest()[:16]
-    return job_id.replace("/", "_")
+    """The job's folder name under output.dir; ids that are not one safe name (``.``,
+    ``..``, ``nul``) are hashed."""
+    return folder_name(job_id)
 
 
 class OutputWriter:
@@ -46,8 +43,6 @@ class OutputWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegend-output")
         self._queue: deque[tuple[str, Sequence[FileRecord]]] = deque()
         self._batch: asyncio.Future[None] | None = None  # the thread's current run
-        # Directories made and found not to be symlinks; touched by the writer thread only.
-        self._checked: set[Path] = set()
 
     def submit(self, job_id: str, records: Sequence[FileRecord]) -> None:
         """Queue the files of ``job_id`` for writing; returns at once. What is queued
@@ -89,17 +84,25 @@ class OutputWriter:
         self._executor.shutdown(wait=True)
 
     def _write(self, job_id: str, records: Sequence[FileRecord]) -> None:
-        if len(self._checked) > MAX_CHECKED_DIRS:
-            self._checked.clear()
-        root = self._output_dir / output_folder(job_id)
-        for record in records:
-            try:
-                write_file(root, record.path, record.content, self._checked)
-            except (OSError, UnsafePath) as exc:
-                log.error(
-                    "%s not written to %s: %s (the store has it: codegend export)",
-                    record.path,
-                    root,
-                    exc,
-                    extra={"job_id": job_id},
-                )
+        folder = output_folder(job_id)
+        try:
+            tree = Tree(self._output_dir, folder)
+        except OSError as exc:
+            self._not_written(job_id, f"{len(records)} files", self._output_dir / folder, exc)
+            return
+        with tree:
+            for record in records:
+                try:
+                    tree.write(record.path, record.content)
+                except (OSError, UnsafePath, UnicodeError) as exc:
+                    self._not_written(job_id, record.path, tree.path, exc)
+
+    @staticmethod
+    def _not_written(job_id: str, what: str, where: Path, exc: Exception) -> None:
+        log.error(
+            "%s not written to %s: %s (the store has it: codegend export)",
+            what,
+            where,
+            exc,
+            extra={"job_id": job_id},
+        )

@@ -65,6 +65,8 @@ class KafkaSettings(_Section):
 
 class StoreSettings(_Section):
     path: Path = Path("codegend.db")
+    # Finished jobs and published events older than this are deleted (0 = keep forever).
+    retention_days: float = Field(default=30.0, ge=0)
 
 
 class ModelPrice(_Section):
@@ -104,6 +106,14 @@ class LLMSettings(_Section):
     max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=65536)
     cassette_dir: Path | None = None
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # Empty: the models priced in ``prices``. The configured models are always allowed.
+    allowed_models: list[str] = Field(default_factory=list)
+
+    @field_validator("prices", mode="after")
+    @classmethod
+    def _over_the_default_prices(cls, value: dict[str, ModelPrice]) -> dict[str, ModelPrice]:
+        # A [llm.prices.<model>] table sets one model's price; the others keep theirs.
+        return {**DEFAULT_PRICES, **value}
 
     def cost_usd(self, model: str, usage: Usage) -> float:
         price = self.prices.get(model)
@@ -185,9 +195,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def max_tokens_for(self, state: str, overrides: dict[str, int] | None = None) -> int:
-        """The per-call budget of a phase: request override, then config, then the registry."""
+        """The per-call budget of a phase: request override (at most llm.max_tokens_ceiling:
+        a request does not raise spending past what the operator allows), then config, then
+        the registry."""
         if overrides and state in overrides:
-            return overrides[state]
+            return min(overrides[state], self.llm.max_tokens_ceiling)
         configured = self.phases.get(state)
         if configured and configured.max_tokens:
             return configured.max_tokens
@@ -198,10 +210,28 @@ class Settings(BaseSettings):
         return configured.timeout_s if configured and configured.timeout_s else self.llm.timeout_s
 
     def model_for(self, state: str, requested: str | None = None) -> str:
+        """The request's model if it is allowed (intake rejects one that is not; a job
+        stored before the model was disallowed falls back), else the configured one."""
+        if requested and requested in self.allowed_models():
+            return requested
         configured = self.phases.get(state)
-        return requested or (
-            configured.model if configured and configured.model else self.llm.model
-        )
+        return configured.model if configured and configured.model else self.llm.model
+
+    def configured_models(self) -> list[str]:
+        """llm.model and every phases.<STATE>.model, without repeats."""
+        models = [self.llm.model, *(p.model for p in self.phases.values() if p.model)]
+        return list(dict.fromkeys(models))
+
+    def allowed_models(self) -> list[str]:
+        """The models a request may choose in options.model: llm.allowed_models (by default
+        the models priced in llm.prices), and the configured models."""
+        chosen = self.llm.allowed_models or list(self.llm.prices)
+        return list(dict.fromkeys([*chosen, *self.configured_models()]))
+
+    def unpriced_models(self) -> list[str]:
+        """Models that may be called but have no entry in llm.prices (their cost would be
+        unknown): a valid configuration has none."""
+        return [m for m in self.allowed_models() if m not in self.llm.prices]
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -210,7 +240,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"config file {config_file} does not exist")
     token = _config_file.set(config_file)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, _origins(config_file, overrides))) from None
     except tomllib.TOMLDecodeError as exc:
@@ -219,6 +249,19 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid configuration: {exc}") from None
     finally:
         _config_file.reset(token)
+    _check_prices(settings)
+    return settings
+
+
+def _check_prices(settings: Settings) -> None:
+    """Every model that may be called has a price: a cost estimate is never a silent $0."""
+    unpriced = settings.unpriced_models()
+    if unpriced:
+        raise ConfigError(
+            f"model(s) {', '.join(unpriced)} (llm.model, phases.<STATE>.model or "
+            'llm.allowed_models) have no price in llm.prices; add [llm.prices."<model>"] '
+            "with input, output, cache_read and cache_write (US$ per million tokens)"
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -13,29 +13,38 @@ process: before the relay publishes events and before intake commits Kafka offse
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from daemon.errors import JobNotFound, StoreError
+from daemon.errors import JobNotFound, StoreError, StoreFull
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
+from daemon.progress import Point
 from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
 _TERMINAL_NAMES = tuple(state.name for state in JobState if state.is_terminal)
 _UNFINISHED = f"state NOT IN ({','.join('?' * len(_TERMINAL_NAMES))})"
+_NOT_NEWEST = "id < (SELECT max(id) FROM outbox)"
+_PRUNABLE_EVENT = f"published_at IS NOT NULL AND published_at < ? AND {_NOT_NEWEST}"
+_PRUNABLE_JOB = (
+    f"state IN ({','.join('?' * len(_TERMINAL_NAMES))}) AND updated_at < ? AND NOT EXISTS "
+    "(SELECT 1 FROM outbox WHERE outbox.job_id = jobs.job_id AND published_at IS NULL)"
+)
 _INSERT_CALL = (
     "INSERT INTO calls (job_id, phase, call, model, max_tokens, stop_reason, error, "
     "input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens, "
@@ -95,6 +104,14 @@ class NewFile:
         )
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full: SQLITE_FULL from SQLite, or
+    ENOSPC / EDQUOT from the operating system."""
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class Store:
     """All reads and writes of codegend's SQLite file."""
 
@@ -103,7 +120,7 @@ class Store:
         self._pending_calls: list[tuple[object, ...]] = []
         self._unsynced = False
         self.synced_outbox_id = 0  # outbox rows up to this id are on disk (see sync)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         conn = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
         )
@@ -143,6 +160,7 @@ class Store:
             3: self._add_file_times,
             4: self._add_calls_and_costs,
             5: self._add_sync_points,
+            6: self._add_death_points,
         }
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
@@ -236,6 +254,16 @@ class Store:
         # One row: when the store was last synced and the outbox rows that covered.
         self.db["sync_points"].create({"id": int, "at": float, "outbox_id": int}, pk="id")
 
+    def _add_death_points(self) -> None:
+        phases = self.db["phases"]
+        # Where the phase was when a process last died in it, how many files it had then,
+        # and how many deaths in a row came at that same point (see daemon.progress).
+        for name in ("death_call", "death_stage", "death_chars", "death_files"):
+            phases.add_column(name, int)
+        phases.add_column("deaths_in_a_row", int, not_null_default=0)
+        # Why a job is put aside until the next start or its not_before (model access).
+        self.db["jobs"].add_column("held", str)
+
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
         self.db["files"].add_column("committed_at", float)
@@ -257,10 +285,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One transaction, committed to the write-ahead log (see :meth:`sync`)."""
-        with self.db.atomic():
-            yield
-            self._write_calls()
+        """One transaction, committed to the write-ahead log (see :meth:`sync`). When the
+        disk is full SQLite rolls it back whole and this raises StoreFull: nothing of it
+        was written (the call records it would have written wait for the next one)."""
+        written: list[tuple[object, ...]] = []
+        try:
+            with self.db.atomic():
+                yield
+                written = list(self._pending_calls)
+                self._write_calls()
+        except (sqlite3.Error, OSError) as exc:
+            if written and not self._pending_calls:
+                self._pending_calls[:0] = written  # the COMMIT failed after they were written
+            if disk_full(exc):
+                raise StoreFull(f"store {self.path}: disk full ({exc})") from exc
+            raise
         self._unsynced = True
 
     def sync(self, force: bool = False) -> int:
@@ -317,10 +356,14 @@ class Store:
         with self.transaction():
             return self._emit(job_id, request_id, type_, **fields)
 
-    def unpublished(self, limit: int) -> list[OutboxRow]:
+    def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
+        """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
+        wait behind one the broker refused)."""
+        skipped = list(skip_jobs)
         rows = self.db.conn.execute(
-            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
+            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL "
+            f"AND job_id NOT IN ({','.join('?' * len(skipped))}) ORDER BY id LIMIT ?",
+            (*skipped, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
@@ -450,24 +493,53 @@ class Store:
 
     # -- phases ------------------------------------------------------------
 
-    def count_crash(self, job_id: str, phase: str) -> int:
-        """A phase found running when its job starts was left so by a process that died in
-        it: count that. Returns how often that has happened to this phase."""
-        status, crashes = self.db.conn.execute(
-            "SELECT status, interruptions FROM phases WHERE job_id = ? AND phase = ?",
+    def record_death(self, job_id: str, phase: str, point: Point | None) -> Death | None:
+        """A phase found running when its job starts was left so by a process that died
+        in it. Record where (``point``, None when unknown) and return the death, or None
+        when the phase is not running. A death counts against the phase (``in_a_row``)
+        only while it brings no progress: the phase committed no file since the last death
+        and died at the same point; else the count starts again at 1. A death while the
+        phase waited leaves the count as it was."""
+        row = self.db.conn.execute(
+            "SELECT status, interruptions, death_call, death_stage, death_chars, death_files, "
+            "deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?",
             (job_id, phase),
         ).fetchone()
+        status, deaths, *last, files_then, in_a_row = row
         if status != "running":
-            return int(crashes)
+            return None
+        if point is not None and not point.evidence:
+            with self.transaction():  # counted, but neither for nor against the phase
+                self.db.conn.execute(
+                    "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
+                    "WHERE job_id = ? AND phase = ?",
+                    (job_id, phase),
+                )
+            return Death(deaths + 1, in_a_row, point)
+        files = self.count_files(job_id, [phase])
+        previous = Point(*last) if None not in last else None
+        if point is None or previous is None:
+            same_point = point is None and previous is None  # unknown twice: assume so
+        else:
+            same_point = point.near(previous)
+        in_a_row = in_a_row + 1 if same_point and files == files_then else 1
+        where = (None, None, None) if point is None else (point.call, point.stage, point.chars)
         with self.transaction():
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
             self.db.conn.execute(
-                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
-                "WHERE job_id = ? AND phase = ?",
-                (job_id, phase),
+                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted', "
+                "death_call = ?, death_stage = ?, death_chars = ?, death_files = ?, "
+                "deaths_in_a_row = ? WHERE job_id = ? AND phase = ?",
+                (*where, files, in_a_row, job_id, phase),
             )
-        return int(crashes) + 1
+        return Death(deaths + 1, in_a_row, point)
+
+    def deaths_in_a_row(self, job_id: str, phase: str) -> int:
+        row = self.db.conn.execute(
+            "SELECT deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def defer(self, job_id: str, phase: str, delay_s: float) -> None:
         """Put a job aside for ``delay_s`` (its phase is interrupted, not failed)."""
@@ -664,6 +736,42 @@ class Store:
         if next_state.is_terminal and not was_terminal:
             self._emit_job_completed(job, next_state, warnings)
 
+    def end_job(self, job_id: str, state: JobState) -> None:
+        """End an unfinished job in the terminal ``state`` (its runner broke): its running
+        phases are marked failed, and job.completed announces it."""
+        job = self.job(job_id)
+        if job.state.is_terminal:
+            return
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'failed', error = 'internal error' "
+                "WHERE job_id = ? AND status IN ('running', 'interrupted', 'pending')",
+                (job_id,),
+            )
+            self._advance(job, state)
+        job.state = state
+
+    def hold(self, job_id: str, phase: str, reason: str, delay_s: float) -> None:
+        """Put a job aside because the model API refuses the account: until ``delay_s``
+        has passed or the daemon starts again (:meth:`release_held`)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE jobs SET not_before = ?, held = ? WHERE job_id = ?",
+                (time.time() + delay_s, reason, job_id),
+            )
+            self.db.conn.execute(
+                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ?",
+                (job_id, phase),
+            )
+
+    def release_held(self) -> int:
+        """At start: jobs put aside for the model API's refusal may run at once."""
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL"
+            )
+        return cursor.rowcount
+
     def move(self, job: JobRecord, state: JobState) -> None:
         """Move a job to ``state`` without running a phase (skip, cancel); a terminal state
         is announced with job.completed in the same transaction."""
@@ -772,6 +880,57 @@ class Store:
         ).fetchall()
         return dict(rows)
 
+    # -- retention ---------------------------------------------------------
+
+    def prunable(self, before: float) -> Pruned:
+        """What ``prune_jobs`` and ``prune_events`` would remove for this cutoff (a
+        ``time.time()``), without removing it."""
+        jobs = self.db.conn.execute(
+            f"SELECT count(*) FROM jobs WHERE {_PRUNABLE_JOB}", (*_TERMINAL_NAMES, before)
+        ).fetchone()[0]
+        events = self.db.conn.execute(
+            f"SELECT count(*) FROM outbox WHERE {_PRUNABLE_EVENT} OR (published_at IS NOT NULL "
+            f"AND {_NOT_NEWEST} AND job_id IN (SELECT job_id FROM jobs WHERE {_PRUNABLE_JOB}))",
+            (before, *_TERMINAL_NAMES, before),
+        ).fetchone()[0]
+        return Pruned(jobs=jobs, events=events)
+
+    def prune_jobs(self, before: float, limit: int) -> Pruned:
+        """Delete up to ``limit`` finished jobs last changed before ``before``, with their
+        phases, files, calls and events, in one transaction; returns the jobs and events
+        deleted. A job with an event not yet published stays. Its seq counter stays, so the
+        seq of a later event for the same job id goes on from the last."""
+        with self.transaction():
+            ids = [
+                row[0]
+                for row in self.db.conn.execute(
+                    f"SELECT job_id FROM jobs WHERE {_PRUNABLE_JOB} ORDER BY updated_at LIMIT ?",
+                    (*_TERMINAL_NAMES, before, limit),
+                )
+            ]
+            if not ids:
+                return Pruned()
+            marks = ",".join("?" * len(ids))
+            for table in ("calls", "files", "phases"):
+                self.db.conn.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+            events = self.db.conn.execute(
+                f"DELETE FROM outbox WHERE job_id IN ({marks}) AND {_NOT_NEWEST}", ids
+            ).rowcount
+            self.db.conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
+        return Pruned(jobs=len(ids), events=events)
+
+    def prune_events(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` outbox rows published before ``before``, in one
+        transaction; returns how many. Unpublished rows stay, and so does the newest row,
+        so row ids never restart (the relay's sync point counts on them growing)."""
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE "
+                f"{_PRUNABLE_EVENT} ORDER BY published_at LIMIT ?)",
+                (before, limit),
+            )
+        return cursor.rowcount
+
     # -- resume and listing ------------------------------------------------
 
     def reopen(self, job_id: str, reason: str) -> str | None:
@@ -805,6 +964,36 @@ class Store:
         rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
         keys = ("job_id", "project_name", "state", "created_at", "updated_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _create_private(path: Path) -> None:
+    """Create the store's folder (0700) and file (0600) if they do not exist, whatever the
+    umask: the store holds every request and every generated file. SQLite gives the -wal
+    and -shm files the database file's mode. What exists already keeps its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune removed (or, dry, would remove)."""
+
+    jobs: int = 0
+    events: int = 0
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(self.jobs + other.jobs, self.events + other.events)
+
+
+@dataclass(frozen=True)
+class Death:
+    """A process died while a phase ran: the phase's deaths so far, how many of the last
+    came in a row at one point without progress, and where this one came."""
+
+    total: int
+    in_a_row: int
+    point: Point | None
 
 
 @dataclass(frozen=True)

@@ -289,8 +289,8 @@ def _phase_table(job: JobView, now: datetime) -> Table:
         settled = phase.status in ("done", "failed")
         elapsed = phase.elapsed_s(now)
         table.add_row(
-            phase.step,
-            phase.name,
+            Text(phase.step),  # strings from the topic are never rich markup
+            Text(phase.name),
             _state_cell(phase, now),
             str(phase.files) if phase.status == "done" else "",
             f"{phase.output_tokens:,}" if phase.status == "done" else "",

@@ -9,7 +9,7 @@ import os
 import signal
 from pathlib import Path
 
-from daemon.broker import EmbeddedBroker, ensure_topics
+from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler
@@ -18,7 +18,9 @@ from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, Replay
 from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
 from daemon.outputs import OutputWriter
+from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
+from daemon.retention import Pruner
 from daemon.settings import Settings
 from daemon.states import JobState
 from daemon.store import Store
@@ -99,10 +101,18 @@ class Daemon:
         resources.push_async_callback(self._llm.aclose)
         self.store = Store(settings.store.path)
         resources.callback(self.store.close)
+        self.progress = open_progress(settings.store.path)
+        resources.callback(self.progress.close)
+        if held := self.store.release_held():
+            log.info("%d jobs put aside for the model API's refusal run again", held)
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(
-            self.bootstrap_servers, topics, kafka.topic_partitions, **client_options(kafka)
+            self.bootstrap_servers,
+            topics,
+            kafka.topic_partitions,
+            configs=topic_configs(kafka),
+            **client_options(kafka),
         )
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
@@ -121,6 +131,9 @@ class Daemon:
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.intake.run(), name="intake"),
         ]
+        if settings.store.retention_days > 0:
+            pruner = Pruner(self.store, settings.store.retention_days)
+            self._tasks.append(asyncio.create_task(pruner.run(), name="retention"))
         log.info(
             "codegend running: brokers %s, store %s, model provider %s",
             self.bootstrap_servers,
@@ -156,8 +169,11 @@ class Daemon:
             parallel=settings.jobs.execution == "parallel",
             code_checks=settings.jobs.code_checks,
             metrics=self.metrics,
+            progress=self.progress,
         )
-        self.scheduler = Scheduler(self.store, self.runner, settings.jobs.max_concurrent)
+        self.scheduler = Scheduler(
+            self.store, self.runner, settings.jobs.max_concurrent, self.metrics.readiness
+        )
         self.intake = Intake(
             self.consumer,
             self.producer,
@@ -167,6 +183,7 @@ class Daemon:
             self._on_new_work,
             max_unfinished=settings.jobs.max_unfinished,
             metrics=self.metrics,
+            allowed_models=settings.allowed_models(),
         )
 
     async def _serve_health(self) -> None:

@@ -316,6 +316,33 @@ def auto_reply(body: Json, phase_files: PhaseFileMap | None = None) -> Reply:
     return cap_to_max_tokens(Reply(text=text), body.get("max_tokens"))
 
 
+def stalling_responder(
+    rate: float, seed: int = 0, phase_files: PhaseFileMap | None = None
+) -> Callable[[Json], Reply]:
+    """A responder that, like real models now and then, answers ``"complete": false``
+    without a new file: at ``rate`` of the calls (drawn from ``seed``) it repeats the
+    phase's files the request already lists as produced, or, when it lists none, sends
+    an empty file list. Otherwise it answers like :func:`auto_reply`. Deterministic per
+    request: the same request gets the same answer, as a model at temperature 0 would."""
+
+    def respond(body: Json) -> Reply:
+        normal = auto_reply(body, phase_files)
+        schema = _output_schema(body) or {}
+        if "files" not in (_resolve(schema, schema).get("properties") or {}):
+            return normal
+        digest = hashlib.sha256(f"{seed}:{json.dumps(body, sort_keys=True)}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 >= rate:
+            return normal
+        key = extract_phase(body) or "ANY"
+        files = (phase_files or {}).get(key) or default_phase_files(key)
+        seen = request_text(body)
+        repeated = [{"path": p, "content": c} for p, c in files if p in seen]
+        text = json.dumps({"files": repeated, "complete": False})
+        return cap_to_max_tokens(Reply(text=text), body.get("max_tokens"))
+
+    return respond
+
+
 def _validate(body: Json) -> str | None:
     """The real API's 400 message for the most basic malformed requests, else None."""
     if not isinstance(body.get("model"), str):

@@ -142,8 +142,6 @@ class Chaos:
         self.server = server
         defaults = {
             "CODEGEND_KAFKA__TOPIC_PARTITIONS": "2",
-            # random kills must not pass for a poison phase
-            "CODEGEND_JOBS__MAX_PHASE_CRASHES": "1000",
             "CODEGEND_LLM__TIMEOUT_S": "30",
         }
         self.variables = daemon_env(

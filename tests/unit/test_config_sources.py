@@ -42,6 +42,8 @@ def test_the_source_is_the_layer_that_sets_the_key(tmp_path, monkeypatch):
     config.write_text(
         '[kafka]\nbootstrap_servers = "file:9092"\ngroup_id = "from-file"\n'
         "[phases.BE_ROUTES]\nmax_tokens = 6000\nmodel = 'claude-file'\n"
+        # a configured model needs a price (llm.prices)
+        "[llm.prices.claude-file]\ninput = 1.0\noutput = 2.0\ncache_read = 0.1\ncache_write = 1.0\n"
     )
     monkeypatch.setenv("CODEGEND_KAFKA__BOOTSTRAP_SERVERS", "env:9092")
     monkeypatch.setenv("CODEGEND_PHASES__fe_pages__MAX_TOKENS", "7000")

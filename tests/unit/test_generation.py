@@ -155,10 +155,59 @@ async def test_incomplete_answer_asks_for_more():
     assert len((await run(provider)).files) == 4
 
 
+def request_bodies(provider):
+    return [json.dumps([c.model, c.max_tokens, c.messages], sort_keys=True) for c in provider.calls]
+
+
+@pytest.mark.parametrize(
+    "stall",
+    [
+        pytest.param({"files": FILES[:1], "complete": False}, id="repeats-files"),
+        pytest.param({"files": [], "complete": False}, id="empty-list"),
+    ],
+)
+async def test_an_answer_that_adds_nothing_changes_the_next_call_then_ends_the_phase(stall):
+    first = answer({"files": FILES[:1], "complete": False})
+    provider = Scripted(first, *[answer(stall)] * 3)
+    outcome = await run(provider)
+    assert [f.path for f in outcome.files] == [FILES[0]["path"]]
+    bodies = request_bodies(provider)
+    assert len(bodies) == 4 and len(set(bodies)) == 4  # never the same request twice
+    second, third = (provider.calls[i].messages[0]["content"][-1]["text"] for i in (2, 3))
+    said = "repeated files" if stall["files"] else "file list was empty"
+    assert said in second and '"complete": true' in second
+    assert third.count("Again, your previous answer added no new file") == 1
+    assert any("'not complete' 3 times in a row" in w for w in outcome.warnings)
+
+
+async def test_a_stall_followed_by_new_files_goes_on():
+    stall = answer({"files": FILES[:1], "complete": False})
+    provider = Scripted(
+        stall,
+        stall,
+        answer({"files": FILES[1:2], "complete": False}),
+        stall,
+        answer({"files": FILES[2:], "complete": True}),
+    )
+    outcome = await run(provider)
+    assert len(outcome.files) == 4 and not outcome.warnings
+    assert len(set(request_bodies(provider))) == 5
+
+
+async def test_repeated_invalid_answers_are_asked_differently_each_time():
+    refusal = answer({"files": [], "complete": False}, stop_reason="refusal")
+    provider = Scripted(refusal, refusal, refusal)
+    with pytest.raises(PhaseFailed, match="still invalid after 2 repairs"):
+        await run(provider)
+    assert len(set(request_bodies(provider))) == 3
+    assert "same problem" in provider.calls[2].messages[0]["content"][-1]["text"]
+
+
 async def test_calls_per_phase_are_bounded():
-    more = answer({"files": FILES[:1], "complete": False})
+    provider = Scripted(*(answer({"files": [f], "complete": False}) for f in FILES))
     with pytest.raises(PhaseFailed, match="not complete after 3 calls"):
-        await run(Scripted(more, more, more, more), max_calls_per_phase=3)
+        await run(provider, max_calls_per_phase=3)
+    assert len(set(request_bodies(provider))) == 3
 
 
 async def test_permanent_error_fails_the_phase():

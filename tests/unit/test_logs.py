@@ -40,3 +40,27 @@ def test_the_http_clients_request_lines_stay_out(capsys):
         logging.getLogger().handlers.clear()
     err = capsys.readouterr().err
     assert "HTTP Request" not in err and "a warning still shows" in err
+
+
+def test_text_lines_cannot_be_forged_from_outside(capsys):
+    setup_logging("text")
+    try:
+        logging.getLogger("daemon.intake").warning(
+            "rejected: unknown key %r",
+            "x\n12:00:00 INFO    [-] all is well\x1b[2J\u202e",
+            extra={"job_id": "j\r\n3"},
+        )
+        try:
+            raise ValueError("first line\n12:00:00 INFO    [-] forged")
+        except ValueError:
+            logging.getLogger("daemon.intake").exception("it failed:\x1b[31m red")
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = capsys.readouterr().err.splitlines()
+    records = [line for line in lines if not line.startswith(" ")]
+    assert len(records) == 2  # every other line is an indented traceback line
+    assert records[0].endswith(
+        r"[j\r\n3] rejected: unknown key 'x\n12:00:00 INFO    [-] all is well\x1b[2J\u202e'"
+    )
+    assert records[1].endswith(r"it failed:\x1b[31m red")
+    assert "\x1b" not in "".join(lines) and "  12:00:00 INFO    [-] forged" in lines

@@ -4,6 +4,7 @@ import pytest
 
 from daemon.errors import StoreError
 from daemon.models import Event, GenerationRequest, Usage
+from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
 from daemon.states import JobState
 from daemon.store import SCHEMA_VERSION, NewFile, PhaseOutcome, Store
 
@@ -153,6 +154,9 @@ def test_an_old_store_is_migrated(tmp_path):
     conn.execute("ALTER TABLE jobs DROP COLUMN not_before")
     conn.execute("DROP TABLE calls")
     conn.execute("DROP TABLE sync_points")
+    for column in ("death_call", "death_stage", "death_chars", "death_files", "deaths_in_a_row"):
+        conn.execute(f"ALTER TABLE phases DROP COLUMN {column}")
+    conn.execute("ALTER TABLE jobs DROP COLUMN held")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -163,16 +167,46 @@ def test_an_old_store_is_migrated(tmp_path):
         assert "committed_at" in store.db["files"].columns_dict
         assert store.db["calls"].exists() and "not_before" in store.db["jobs"].columns_dict
         assert store.db["sync_points"].exists()
+        assert "deaths_in_a_row" in store.db["phases"].columns_dict
+        assert "held" in store.db["jobs"].columns_dict
     finally:
         store.close()
 
 
-def test_crashes_count_only_phases_left_running(store):
+def test_deaths_count_only_phases_left_running(store):
     store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
     job = store.job("r1")
-    assert store.count_crash("r1", "ARCH") == 0  # never started
+    assert store.record_death("r1", "ARCH", Point(1)) is None  # never started
     store.start_phase(job, "ARCH", "1", JobState.ARCH)
-    assert store.count_crash("r1", "ARCH") == 1  # found running: its process died
+    death = store.record_death("r1", "ARCH", Point(1, chars=100))  # its process died
+    assert death is not None and (death.total, death.in_a_row) == (1, 1)
     store.start_phase(job, "ARCH", "1", JobState.ARCH)
     store.interrupt_phase("r1", "ARCH")  # a clean shutdown
-    assert store.count_crash("r1", "ARCH") == 1
+    assert store.record_death("r1", "ARCH", Point(1, chars=100)) is None
+    assert store.deaths_in_a_row("r1", "ARCH") == 1
+
+
+def test_deaths_count_in_a_row_only_at_one_point_without_progress(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    job = store.job("r1")
+
+    def die(point: Point | None) -> int:
+        store.start_phase(job, "DB", "2", JobState.DB)
+        death = store.record_death("r1", "DB", point)
+        assert death is not None
+        return death.in_a_row
+
+    assert die(Point(1, STREAMING, 1000)) == 1
+    assert die(Point(1, STREAMING, 1000 + SAME_POINT_CHARS)) == 2  # the same point
+    assert die(Point(1, WAITING)) == 2  # while waiting: neither for nor against
+    assert die(Point(1, STREAMING, 1000)) == 3
+    assert die(Point(1, STREAMING, 3000)) == 1  # elsewhere: an outside kill
+    assert die(Point(1, STREAMING, 3000)) == 2
+    store.stage_files("r1", "DB", [NewFile("db/schema.sql", "create table t (id int);")])
+    assert die(Point(1, STREAMING, 3000)) == 1  # a file committed since: progress
+    assert die(Point(2, STREAMING, 3000)) == 1  # another call
+    assert die(Point(2, ANSWERED, 3000)) == 1  # past the answer
+    assert die(Point(2, ANSWERED, 3000)) == 2
+    assert die(None) == 1  # where is not known (no progress file)
+    assert die(None) == 2
+    assert store.phases("r1")[1].attempts == 12

@@ -1,0 +1,201 @@
+"""Store hygiene: the store's file modes, and retention (prune) of finished jobs and
+published events, never of anything unpublished or unfinished."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+
+import pytest
+
+from daemon.errors import ConfigError, JobNotFound
+from daemon.models import GenerationRequest
+from daemon.retention import (
+    EVENTS_PER_TRANSACTION,
+    JOBS_PER_TRANSACTION,
+    Pruner,
+    parse_duration,
+    prune,
+)
+from daemon.states import JobState
+from daemon.store import NewFile, PhaseOutcome, Pruned, Store
+
+DAY_S = 86_400.0
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def loose_umask():
+    previous = os.umask(0o022)  # the usual umask: files 0644, folders 0755 by default
+    yield
+    os.umask(previous)
+
+
+def test_a_new_store_is_private_whatever_the_umask(tmp_path, loose_umask):
+    path = tmp_path / "new" / "codegend.db"
+    store = Store(path)
+    try:
+        store.emit("j", None, "job.rejected", error="x")  # the WAL and its index exist now
+        assert _mode(path.parent) == 0o700
+        assert _mode(path) == 0o600
+        assert _mode(f"{path}-wal") == 0o600
+        assert _mode(f"{path}-shm") == 0o600
+    finally:
+        store.close()
+
+
+def test_an_existing_folder_keeps_its_mode(tmp_path, loose_umask):
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o750)
+    Store(folder / "codegend.db").close()
+    assert _mode(folder) == 0o750
+    assert _mode(folder / "codegend.db") == 0o600
+
+
+def _request(job_id: str) -> GenerationRequest:
+    return GenerationRequest.model_validate(
+        {"request_id": job_id, "project_name": "p", "mockup": {"kind": "text", "description": "d"}}
+    )
+
+
+def _finished_job(store: Store, job_id: str, state: JobState = JobState.COMPLETED) -> None:
+    store.create_job(job_id, _request(job_id), "t", ["ARCH"])
+    job = store.job(job_id)
+    store.start_phase(job, "ARCH", "1", JobState.ARCH)
+    outcome = PhaseOutcome("ARCH", "1", files=[NewFile("a.txt", "x" * 1000)])
+    if state is JobState.COMPLETED:
+        store.complete_phase(job, outcome, state)
+    else:
+        store.fail_phase(job, outcome, "boom", state)
+
+
+def _publish(store: Store, job_id: str, at: float) -> None:
+    """Mark the job's events published at ``at`` and the job last changed then."""
+    rows = [row.id for row in store.unpublished(10_000) if row.job_id == job_id]
+    store.mark_published(rows)
+    store.db.conn.execute("UPDATE outbox SET published_at = ? WHERE job_id = ?", (at, job_id))
+    store.db.conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (at, job_id))
+
+
+def _count(store: Store, table: str, job_id: str) -> int:
+    query = f"SELECT count(*) FROM {table} WHERE job_id = ?"
+    return store.db.conn.execute(query, (job_id,)).fetchone()[0]
+
+
+def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
+    store = Store(tmp_path / "s.db")
+    now = time.time()
+    old, before = now - 40 * DAY_S, now - 30 * DAY_S
+    _finished_job(store, "old-done")
+    _finished_job(store, "old-failed", JobState.FAILED)
+    _finished_job(store, "new-done")
+    _finished_job(store, "old-unpublished")
+    store.create_job("old-running", _request("old-running"), "t", ["ARCH", "DB"])
+    store.start_phase(store.job("old-running"), "ARCH", "1", JobState.ARCH)
+    store.record_call(_call("old-done"))
+    for job_id in ("old-done", "old-failed", "old-unpublished", "old-running"):
+        _publish(store, job_id, old)
+    _publish(store, "new-done", now)
+    # a late event of an old finished job, not yet published: that job stays, whole
+    store.emit("old-unpublished", "old-unpublished", "job.resumed", from_phase="ARCH", reason="r")
+    assert _count(store, "calls", "old-done") == 1
+
+    dry = store.prunable(before)
+    pruned = prune(store, before)
+    assert dry == pruned
+    assert pruned.jobs == 2
+    assert {row["job_id"] for row in store.jobs()} == {"new-done", "old-unpublished", "old-running"}
+    for gone in ("old-done", "old-failed"):
+        with pytest.raises(JobNotFound):
+            store.job(gone)
+        for table in ("phases", "files", "calls", "outbox"):
+            assert _count(store, table, gone) == 0, table
+    assert len(store.files("old-unpublished")) == 1 and len(store.files("new-done")) == 1
+    # events: the old published ones went; the unpublished one and the recent ones stayed
+    assert [row.job_id for row in store.unpublished(100)] == ["old-unpublished"]
+    assert _count(store, "outbox", "old-unpublished") == 1
+    assert _count(store, "outbox", "old-running") == 0
+    assert _count(store, "outbox", "new-done") == 4
+    assert _count(store, "phases", "old-running") == 2  # an unfinished job keeps everything
+    assert pruned.events == 4 + 4 + 4 + 2  # two pruned jobs', and the older events of two others
+    assert prune(store, before) == Pruned()
+    store.close()
+
+
+def _call(job_id: str):
+    from daemon.models import Usage
+    from daemon.store import CallRecord
+
+    return CallRecord(job_id, "ARCH", 1, "m", 100, "end_turn", None, Usage(), time.time(), 1.0)
+
+
+def test_seq_and_row_ids_go_on_after_a_prune(tmp_path):
+    store = Store(tmp_path / "s.db")
+    _finished_job(store, "a")
+    _finished_job(store, "b")
+    last_id = max(row.id for row in store.unpublished(100))
+    old = time.time() - 40 * DAY_S
+    _publish(store, "a", old)
+    _publish(store, "b", old)
+    assert prune(store, time.time() - 30 * DAY_S) == Pruned(jobs=2, events=7)
+    newest = store.db.conn.execute("SELECT id, job_id, seq FROM outbox").fetchall()
+    assert newest == [(last_id, "b", 4)]  # the newest row stays: ids never restart
+    event = store.emit("b", "b", "job.resumed", from_phase="ARCH", reason="r")
+    assert event.seq == 5  # b's seq counter was kept
+    assert store.unpublished(10)[0].id == last_id + 1
+    store.close()
+
+
+def test_prune_works_in_small_transactions(tmp_path):
+    store = Store(tmp_path / "s.db")
+    old = time.time() - 40 * DAY_S
+    jobs = JOBS_PER_TRANSACTION * 2 + 3
+    for index in range(jobs):
+        _finished_job(store, f"j{index}")
+        _publish(store, f"j{index}", old)
+    for _ in range(EVENTS_PER_TRANSACTION * 2 + 5):
+        store.emit("noisy", None, "job.rejected", error="x")
+    _publish(store, "noisy", old)
+    calls: list[tuple[str, int, float]] = []
+    prune_jobs, prune_events = store.prune_jobs, store.prune_events
+
+    def jobs_step(before: float, limit: int) -> Pruned:
+        started = time.perf_counter()
+        done = prune_jobs(before, limit)
+        calls.append(("jobs", done.jobs, time.perf_counter() - started))
+        return done
+
+    def events_step(before: float, limit: int) -> int:
+        started = time.perf_counter()
+        done = prune_events(before, limit)
+        calls.append(("events", done, time.perf_counter() - started))
+        return done
+
+    store.prune_jobs = jobs_step  # type: ignore[method-assign]
+    store.prune_events = events_step  # type: ignore[method-assign]
+    total = asyncio.run(Pruner(store, retention_days=30).prune_once())
+    assert total.jobs == jobs
+    assert total.events == jobs * 4 + EVENTS_PER_TRANSACTION * 2 + 4  # the newest row stays
+    job_steps = [n for kind, n, _ in calls if kind == "jobs" and n]
+    event_steps = [n for kind, n, _ in calls if kind == "events" and n]
+    assert len(job_steps) >= 3 and max(job_steps) <= JOBS_PER_TRANSACTION
+    assert len(event_steps) >= 3 and max(event_steps) <= EVENTS_PER_TRANSACTION
+    assert max(seconds for _, _, seconds in calls) < 0.5
+    store.close()
+
+
+def test_durations():
+    assert parse_duration("30d") == 30 * DAY_S
+    assert parse_duration("12h") == 12 * 3600
+    assert parse_duration("90m") == 5400
+    assert parse_duration("45s") == 45
+    assert parse_duration("2w") == 14 * DAY_S
+    assert parse_duration("1.5") == 1.5 * DAY_S
+    for bad in ("", "soon", "-1d", "3y"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
