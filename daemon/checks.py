@@ -1,8 +1,11 @@
 """A quality gate over generated files: syntax, JSON, placeholders, and whether imports resolve.
 
-Pure and fast (the standard library only, no subprocess, no network), so it can run after every
-phase. ``check_files`` looks at what one phase just wrote, against every file of the job;
-``check_project`` repeats the cross-file part (imports and declared dependencies) at the end.
+Pure (the standard library only, no network) and linear in the size of the files, so it can
+run after every phase. ``check_files`` looks at what one phase just wrote, against every file
+of the job; ``check_project`` repeats the cross-file part (imports and declared dependencies)
+at the end. Every parser here reads text a model chose: each is total (a file it cannot read
+is a problem of that file, never an exception) and files over a size cap are not parsed.
+The daemon runs them through ``run_checks``: in a worker process, within a time budget.
 
 Each problem says whether the phase that wrote the file can fix it alone (``fixable_now``): a
 syntax error, a placeholder, or an import of a missing sibling can be; an import of a file in
@@ -12,18 +15,35 @@ another directory, or of an undeclared package, may be satisfied by a later phas
 from __future__ import annotations
 
 import ast
+import asyncio
+import atexit
+import contextlib
 import fnmatch
 import functools
 import json
+import os
+import pickle
 import posixpath
 import re
+import select
+import signal
+import struct
+import subprocess
 import sys
+import threading
+import time
 import tomllib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
+
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+MAX_AMBIENT_PATTERNS = 64  # wildcard ``declare module`` patterns tried per import
+MAX_ALIASES = 64  # path aliases (vite, tsconfig) tried per import
 
 
 @dataclass(frozen=True)
@@ -33,25 +53,47 @@ class Problem:
     path: str
     message: str
     fixable_now: bool
-    kind: str = "content"  # content (syntax, JSON, placeholders), import, or dependency
+    # content (syntax, JSON, placeholders), import, dependency, or skipped (not checked)
+    kind: str = "content"
+
+    @property
+    def text(self) -> str:
+        """The problem as one warning line."""
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
-def check_files(new: Mapping[str, str], existing: Mapping[str, str]) -> list[Problem]:
+def check_files(
+    new: Mapping[str, str],
+    existing: Mapping[str, str],
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> list[Problem]:
     """Check the files a phase just produced against every file of the job.
 
-    ``existing`` may or may not already hold ``new``'s paths; ``new`` wins where both do."""
-    project = _Project({**existing, **new})
+    ``existing`` may or may not already hold ``new``'s paths; ``new`` wins where both do.
+    A file over ``max_file_bytes`` is not parsed; a ``skipped`` problem says so."""
+    project = _Project({**existing, **new}, max_file_bytes)
     problems: list[Problem] = []
     for path in sorted(new):
+        if path in project.oversized:
+            problems.append(project.skipped(path))
+            continue
         problems.extend(_content_problems(path, new[path], project))
         problems.extend(project.import_problems(path))
     return problems
 
 
-def check_project(files: Mapping[str, str]) -> list[Problem]:
+def check_project(
+    files: Mapping[str, str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> list[Problem]:
     """The whole job at its end: cross-file checks only (imports, dependencies) over all files."""
-    project = _Project(dict(files))
-    return [problem for path in sorted(files) for problem in project.import_problems(path)]
+    project = _Project(dict(files), max_file_bytes)
+    return [
+        problem
+        for path in sorted(files)
+        for problem in (
+            [project.skipped(path)] if path in project.oversized else project.import_problems(path)
+        )
+    ]
 
 
 # --- one file on its own -------------------------------------------------------------------
@@ -69,7 +111,7 @@ _PLACEHOLDER_KEYWORDS = (
     " here",
 )
 _PLACEHOLDER = re.compile(
-    r"\.\.\.\s*\(?\s*rest of (?:the )?(?:code|file|implementation|component|module)"
+    r"\.\.\.\s*(?:\(\s*)?rest of (?:the )?(?:code|file|implementation|component|module)"
     r"|\brest of (?:the )?(?:code|file|implementation|component|module|class)"
     r" (?:remains|is unchanged|unchanged|goes here|omitted|as before)"
     r"|\.\.\.\s*(?:existing|previous|remaining|other) (?:code|imports|methods|routes|functions"
@@ -99,6 +141,8 @@ def _content_problems(path: str, content: str, project: _Project) -> Iterator[Pr
             tomllib.loads(content)
         except tomllib.TOMLDecodeError as exc:
             yield Problem(path, f"invalid TOML: {exc}", True)
+        except RecursionError:
+            yield Problem(path, "invalid TOML: nested too deeply", True)
 
 
 def _placeholder(content: str) -> str | None:
@@ -147,17 +191,59 @@ def _load_json(path: str, content: str) -> Any:
     return json.loads(content)
 
 
-_JSONC_COMMENTS = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', re.DOTALL)
-_JSONC_COMMAS = re.compile(r'("(?:\\.|[^"\\])*")|,(?=\s*[}\]])')
+_JSONC_STOP = re.compile(r'["/,\]}]')
+_JSON_STRING_STOP = re.compile(r'["\\]')
 
 
 def _strip_jsonc(content: str) -> str:
-    """JSON with comments and trailing commas (tsconfig) as plain JSON, lines kept in place."""
+    """JSON with comments and trailing commas (tsconfig) as plain JSON, lines kept in place.
 
-    def blank(match: re.Match[str]) -> str:
-        return match[1] or "\n" * match[0].count("\n")
+    One pass, left to right, each character looked at once: a string or a comment is taken
+    whole (an unterminated one runs to the end), a comma is dropped when the next thing
+    after it (past blanks and comments) closes an object or an array."""
+    out: list[str] = []
+    comma: int | None = None  # where in ``out`` a comma waits for what follows it
+    pos, end = 0, len(content)
+    while (found := _JSONC_STOP.search(content, pos)) is not None:
+        start = found.start()
+        gap = content[pos:start]
+        if gap and not gap.isspace():
+            comma = None
+        out.append(gap)
+        char, pos = content[start], start + 1
+        if char == '"':
+            pos = _string_end(content, pos, _JSON_STRING_STOP)
+            out.append(content[start:pos])
+            comma = None
+        elif content.startswith("//", start):
+            newline = content.find("\n", start)
+            pos = end if newline < 0 else newline
+        elif content.startswith("/*", start):
+            close = content.find("*/", start + 2)
+            pos = end if close < 0 else close + 2
+            out.append("\n" * content.count("\n", start, pos))
+        elif char == ",":
+            comma = len(out)
+            out.append(char)
+        else:
+            if char in "}]" and comma is not None:
+                out[comma] = ""
+            comma = None
+            out.append(char)
+    out.append(content[pos:])
+    return "".join(out)
 
-    return _JSONC_COMMAS.sub(blank, _JSONC_COMMENTS.sub(blank, content))
+
+def _string_end(content: str, pos: int, stops: re.Pattern[str]) -> int:
+    """Just past the quote that closes the string whose text starts at ``pos``; ``stops``
+    finds that quote, a backslash, and whatever else ends the string (a newline for
+    single-line strings, which then ends before it). Unterminated: the end of the text."""
+    while (found := stops.search(content, pos)) is not None:
+        if content[found.start()] == "\\":
+            pos = found.start() + 2
+            continue
+        return found.end() if content[found.start()] != "\n" else found.start()
+    return len(content)
 
 
 def _line_of(content: str, offset: int) -> int:
@@ -183,11 +269,24 @@ def _target_dir_problem(importer: str, target: str, message: str) -> Problem:
 class _Project:
     """Indexes over all files of a job, built lazily and shared by both languages' checks."""
 
-    def __init__(self, files: dict[str, str]) -> None:
+    def __init__(self, files: dict[str, str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self.files = files
+        self.max_file_bytes = max_file_bytes
+        self.oversized = frozenset(p for p, c in files.items() if _size_over(c, max_file_bytes))
         self._modules: dict[str, _PyModule] = {}
         self.python = _PythonImports(self)
         self.scripts = _ScriptImports(self)
+
+    def readable(self) -> Iterator[tuple[str, str]]:
+        """The files small enough to parse, with their contents."""
+        return ((p, c) for p, c in self.files.items() if p not in self.oversized)
+
+    def skipped(self, path: str) -> Problem:
+        size = len(self.files[path].encode("utf-8", "replace"))
+        message = (
+            f"not checked: {size} bytes, over jobs.check_max_file_bytes = {self.max_file_bytes}"
+        )
+        return Problem(path, message, False, kind="skipped")
 
     @cached_property
     def python_dirs(self) -> frozenset[str]:
@@ -196,7 +295,10 @@ class _Project:
 
     def python_module(self, path: str) -> _PyModule:
         if path not in self._modules:
-            self._modules[path] = _parse_module(path, self.files[path])
+            if path in self.oversized:  # not read: it may import and define anything
+                self._modules[path] = _PyModule(None)
+            else:
+                self._modules[path] = _parse_module(path, self.files[path])
         return self._modules[path]
 
     def import_problems(self, path: str) -> Iterator[Problem]:
@@ -204,6 +306,12 @@ class _Project:
             yield from self.python.problems(path)
         elif path.endswith(_SCRIPT_SUFFIXES):
             yield from self.scripts.problems(path)
+
+
+def _size_over(content: str, max_bytes: int) -> bool:
+    if len(content) * 4 <= max_bytes:  # UTF-8 takes at most 4 bytes a character
+        return False
+    return len(content) > max_bytes or len(content.encode("utf-8", "replace")) > max_bytes
 
 
 def _ancestors(paths: Iterable[str]) -> set[str]:
@@ -237,8 +345,8 @@ class _PyModule:
                 tree = ast.parse(content, filename=path)
             except SyntaxError as exc:
                 return cls(f"line {exc.lineno or 1}: {exc.msg}")
-            except (ValueError, RecursionError) as exc:  # null bytes, absurd nesting
-                return cls(f"line 1: {exc}")
+            except (ValueError, RecursionError, MemoryError) as exc:  # NUL, absurd nesting
+                return cls(f"line 1: {exc or 'too deeply nested to parse'}")
         imports = tuple(_python_imports(tree.body))
         return cls(None, imports, _bound_names(tree) if path.endswith("__init__.py") else None)
 
@@ -327,6 +435,7 @@ class _PythonImports:
     def __init__(self, project: _Project) -> None:
         self.project = project
         self.files = project.files
+        self._roots_of_dir: dict[str, list[str]] = {}
 
     def problems(self, path: str) -> Iterator[Problem]:
         for item in self.project.python_module(path).imports:
@@ -420,9 +529,13 @@ class _PythonImports:
 
     def _roots_for(self, path: str) -> list[str]:
         """Source roots, those above the file first (deepest first), then the others."""
-        above = [r for r in self.roots if not r or path.startswith(r + "/")]
-        above.sort(key=len, reverse=True)
-        return above + sorted(r for r in self.roots if r not in above)
+        directory = _parent(path)
+        if directory not in self._roots_of_dir:  # the same for every file of a directory
+            above = [r for r in self.roots if _in_scope(directory, r) or r == directory]
+            above.sort(key=len, reverse=True)
+            others = sorted(r for r in self.roots if r not in above)
+            self._roots_of_dir[directory] = above + others
+        return self._roots_of_dir[directory]
 
     @cached_property
     def roots(self) -> frozenset[str]:
@@ -443,7 +556,7 @@ class _PythonImports:
     @cached_property
     def requirements(self) -> dict[str, frozenset[str]] | None:
         """Declared distributions per requirements file, or None when the job has none yet."""
-        found = {p: _requirements(p, c) for p, c in self.files.items() if _is_requirements(p)}
+        found = {p: _requirements(p, c) for p, c in self.project.readable() if _is_requirements(p)}
         return {p: names for p, names in found.items() if names is not None} or None
 
     @cached_property
@@ -486,7 +599,7 @@ def _pyproject_requirements(content: str) -> frozenset[str] | None:
     """PEP 621 and Poetry dependency tables; None when the file declares no project."""
     try:
         document = tomllib.loads(content)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return None
     project = _table(document, "project")
     poetry = _table(_table(document, "tool"), "poetry")
@@ -594,15 +707,19 @@ _DEPENDENCY_KEYS = ("dependencies", "devDependencies", "peerDependencies", "opti
 # Left to right, a comment or a string is consumed whole, so an import written inside one
 # (an example in a docstring, a code sample in a template literal) is never taken for code.
 # Static imports and exports are statements, so they start a line or follow a ";"; that keeps
-# prose in JSX text ("import your data from 'CSV'") out.
-_SCRIPT_TOKENS = re.compile(
-    r"""//[^\n]*|/\*.*?\*/
-    |(?:^|;)[ \t]*(?:import|export)(?![\w$])[\w$*{},\s]*?\bfrom\s*(['"])(?P<from>[^'"\n]+)\1
-    |(?:^|;)[ \t]*import\s*(['"])(?P<bare>[^'"\n]+)\3
-    |(?:import|require)(?<![\w$.]import)(?<![\w$.]require)\s*\(\s*(['"`])(?P<call>[^'"`\n$]+)\5\s*\)
-    |'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"|`(?:\\.|[^`\\])*`""",
-    re.VERBOSE | re.DOTALL | re.MULTILINE,
-)
+# prose in JSX text ("import your data from 'CSV'") out. A hand-written scanner, not one big
+# regex: each character is looked at a bounded number of times, so a hostile file costs time
+# in proportion to its length (an unterminated comment or template literal runs to the end,
+# an unterminated quoted string to the end of its line).
+_SCRIPT_STOP = re.compile(r"""[/'"`]|(?<![\w$.])(?:import|export|require)(?![\w$])""")
+_STRING_STOPS = {
+    "'": re.compile(r"['\\\n]"),
+    '"': re.compile(r'["\\\n]'),
+    "`": re.compile(r"[`\\]"),
+}
+_CLAUSE = re.compile(r"[\w$*{},\s]*")  # what may stand between `import` and `from`
+_QUOTED_SPEC = re.compile(r"""\s*(['"])([^'"\n]+)\1""")
+_CALL_SPEC = re.compile(r"""\s*\(\s*(['"`])([^'"`\n$]+)\1\s*\)""")
 _AMBIENT = re.compile(r"""\bdeclare\s+module\s+['"]([^'"]+)['"]""")
 _VITE_ALIAS = re.compile(r"""(?:['"]@['"]|\bfind\s*:\s*['"]@['"])\s*[:,]""")
 _QUOTED_DIR = re.compile(r"""['"](?:\./|/)?(\w[\w.-]*(?:/[\w.-]+)*)/?['"]""")
@@ -616,10 +733,95 @@ _NODE_BUILTINS = frozenset(_NODE_BUILTIN_NAMES.split())
 
 
 def _script_imports(content: str) -> Iterator[tuple[int, str]]:
-    for match in _SCRIPT_TOKENS.finditer(content):
-        for group in ("from", "bare", "call"):
-            if match[group]:
-                yield _line_of(content, match.start(group)), match[group]
+    lines = _Lines(content)
+    for offset, spec in _ScriptScanner(content).specs():
+        yield lines.at(offset), spec
+
+
+class _Lines:
+    """Line numbers of increasing offsets into one text, counted on from the last one."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._offset, self._line = 0, 1
+
+    def at(self, offset: int) -> int:
+        if offset < self._offset:
+            self._offset, self._line = 0, 1
+        self._line += self._text.count("\n", self._offset, offset)
+        self._offset = offset
+        return self._line
+
+
+class _ScriptScanner:
+    """The module specifiers of a script's imports, exports and require/import() calls."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        # The run of clause characters last measured: (from, end, end of its last word).
+        # Every keyword inside one run shares its end, so each run is measured once.
+        self._run = (-1, -1, -1)
+
+    def specs(self) -> Iterator[tuple[int, str]]:
+        text, pos = self.text, 0
+        while (found := _SCRIPT_STOP.search(text, pos)) is not None:
+            start, pos = found.start(), found.end()
+            char = text[start]
+            if char == "/":
+                pos = self._comment_end(start)
+            elif char in _STRING_STOPS:
+                pos = _string_end(text, pos, _STRING_STOPS[char])
+            elif (hit := self._import(found[0], start, pos)) is not None:
+                offset, spec, pos = hit
+                yield offset, spec
+
+    def _comment_end(self, start: int) -> int:
+        text = self.text
+        if text.startswith("//", start):
+            end = text.find("\n", start)
+        elif text.startswith("/*", start):
+            end = text.find("*/", start + 2)
+            end = end + 2 if end >= 0 else end
+        else:
+            return start + 1
+        return end if end >= 0 else len(text)
+
+    def _import(self, keyword: str, start: int, end: int) -> tuple[int, str, int] | None:
+        """(offset of the specifier, the specifier, where scanning goes on), if any."""
+        found = None
+        if keyword != "require" and self._statement_start(start):
+            found = self._static_from(end)
+            if found is None and keyword == "import":
+                found = _QUOTED_SPEC.match(self.text, end)
+        if found is None and keyword != "export":
+            found = _CALL_SPEC.match(self.text, end)
+        return None if found is None else (found.start(2), found[2], found.end())
+
+    def _statement_start(self, start: int) -> bool:
+        text, pos = self.text, start
+        while pos and text[pos - 1] in " \t":
+            pos -= 1
+        return not pos or text[pos - 1] in "\n;"
+
+    def _static_from(self, end: int) -> re.Match[str] | None:
+        """``import x from 'spec'`` / ``export {a} from "spec"``: the clause after the
+        keyword is a run of clause characters ending in the word ``from``."""
+        text = self.text
+        start, run_end, word_end = self._run
+        if not start <= end <= run_end:
+            run_end = _CLAUSE.match(text, end).end()  # type: ignore[union-attr]
+            word_end = run_end
+            while word_end > end and text[word_end - 1].isspace():
+                word_end -= 1
+            self._run = (end, run_end, word_end)
+        from_at = word_end - 4
+        if from_at <= end or text[from_at:word_end] != "from" or _is_word(text[from_at - 1]):
+            return None
+        return _QUOTED_SPEC.match(text, run_end)
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 @dataclass(frozen=True)
@@ -635,6 +837,8 @@ class _ScriptImports:
         self.files = project.files
 
     def problems(self, path: str) -> Iterator[Problem]:
+        if path in self.project.oversized:
+            return
         for line, spec in _script_imports(self.files[path]):
             spec = re.split(r"[?#]", spec, maxsplit=1)[0]
             if problem := self._check(path, spec, f"line {line}: "):
@@ -708,7 +912,8 @@ class _ScriptImports:
         )
 
     def _ambient(self, spec: str) -> bool:
-        return any(fnmatch.fnmatchcase(spec, pattern) for pattern in self.ambient_modules)
+        names, patterns = self.ambient_modules
+        return spec in names or any(pattern.match(spec) for pattern in patterns)
 
     def _manifest_for(self, path: str) -> tuple[str, frozenset[str]] | None:
         directory = _parent(path)
@@ -729,7 +934,7 @@ class _ScriptImports:
     def manifests(self) -> dict[str, frozenset[str]]:
         """Declared packages of each package.json that parses, plus its own name."""
         found: dict[str, frozenset[str]] = {}
-        for path, content in self.files.items():
+        for path, content in self.project.readable():
             if posixpath.basename(path) != "package.json":
                 continue
             try:
@@ -743,24 +948,29 @@ class _ScriptImports:
         return found
 
     @cached_property
-    def ambient_modules(self) -> frozenset[str]:
-        return frozenset(
+    def ambient_modules(self) -> tuple[frozenset[str], tuple[re.Pattern[str], ...]]:
+        """Modules that ``declare module`` makes known: exact names, and (a bounded number of)
+        wildcard patterns such as ``*.svg``."""
+        names = {
             name
-            for path, content in self.files.items()
+            for path, content in self.project.readable()
             if path.endswith(".ts")
             for name in _AMBIENT.findall(content)
-        )
+        }
+        patterns = sorted(name for name in names if any(c in name for c in "*?["))
+        compiled = tuple(re.compile(fnmatch.translate(p)) for p in patterns[:MAX_AMBIENT_PATTERNS])
+        return frozenset(names), compiled
 
     @cached_property
     def aliases(self) -> list[_Alias]:
         aliases: list[_Alias] = []
-        for path, content in self.files.items():
+        for path, content in self.project.readable():
             name = posixpath.basename(path)
             if re.fullmatch(r"vite\.config\.[mc]?[jt]s", name):
                 aliases.extend(_vite_aliases(path, content))
             elif re.fullmatch(r"[tj]sconfig[^/]*\.json", name):
                 aliases.extend(_tsconfig_aliases(path, content))
-        return aliases
+        return aliases[:MAX_ALIASES]
 
 
 def _normal(path: str) -> str:
@@ -798,3 +1008,205 @@ def _tsconfig_aliases(path: str, content: str) -> Iterator[_Alias]:
         if pattern.endswith("/*") and isinstance(targets, list) and targets:
             target = _normal(_join(base, str(targets[0]).removesuffix("*")))
             yield _Alias(scope, pattern[:-1], target)
+
+
+# --- off the event loop --------------------------------------------------------------------
+
+CHECK_WORKERS = 2  # checks run at once (each in a process of its own)
+WORKER_MEMORY_BYTES = 2 * 1024**3  # address space of a worker: a runaway parse fails there
+_FRAME = struct.Struct("!Q")
+_POLL_S = 0.1
+
+
+class ChecksSkipped(Exception):  # noqa: N818 - a condition, reported as a warning
+    """The code checks did not finish."""
+
+
+@dataclass(frozen=True)
+class CheckLimits:
+    """``jobs.check_timeout_s`` and ``jobs.check_max_file_bytes``."""
+
+    timeout_s: float = 10.0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+
+
+_ENTRY_POINTS = {"check_files": check_files, "check_project": check_project}
+
+
+async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem]:
+    """``check_files`` or ``check_project`` in a worker process, within ``limits.timeout_s``.
+
+    Never raises for what the files hold: checks that time out, or whose worker dies, give
+    one ``skipped`` problem saying so (the checks are advice; the phase goes on without)."""
+    try:
+        return await _pool().run(name, (*args, limits.max_file_bytes), limits.timeout_s)
+    except ChecksSkipped as exc:
+        return [Problem("", f"code checks skipped: {exc}", False, kind="skipped")]
+
+
+class CheckPool:
+    """Worker processes running the checks, each run within a time budget.
+
+    The checks are linear in the size of the files, but they parse text a model chose, over
+    a whole job, with the C parsers of the standard library. A worker process keeps that
+    work off the event loop and its GIL, a crash in a C parser costs one run, and it is the
+    one thing that truly stops a run past its budget: a thread cannot be stopped, a process
+    is killed (and a fresh one started for the next run). Workers are started on demand and
+    kept; they hold nothing of the environment but what Python needs (no API key) and exit
+    when the daemon's end of their pipe closes, however the daemon ended."""
+
+    def __init__(self, workers: int = CHECK_WORKERS) -> None:
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="codegend-checks")
+
+    async def run(self, name: str, args: tuple[Any, ...], timeout_s: float) -> list[Problem]:
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._threads, self._exchange, name, args, timeout_s, stop
+            )
+        except asyncio.CancelledError:
+            stop.set()  # the thread kills its worker at once instead of waiting
+            raise
+
+    def _exchange(
+        self, name: str, args: tuple[Any, ...], timeout_s: float, stop: threading.Event
+    ) -> list[Problem]:
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is not None and worker.process.poll() is not None:
+            worker.kill()  # died while idle (the OOM killer, say): start another
+            worker = None
+        try:
+            worker = worker or _Worker()
+            problems = worker.call(name, args, timeout_s, stop)
+        except BaseException:
+            if worker is not None:
+                worker.kill()
+            raise
+        with self._lock:
+            self._idle.append(worker)
+        return problems
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.kill()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Worker:
+    """One worker process: requests and answers are pickles, each led by its length."""
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
+        env["PYTHONPATH"] = package_root
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from daemon.checks import serve; serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                # not the daemon's stderr: whoever reads it to its end must not wait for a
+                # worker finishing a run after the daemon died
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        except OSError as exc:
+            raise ChecksSkipped(f"no worker process ({exc})") from None
+
+    def call(
+        self, name: str, args: tuple[Any, ...], timeout_s: float, stop: threading.Event
+    ) -> list[Problem]:
+        deadline = time.monotonic() + timeout_s
+        try:
+            _write_frame(self._stdin, pickle.dumps((name, args), pickle.HIGHEST_PROTOCOL))
+            status, value = pickle.loads(self._read_frame(deadline, timeout_s, stop))
+        except OSError as exc:  # the worker died (its pipe broke)
+            code = self.process.poll()
+            reason = f"exit status {code}" if code is not None else str(exc)
+            raise ChecksSkipped(f"the checks' worker process failed ({reason})") from None
+        if status != "ok":
+            raise ChecksSkipped(f"the checks failed ({value})")
+        return list(value)
+
+    @property
+    def _stdin(self) -> IO[bytes]:
+        assert self.process.stdin is not None
+        return self.process.stdin
+
+    def _read_frame(self, deadline: float, timeout_s: float, stop: threading.Event) -> bytes:
+        assert self.process.stdout is not None
+        fd, data, need = self.process.stdout.fileno(), bytearray(), _FRAME.size
+        while len(data) < need:
+            if stop.is_set():
+                raise ChecksSkipped("stopped")
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise ChecksSkipped(f"they took longer than jobs.check_timeout_s = {timeout_s:g} s")
+            if select.select([fd], [], [], min(left_s, _POLL_S))[0]:
+                chunk = os.read(fd, max(need - len(data), 65536))
+                if not chunk:
+                    raise OSError("end of output")
+                data += chunk
+            if need == _FRAME.size and len(data) >= need:
+                need += _FRAME.unpack_from(data)[0]
+        return bytes(data[_FRAME.size : need])
+
+    def kill(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.process.kill()
+        self.process.wait()
+
+
+def _write_frame(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def serve() -> None:
+    """A worker's loop: run each request, answer it; end when the daemon's pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    sys.stdout = sys.stderr  # whatever else prints must not mix into the answers
+    while (header := _read_exactly(requests, _FRAME.size)) is not None:
+        payload = _read_exactly(requests, _FRAME.unpack(header)[0])
+        if payload is None:
+            return
+        name, args = pickle.loads(payload)
+        try:
+            answer: tuple[str, Any] = ("ok", _ENTRY_POINTS[name](*args))
+        except (Exception, RecursionError, MemoryError) as exc:
+            answer = ("error", f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            _write_frame(answers, pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return
+
+
+_the_pool: CheckPool | None = None
+
+
+def _pool() -> CheckPool:
+    global _the_pool
+    if _the_pool is None:
+        _the_pool = CheckPool()
+        atexit.register(_the_pool.close)
+    return _the_pool

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from daemon import chaos, prompts
-from daemon.checks import Problem, check_files
+from daemon.checks import CheckLimits, Problem, run_checks
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
@@ -70,6 +70,8 @@ class Interpretation:
 
 
 def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interpretation:
+    """What a files answer holds, whatever its text: the errors of a broken one say what is
+    wrong precisely enough for the model to fix it (a lone surrogate, absurd nesting)."""
     if answer.stop_reason == "refusal":
         return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
     errors: list[str] = []
@@ -77,20 +79,30 @@ def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interp
         files = _safe(recover_files(answer.text), errors, known)
         return Interpretation(files=files, cut=True, errors=errors)
     try:
-        parsed = PhaseFiles.model_validate_json(answer.text)
+        # The standard parser, then the model: pydantic's own JSON parser refuses a lone
+        # surrogate with a bare "invalid JSON", where GeneratedFile names the file and place.
+        parsed = PhaseFiles.model_validate(json.loads(answer.text))
     except ValidationError as exc:
         return Interpretation(errors=[_validation_summary(exc)])
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        return Interpretation(errors=[f"the answer is not valid JSON: {exc.msg} ({where})"])
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return Interpretation(errors=[f"the answer is not valid JSON: {reason}"[:300]])
     files = _safe(parsed.files, errors, known)
     return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
 
 
 def recover_files(text: str) -> list[GeneratedFile]:
     """The complete files of a cut answer. Incomplete strings are dropped by the partial
-    parser, so a file object missing its path or content was the one being written."""
+    parser, so a file object missing its path or content was the one being written. Text
+    the partial parser refuses (invalid Unicode, absurd nesting) is read by the streaming
+    scanner instead, which keeps every file object that closed and is valid."""
     try:
         partial = from_json(text, allow_partial=True) if text.strip() else {}
-    except ValueError:
-        return []
+    except (ValueError, TypeError, RecursionError):  # TypeError: text that is not Unicode
+        return _scanned(text)
     items = partial.get("files", []) if isinstance(partial, dict) else []
     recovered = []
     for item in items if isinstance(items, list) else []:
@@ -99,6 +111,11 @@ def recover_files(text: str) -> list[GeneratedFile]:
         except ValidationError:
             break
     return recovered
+
+
+def _scanned(text: str) -> list[GeneratedFile]:
+    files = FileScanner().feed(text)
+    return list({file.path: file for file in files}.values())
 
 
 def _safe(
@@ -161,16 +178,14 @@ FIX_REQUEST = (
 )
 
 
-def _fixable(
-    run: PhaseRun, existing: dict[str, str], pending_areas: frozenset[str]
-) -> list[Problem]:
+def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list[Problem]:
     """The problems this phase can fix alone: in the files themselves (syntax, JSON,
     placeholders), or imports into a folder no phase still to run will write to.
-    Undeclared dependencies are the job's, reported when it ends."""
-    new = {path: file.content for path, file in run.produced.items()}
+    Undeclared dependencies are the job's, reported when it ends; files the checks
+    skipped are reported as they are."""
     return [
         problem
-        for problem in check_files(new, existing)
+        for problem in problems
         if problem.kind == "content"
         or (problem.kind == "import" and not any(map(problem.path.startswith, pending_areas)))
     ]
@@ -293,24 +308,44 @@ class PhaseRunner:
 
     async def _checked(self, run: PhaseRun) -> list[str]:
         """The code checks: files that fail them go back to the model once, with the
-        errors; what still fails becomes the phase's warnings."""
+        errors; what still fails becomes the phase's warnings, as do checks skipped (a
+        file over the size cap, checks past their time budget)."""
         hooks = run.hooks
         if not (run.phase.produces_files and self._settings.jobs.code_checks):
             return []
         existing = hooks.job_files()
-        problems = _fixable(run, existing, hooks.pending_areas)
-        if problems:
+        problems = await self._check(run, existing)
+        fixable = _fixable(problems, hooks.pending_areas)
+        if fixable:
             log.info(
                 "  %d files fail the code checks; asking for a fix",
-                len({p.path for p in problems}),
+                len({p.path for p in fixable}),
                 extra={"job_id": run.job.job_id, "phase": run.phase.state},
             )
-            run.feedback = [f"{p.path}: {p.message}" for p in problems] + [FIX_REQUEST]
-            run.redo = {p.path for p in problems}
+            run.feedback = [p.text for p in fixable] + [FIX_REQUEST]
+            run.redo = {p.path for p in fixable}
             self._metrics.retry("repair")
             await self._until_done(run)
-            problems = _fixable(run, existing, hooks.pending_areas)
-        return [f"{p.path}: {p.message}" for p in problems]
+            problems = await self._check(run, existing)
+            fixable = _fixable(problems, hooks.pending_areas)
+        skipped = [p for p in problems if p.kind == "skipped"]
+        for problem in skipped:
+            log.warning(
+                "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.state}
+            )
+        return [p.text for p in fixable + skipped]
+
+    async def _check(self, run: PhaseRun, existing: dict[str, str]) -> list[Problem]:
+        new = {path: file.content for path, file in run.produced.items()}
+        return await run_checks("check_files", self._check_limits(), new, existing)
+
+    async def check_project(self, files: dict[str, str]) -> list[Problem]:
+        """The cross-file checks over a whole job (off the event loop, within the budget)."""
+        return await run_checks("check_project", self._check_limits(), files)
+
+    def _check_limits(self) -> CheckLimits:
+        jobs = self._settings.jobs
+        return CheckLimits(jobs.check_timeout_s, jobs.check_max_file_bytes)
 
     def _absorb(self, run: PhaseRun, result: Interpretation, added: Sequence[str]) -> bool:
         """Fold one answer into the phase; True when the phase is finished. ``added``: the

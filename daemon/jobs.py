@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 from daemon import chaos
-from daemon.checks import check_project
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
@@ -208,7 +207,7 @@ class JobRunner:
         in_a_row = self._deaths_in_a_row(job, phase)
         refusal = self._refusal(job, phase, in_a_row)
         if refusal is not None:
-            self._fail(job, machine, phase, refusal)
+            await self._fail(job, machine, phase, refusal)
             report.phase_failed(phase, str(refusal))
             return True
         if not in_a_row:
@@ -292,7 +291,7 @@ class JobRunner:
             return False
         except PhaseFailed as exc:
             self._metrics.phase_ended(phase.state, "failed", started)
-            self._fail(job, machine, phase, exc)
+            await self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
             return True
         self._metrics.phase_ended(phase.state, "completed", started)
@@ -300,7 +299,7 @@ class JobRunner:
             return True
         machine.phase_done(phase.state)
         machine.settle()
-        final = self._project_warnings(job, outcome) if machine.finished else []
+        final = await self._project_warnings(job, outcome) if machine.finished else []
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
         self._outputs.submit(job.job_id, records)
@@ -366,7 +365,9 @@ class JobRunner:
             ),
         )
 
-    def _fail(self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed) -> None:
+    async def _fail(
+        self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed
+    ) -> None:
         if machine.finished:
             return
         if phase.critical or isinstance(exc, JobBudgetExceeded):
@@ -376,19 +377,19 @@ class JobRunner:
             machine.settle()
         usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
         outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
-        final = self._project_warnings(job, outcome) if machine.finished else []
+        final = await self._project_warnings(job, outcome) if machine.finished else []
         self._store.fail_phase(job, outcome, str(exc), machine.current, final)
 
-    def _project_warnings(self, job: JobRecord, last: PhaseOutcome) -> list[str]:
+    async def _project_warnings(self, job: JobRecord, last: PhaseOutcome) -> list[str]:
         """The cross-file checks over the whole project, once the job is done."""
         if not self._code_checks:
             return []
         files = self._store.file_contents(job.job_id)
         files.update((new.path, new.content) for new in last.files)
-        problems = check_project(files)
+        problems = await self._phases.check_project(files)  # off the loop, within a budget
         for problem in problems:
-            log.warning("  %s: %s", problem.path, problem.message, extra={"job_id": job.job_id})
-        return [f"{p.path}: {p.message}" for p in problems]
+            log.warning("  %s", problem.text, extra={"job_id": job.job_id})
+        return [p.text for p in problems]
 
     def restore_outputs(self) -> int:
         """Write out the files of phases committed but not yet announced; returns how many

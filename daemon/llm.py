@@ -8,6 +8,7 @@ SDK errors are translated here, once, into retryable and permanent errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from daemon.paths import folder_name
 log = logging.getLogger(__name__)
 CASSETTE_FORMAT = 1
 REPLAY_CHUNK_CHARS = 256
+DEFAULT_CALL_DEADLINE_S = 600.0  # llm.call_deadline_s
+DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024  # llm.max_answer_bytes
+MAX_USAGE_TOKENS = 10**9  # a usage count above this is not believed (nor stored)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,13 @@ class AnthropicProvider:
     whose C HTTP parser costs about half the CPU per call of the default httpx transport;
     ``"httpx"`` is the SDK's default."""
 
-    def __init__(self, timeout_s: float, http_client: str = "aiohttp") -> None:
+    def __init__(
+        self,
+        timeout_s: float,
+        http_client: str = "aiohttp",
+        call_deadline_s: float = DEFAULT_CALL_DEADLINE_S,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    ) -> None:
         # The SDK reads ANTHROPIC_API_KEY and ANTHROPIC_BASE_URL from the environment. Its
         # own retries are off: it would sleep whatever retry-after says, uncapped, and it
         # cannot retry a stream; the phase runner retries with a cap and a shared limiter.
@@ -80,8 +90,29 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(
             max_retries=0, timeout=timeout_s, http_client=transport
         )
+        self._deadline_s = call_deadline_s
+        self._max_answer_bytes = max_answer_bytes
 
     async def complete(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
+        """One streamed call. ``call.timeout_s`` bounds each read, so a server that keeps
+        sending (pings, an endless answer) is stopped by the call's deadline
+        (``llm.call_deadline_s``) and the size cap (``llm.max_answer_bytes``): both end the
+        call as a broken stream, and the files that closed before are already kept."""
+        deadline = asyncio.timeout(self._deadline_s)
+        try:
+            async with deadline:
+                return await self._stream(call, on_text)
+        except TimeoutError:
+            if deadline.expired():
+                raise RetryableLLMError(
+                    f"no whole answer within llm.call_deadline_s = {self._deadline_s:g} s",
+                    kind="stream",
+                ) from None
+            raise RetryableLLMError(  # a transport's own read timeout
+                f"no answer within {call.timeout_s:g} s (timeout)", kind="network"
+            ) from None
+
+    async def _stream(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
         try:
             async with self._client.messages.with_streaming_response.create(
                 model=call.model,
@@ -92,7 +123,7 @@ class AnthropicProvider:
                 stream=True,
                 timeout=call.timeout_s,
             ) as response:
-                answer = SseAnswer(on_text)
+                answer = SseAnswer(on_text, self._max_answer_bytes)
                 async for chunk in response.iter_bytes():
                     answer.feed(chunk)
                 return answer.result(_rate_limit_headers(response.headers))
@@ -127,58 +158,91 @@ class SseAnswer:
     open when the body ends is dropped, as the SSE format says. The text deltas of one
     piece of the body reach ``on_text`` together: one call per piece, however many
     events it holds (a busy daemon reads bigger pieces, and pays per piece, not per
-    event)."""
+    event).
 
-    def __init__(self, on_text: TextSink) -> None:
+    Whatever the body holds, ``feed`` either takes it or raises a RetryableLLMError of
+    kind "stream": an event that is not a JSON object, a delta whose text is not a string,
+    a body past ``max_bytes``. Work is linear in the body's length (a line that arrives in
+    many pieces is joined once)."""
+
+    def __init__(self, on_text: TextSink, max_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self._on_text = on_text
         self._text: list[str] = []
         self._usage: dict[str, int] = {}
         self._stop_reason: str | None = None
         self._stopped = False
-        self._tail = b""
+        self._tail: list[bytes] = []  # the pieces of a line not yet ended
         self._data: list[bytes] = []
         self._fresh: list[str] = []  # text of the piece being read, not yet passed on
+        self._bytes = 0
+        self._max_bytes = max_bytes
 
     def feed(self, chunk: bytes) -> None:
-        lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
-        self._tail = lines.pop()
+        self._bytes += len(chunk)
+        if self._bytes > self._max_bytes:
+            raise RetryableLLMError(
+                f"the answer passed llm.max_answer_bytes = {self._max_bytes} bytes", kind="stream"
+            )
+        if b"\n" not in chunk:
+            if chunk:
+                self._tail.append(chunk)
+            return
+        if self._tail:
+            self._tail.append(chunk)
+            chunk, self._tail = b"".join(self._tail), []
+        lines = chunk.split(b"\n")
+        if last := lines.pop():
+            self._tail.append(last)
         try:
             for line in lines:
-                if line.endswith(b"\r"):
-                    line = line[:-1]
-                if not line:
-                    if self._data:
-                        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-                        self._data = []
-                        self._event(json.loads(data))
-                elif line.startswith(b"data:"):
-                    self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+                self._line(line)
         finally:  # an error event still passes on the text before it
             if self._fresh:
                 text = self._fresh[0] if len(self._fresh) == 1 else "".join(self._fresh)
                 self._fresh = []
                 self._on_text(text)
 
+    def _line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                self._data = []
+                self._event(_event_object(data))
+        elif line.startswith(b"data:"):
+            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+
     def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.get("delta", {})
+            delta = event.get("delta")
+            if not isinstance(delta, dict):
+                raise _garbled("a content_block_delta without a delta object")
             if delta.get("type") == "text_delta":
-                self._text.append(delta["text"])
-                self._fresh.append(delta["text"])
+                text = delta.get("text")
+                if not isinstance(text, str):
+                    raise _garbled("a text_delta whose text is not a string")
+                self._text.append(text)
+                self._fresh.append(text)
         elif kind == "message_start":
-            self._take_usage(event.get("message", {}).get("usage"))
+            message = event.get("message")
+            self._take_usage(message.get("usage") if isinstance(message, dict) else None)
         elif kind == "message_delta":
-            self._stop_reason = event.get("delta", {}).get("stop_reason") or self._stop_reason
+            delta = event.get("delta")
+            stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+            if isinstance(stop_reason, str) and stop_reason:
+                self._stop_reason = stop_reason
             self._take_usage(event.get("usage"))
         elif kind == "message_stop":
             self._stopped = True
         elif kind == "error":
-            raise _stream_error(event.get("error") or {})
+            error = event.get("error")
+            raise _stream_error(error if isinstance(error, dict) else {})
 
-    def _take_usage(self, usage: dict[str, Any] | None) -> None:
-        for key, value in (usage or {}).items():
-            if isinstance(value, int):
+    def _take_usage(self, usage: Any) -> None:
+        for key, value in usage.items() if isinstance(usage, dict) else ():
+            if type(value) is int and 0 <= value <= MAX_USAGE_TOKENS:
                 self._usage[key] = value
 
     def result(self, rate_limits: dict[str, str]) -> LLMAnswer:
@@ -197,6 +261,21 @@ class SseAnswer:
             usage=usage,
             rate_limits=rate_limits,
         )
+
+
+def _event_object(data: bytes) -> dict[str, Any]:
+    """One event's data as a JSON object, else the stream is garbled."""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise _garbled("an event that is not JSON") from None
+    if not isinstance(event, dict):
+        raise _garbled("an event that is not a JSON object")
+    return event
+
+
+def _garbled(what: str) -> RetryableLLMError:
+    return RetryableLLMError(f"garbled stream: {what}", kind="stream")
 
 
 _STREAM_ERROR_KINDS = {

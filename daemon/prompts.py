@@ -19,6 +19,10 @@ from daemon.states import ArchPlan, Phase
 
 MAX_MANIFEST_FILES = 400
 MAX_EXPORTS_PER_FILE = 12
+# Larger files are not read for their exports: parsing them on every later phase's prompt
+# would cost more than naming their exports is worth (a file that fits one answer is far
+# smaller at the default budgets).
+MAX_EXPORTS_SOURCE_CHARS = 128 * 1024
 _CACHE = {"type": "ephemeral"}
 
 SYSTEM = """You are codegend, a senior full-stack engineer generating one slice of a complete, \
@@ -131,23 +135,34 @@ def render_manifest(files: Sequence[FileRecord]) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def exports_of(path: str, content: str) -> tuple[str, ...]:
-    """What a file offers to the files that import it (cached: each version is read once)."""
+    """What a file offers to the files that import it (cached: each version is read once).
+
+    Total and bounded, since every later prompt of the job lists it: a file the readers
+    cannot make sense of (or one over ``MAX_EXPORTS_SOURCE_CHARS``) exports nothing."""
+    if len(content) > MAX_EXPORTS_SOURCE_CHARS:
+        return ()
     if path.endswith(".py"):
         return tuple(_python_exports(content))
     if path.endswith((".ts", ".tsx", ".js", ".jsx")):
         return tuple(_TS_EXPORT.findall(content))
     if path.endswith("package.json"):
-        try:
-            return tuple(sorted(json.loads(content).get("dependencies", {})))
-        except (ValueError, AttributeError):
-            return ()
+        return _package_dependencies(content)
     return ()
+
+
+def _package_dependencies(content: str) -> tuple[str, ...]:
+    try:
+        document = json.loads(content)
+    except (ValueError, RecursionError):
+        return ()
+    dependencies = document.get("dependencies") if isinstance(document, dict) else None
+    return tuple(sorted(map(str, dependencies))) if isinstance(dependencies, dict) else ()
 
 
 def _python_exports(content: str) -> list[str]:
     try:
         tree = ast.parse(content)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # NUL, absurd nesting
         return []
     names: list[str] = []
     for node in tree.body:

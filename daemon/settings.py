@@ -102,6 +102,8 @@ class LLMSettings(_Section):
     max_repairs: int = Field(default=2, ge=0)
     max_tokens_ceiling: int = Field(default=16_000, ge=256)
     max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    call_deadline_s: float = Field(default=600.0, gt=0)
+    max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=65536)
     cassette_dir: Path | None = None
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     # Empty: the models priced in ``prices``. The configured models are always allowed.
@@ -133,6 +135,8 @@ class JobsSettings(_Section):
     max_phase_crashes: int = Field(default=3, ge=1)
     max_unfinished: int = Field(default=10_000, ge=0)
     code_checks: bool = True
+    check_timeout_s: float = Field(default=10.0, gt=0)
+    check_max_file_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
 class PhaseSettings(_Section):

@@ -3,7 +3,9 @@
 The files answer is ``{"files": [{"path": ..., "content": ...}, ...], "complete": ...}``.
 ``FileScanner`` follows the JSON text as it arrives (strings, escapes and nesting depth)
 and hands out each file object the moment its closing brace arrives, so the phase can
-commit it before the rest of the answer exists. Work is linear in the answer's length.
+commit it before the rest of the answer exists. Work is linear in the answer's length, and
+whatever the text holds (nesting of any depth, unbalanced brackets, invalid Unicode) it
+returns only valid files, never raises.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ _STRING_STOP = re.compile(r'["\\]')
 
 
 def _file(parts: list[str]) -> GeneratedFile | None:
+    """The file object read, or None when it is not one (the whole answer's interpretation
+    then says what is wrong with it)."""
     try:
         return GeneratedFile.model_validate(json.loads("".join(parts)))
-    except (ValueError, ValidationError):
+    except (ValueError, ValidationError, RecursionError):  # RecursionError: absurd nesting
         return None

@@ -44,7 +44,9 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
             raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
         provider = ReplayProvider(llm.cassette_dir)
     else:
-        provider = AnthropicProvider(timeout_s=llm.timeout_s, http_client=llm.http_client)
+        provider = AnthropicProvider(
+            llm.timeout_s, llm.http_client, llm.call_deadline_s, llm.max_answer_bytes
+        )
     return RecordingProvider(provider, record_dir) if record_dir else provider
 
 

@@ -86,6 +86,23 @@ class Reply:
     drop_after_chars: int | None = None
     sse_error: str | None = None
     hang: bool = False
+    # Hostile streams (see ``files_answer`` for poisoned file contents): ``raw_sse`` is sent
+    # as it is, each item one HTTP chunk, before the text (garbled lines such as
+    # b"data: x\n\n"); ``chunk_chars`` sets the text per delta (an oversized answer in few
+    # events); ``endless`` sends pings every ``PING_INTERVAL_S`` after the text instead of
+    # ending the message, until the client hangs up or the server stops.
+    raw_sse: list[bytes] = field(default_factory=list)
+    chunk_chars: int | None = None
+    endless: bool = False
+
+
+PING_INTERVAL_S = 0.05
+
+
+def files_answer(files: list[tuple[str, str]], complete: bool = True) -> str:
+    """The text of a files answer holding ``files`` (path, content) as given."""
+    listed = [{"path": path, "content": content} for path, content in files]
+    return json.dumps({"files": listed, "complete": complete})
 
 
 @dataclass
@@ -508,17 +525,22 @@ class _Handler(BaseHTTPRequestHandler):
         block = {"type": "text", "text": ""}
         self._event({"type": "content_block_start", "index": 0, "content_block": block})
         self._event({"type": "ping"})
+        for raw in reply.raw_sse:
+            self.wfile.write(f"{len(raw):X}\r\n".encode() + raw + b"\r\n")
         limit = len(text) // 2 if reply.sse_error else len(text)
         if reply.drop_after_chars is not None:
             limit = min(limit, reply.drop_after_chars)
-        for i in range(0, limit, STREAM_CHUNK_CHARS):
+        step = reply.chunk_chars or STREAM_CHUNK_CHARS
+        for i in range(0, limit, step):
             if pause_s and i and self.server.owner._released.wait(pause_s):
                 return
-            delta = {"type": "text_delta", "text": text[i : min(i + STREAM_CHUNK_CHARS, limit)]}
+            delta = {"type": "text_delta", "text": text[i : min(i + step, limit)]}
             self._event({"type": "content_block_delta", "index": 0, "delta": delta})
             delivery.chars_sent += len(delta["text"])
         if reply.drop_after_chars is not None:
             return
+        if reply.endless:
+            return self._ping_forever()
         if reply.sse_error:
             error = {"type": reply.sse_error, "message": "Scripted stream error"}
             self._event({"type": "error", "error": error})
@@ -531,6 +553,12 @@ class _Handler(BaseHTTPRequestHandler):
             delivery.finished = True
         self.wfile.write(b"0\r\n\r\n")
         self.close_connection = False
+
+    def _ping_forever(self) -> None:
+        """A stream that never ends: a ping every PING_INTERVAL_S (the client's read
+        timeout never fires) until the client hangs up or the server stops."""
+        while not self.server.owner._released.wait(PING_INTERVAL_S):
+            self._event({"type": "ping"})  # OSError once the client is gone
 
 
 class MessagesServer:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Phase:
         return self.output_model is PhaseFiles
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +55,17 @@ class GeneratedFile(_Strict):
         description="Relative POSIX path inside the project, e.g. backend/app/main.py"
     )
     content: str = Field(description="The complete file content")
+
+    @field_validator("path", "content")
+    @classmethod
+    def _valid_unicode(cls, value: str) -> str:
+        """JSON may spell a lone UTF-16 surrogate (``\\ud800``); no file can hold one."""
+        if (found := _SURROGATE.search(value)) is not None:
+            raise ValueError(
+                f"holds a lone surrogate U+{ord(found[0]):04X} at character {found.start()}, "
+                "which is not valid Unicode; write the character itself (or its surrogate pair)"
+            )
+        return value
 
 
 class PhaseFiles(_Strict):
