@@ -145,11 +145,16 @@ class OutboxRelay:
         results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
         acked: list[OutboxRow] = []
         shrunk = 0
+        held: set[str] = set()  # jobs with a row not acknowledged: none of their later rows is
         for row, result in zip((row for row, _ in sent), results, strict=True):
+            if row.job_id in held:
+                continue  # sent again after the row before it, so never marked ahead of it
             if isinstance(result, SIZE_REFUSALS):
                 shrunk += self._on_broker_refusal(row)
+                held.add(row.job_id)
             elif isinstance(result, BaseException):
                 error = error or result
+                held.add(row.job_id)
             else:
                 acked.append(row)
         self._acknowledged(acked)

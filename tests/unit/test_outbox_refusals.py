@@ -5,8 +5,9 @@ message over its limit as a broker would (MessageSizeTooLargeError on the future
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
 
 from daemon.metrics import Metrics
 from daemon.models import Event
@@ -129,4 +130,31 @@ async def test_readyz_says_when_events_cannot_be_published(tmp_path, monkeypatch
         relay.stop()
         await task
     assert [e.seq for e in broker.topic] == [1, 2, 3, 4]
+    store.close()
+
+
+class FlakyBroker(RefusingBroker):
+    """Fails the delivery of the first message (a request timing out), then acknowledges."""
+
+    failed = False
+
+    def _settle(self, future: asyncio.Future[object], value: bytes) -> None:
+        if not self.failed:
+            self.failed = True
+            future.set_exception(RequestTimedOutError())
+            return
+        super()._settle(future, value)
+
+
+async def test_a_failed_delivery_is_not_overtaken_by_its_jobs_later_events(tmp_path):
+    store = Store(tmp_path / "s.db")
+    _job(store, "j-1")
+    broker = FlakyBroker(LIMIT_BYTES)
+    relay = OutboxRelay(store, broker, "events", metrics=Metrics())  # type: ignore[arg-type]
+    for _ in range(3):
+        with contextlib.suppress(RequestTimedOutError):
+            await relay.publish_batch()
+    assert store.outbox_backlog() == 0
+    seqs = [e.seq for e in broker.topic]
+    assert seqs[seqs.index(1) :] == [1, 2, 3, 4]  # whatever went out before, 1 leads again
     store.close()
