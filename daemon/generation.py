@@ -337,6 +337,7 @@ class PhaseRunner:
 
     async def _check(self, run: PhaseRun, existing: dict[str, str]) -> list[Problem]:
         new = {path: file.content for path, file in run.produced.items()}
+        run.hooks.progress(Point(run.calls, WAITING))  # the checks run in a worker process
         return await run_checks("check_files", self._check_limits(), new, existing)
 
     async def check_project(self, files: dict[str, str]) -> list[Problem]:

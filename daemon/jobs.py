@@ -24,7 +24,7 @@ from daemon.machine import JobMachine
 from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage
 from daemon.outputs import OutputWriter
-from daemon.progress import NoProgress, PhaseProgress, ProgressFile, job_key
+from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
 from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
 from daemon.store import Death, JobRecord, PhaseOutcome, Store
 
@@ -87,6 +87,28 @@ class StepReporter:
                 ", ".join(self._job.failed_phases) or "none",
                 extra=self._extra,
             )
+
+
+def record_deaths(store: Store, progress: ProgressFile | NoProgress) -> int:
+    """At start, before anything slow: the phases found running were left so by a process
+    that died in them. Recording where at once keeps the previous process's death points
+    should this start be killed too. Returns how many."""
+    deaths = 0
+    for job_id, phase in store.running_phases():
+        point = progress.previous.get((job_key(job_id), phase))
+        death = store.record_death(job_id, phase, point)
+        if death is not None:
+            deaths += 1
+            log.warning(
+                "%s: the daemon died while this phase ran (%s; %d in a row at that point "
+                "without progress, %d in all)",
+                phase,
+                point.describe() if point else "where is not known",
+                death.in_a_row,
+                death.total,
+                extra={"job_id": job_id},
+            )
+    return deaths
 
 
 class JobRunner:
@@ -255,6 +277,11 @@ class JobRunner:
             self._ran_here.add((job.job_id, phase.state))
             self._on_commit()
             return await self._perform(job, machine, phase, report, slot)
+        except asyncio.CancelledError:
+            # Stopped anywhere (the project checks too): a clean stop, not a death. Only a
+            # phase still running is marked, so a phase already committed stays so.
+            store.interrupt_phase(job.job_id, phase.state)
+            raise
         finally:
             slot.close()
 
@@ -299,6 +326,7 @@ class JobRunner:
             return True
         machine.phase_done(phase.state)
         machine.settle()
+        slot.mark(Point(0, WAITING))  # the project checks run in a worker process
         final = await self._project_warnings(job, outcome) if machine.finished else []
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)

@@ -30,6 +30,7 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 RECORD_BYTES = 96
+RESERVED_SLOTS = 64
 # The stages of a call: building its prompt; waiting (for the rate limiter, a free slot,
 # the model's first byte, or a retry's backoff); reading the streamed answer; past it
 # (interpreting, checking, committing).
@@ -99,6 +100,9 @@ class ProgressFile:
             raise
         self.previous = _parse(os.pread(self._fd, 1 << 20, 0))
         os.ftruncate(self._fd, 0)
+        self._write_failed = False
+        with contextlib.suppress(OSError):  # room for the usual slots, taken while there is
+            os.posix_fallocate(self._fd, 0, RESERVED_SLOTS * RECORD_BYTES)
         self._free: list[int] = []
         self._next = 0
 
@@ -113,7 +117,14 @@ class ProgressFile:
         return self._next - 1
 
     def write(self, index: int, record: bytes) -> None:
-        os.pwrite(self._fd, record, index * RECORD_BYTES)
+        # The file only tells deaths apart: a write that fails (a full disk) never fails a
+        # phase; the deaths of this process are then of unknown points, no evidence.
+        try:
+            os.pwrite(self._fd, record, index * RECORD_BYTES)
+        except OSError as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("progress file %s not writable (%s)", self.path, exc)
 
     def release(self, index: int) -> None:
         self.write(index, b" " * (RECORD_BYTES - 1) + b"\n")

@@ -511,7 +511,7 @@ class Store:
         when the phase is not running. A death counts against the phase (``in_a_row``)
         only while it brings no progress: the phase committed no file since the last death
         and died at the same point; else the count starts again at 1. A death while the
-        phase waited leaves the count as it was."""
+        phase waited, or where it was is not known, leaves the count as it was."""
         row = self.db.conn.execute(
             "SELECT status, interruptions, death_call, death_stage, death_chars, death_files, "
             "deaths_in_a_row FROM phases WHERE job_id = ? AND phase = ?",
@@ -520,7 +520,7 @@ class Store:
         status, deaths, *last, files_then, in_a_row = row
         if status != "running":
             return None
-        if point is not None and not point.evidence:
+        if point is None or not point.evidence:
             with self.transaction():  # counted, but neither for nor against the phase
                 self.db.conn.execute(
                     "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
@@ -530,12 +530,9 @@ class Store:
             return Death(deaths + 1, in_a_row, point)
         files = self.count_files(job_id, [phase])
         previous = Point(*last) if None not in last else None
-        if point is None or previous is None:
-            same_point = point is None and previous is None  # unknown twice: assume so
-        else:
-            same_point = point.near(previous)
+        same_point = previous is not None and point.near(previous)
         in_a_row = in_a_row + 1 if same_point and files == files_then else 1
-        where = (None, None, None) if point is None else (point.call, point.stage, point.chars)
+        where = (point.call, point.stage, point.chars)
         with self.transaction():
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
@@ -546,6 +543,13 @@ class Store:
                 (*where, files, in_a_row, job_id, phase),
             )
         return Death(deaths + 1, in_a_row, point)
+
+    def running_phases(self) -> list[tuple[str, str]]:
+        """``(job_id, phase)`` of every phase marked running."""
+        rows = self.db.conn.execute(
+            "SELECT job_id, phase FROM phases WHERE status = 'running'"
+        ).fetchall()
+        return [(job_id, phase) for job_id, phase in rows]
 
     def deaths_in_a_row(self, job_id: str, phase: str) -> int:
         row = self.db.conn.execute(

@@ -14,7 +14,7 @@ from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
 from daemon.errors import StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
-from daemon.jobs import JobRunner, Scheduler
+from daemon.jobs import JobRunner, Scheduler, record_deaths
 from daemon.kafka import client_options, make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.metrics import HealthServer, Metrics, not_ready
@@ -104,6 +104,8 @@ class Daemon:
         resources.callback(self.store.close)
         self.progress = open_progress(settings.store.path)
         resources.callback(self.progress.close)
+        with contextlib.suppress(StoreFull):  # else the job runner records them later
+            record_deaths(self.store, self.progress)
         await self._connect_broker()
         topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
         await ensure_topics(

@@ -77,3 +77,13 @@ def test_points_near_each_other():
     assert Point(2, ANSWERED, 10).describe() == "in call 2, after its answer"
     assert Point(2, STREAMING, 10).describe() == "in call 2, at character 10 of the answer"
     assert not Point(1, WAITING).evidence and Point(1, STREAMING, 5).evidence
+
+
+def test_a_progress_file_that_cannot_be_written_fails_nothing(tmp_path):
+    progress = ProgressFile(tmp_path / "s.db")
+    os.close(progress._fd)  # as a full disk would, every write fails from now on
+    progress._fd = os.open(os.devnull, os.O_RDONLY)
+    slot = progress.enter("job-a", "ARCH")
+    slot.mark(Point(1, STREAMING, 10))
+    slot.close()
+    progress.close()

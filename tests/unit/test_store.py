@@ -208,6 +208,6 @@ def test_deaths_count_in_a_row_only_at_one_point_without_progress(store):
     assert die(Point(2, STREAMING, 3000)) == 1  # another call
     assert die(Point(2, ANSWERED, 3000)) == 1  # past the answer
     assert die(Point(2, ANSWERED, 3000)) == 2
-    assert die(None) == 1  # where is not known (no progress file)
-    assert die(None) == 2
+    assert die(None) == 2  # where is not known (no progress file): no evidence either
+    assert die(Point(2, ANSWERED, 3000)) == 3
     assert store.phases("r1")[1].attempts == 12
