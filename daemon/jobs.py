@@ -323,6 +323,7 @@ class JobRunner:
             return True
         self._metrics.phase_ended(phase.state, "completed", started)
         if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
+            store.interrupt_phase(job.job_id, phase.state)  # not left running in an ended job
             return True
         machine.phase_done(phase.state)
         machine.settle()
@@ -485,14 +486,14 @@ class Scheduler:
         if isinstance(error, StoreFull):
             # Nothing was written; the job runs again once the disk has room.
             self._cooling[job_id] = time.monotonic() + STORE_FULL_RETRY_S
-            self._readiness.set("disk", f"store: {error}")
+            self._readiness.set("disk:jobs", f"store: {error}; jobs wait")
             log.warning(
                 "%s; job tried again in %.0f s", error, STORE_FULL_RETRY_S, extra={"job_id": job_id}
             )
         elif error is not None:
             self._end_broken(job_id, error)
         elif self._cooling.pop(job_id, None) is not None or not self._cooling:
-            self._readiness.clear("disk")
+            self._readiness.clear("disk:jobs")
         self.wake()
 
     def _end_broken(self, job_id: str, error: BaseException) -> None:

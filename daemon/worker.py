@@ -240,12 +240,12 @@ class Daemon:
             except StoreFull as exc:
                 if self._stop.is_set():
                     raise
-                self.metrics.readiness.set("disk", f"store: disk full at start ({exc})")
+                self.metrics.readiness.set("disk:start", f"store: disk full at start ({exc})")
                 log.warning("%s; trying again in %.0f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 30.0)
                 continue
-            self.metrics.readiness.clear("disk")
+            self.metrics.readiness.clear("disk:start")
             return
 
     async def _shutdown(self) -> None:
