@@ -82,6 +82,7 @@ def test_replay_needs_no_key(env, tmp_path):
     variables, _ = env
     bare = {
         **without_credentials(variables, tmp_path),
+        # replay is the one provider that needs no key: the case under test
         "CODEGEND_LLM__PROVIDER": "replay",
         "CODEGEND_LLM__CASSETTE_DIR": str(CASSETTE),
     }
@@ -147,6 +148,7 @@ def test_prune_deletes_finished_jobs_only(env, tmp_path):
 
     bad = codegend(variables, "prune", "--older-than", "soon", check=False)
     assert bad.returncode == 2 and "--older-than" in bad.stderr
+    # 0 ("keep forever") is the setting whose prune message is checked here
     forever = codegend({**variables, "CODEGEND_STORE__RETENTION_DAYS": "0"}, "prune")
     assert "keep forever" in forever.stdout
 

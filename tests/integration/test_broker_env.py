@@ -6,6 +6,7 @@ from pathlib import Path
 
 from daemon.broker import EmbeddedBroker
 
+# Secrets set only to prove they never reach the broker's environment (not settings in use).
 SECRETS = {
     "ANTHROPIC_API_KEY": "sk-ant-never-in-the-broker",
     "ANTHROPIC_AUTH_TOKEN": "token-never-in-the-broker",
