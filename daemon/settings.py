@@ -139,6 +139,17 @@ class JobsSettings(_Section):
     check_max_file_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+class VerifySettings(_Section):
+    """Project verification (the VERIFY state after CONFIG)."""
+
+    enabled: bool = True
+    toolchain: bool = False  # runs generated code: npm, tsc, the build, pip and the app itself
+    max_rounds: int = Field(default=2, ge=0)
+    timeout_s: float = Field(default=600.0, gt=0)
+    memory_mb: int = Field(default=4096, ge=256)
+    cache_dir: Path = Path(".codegend-cache")
+
+
 class PhaseSettings(_Section):
     max_tokens: int | None = Field(default=None, ge=256)
     model: str | None = None
@@ -164,6 +175,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
     phases: dict[str, PhaseSettings] = Field(default_factory=dict)
     output: OutputSettings = Field(default_factory=OutputSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
