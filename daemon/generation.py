@@ -43,10 +43,11 @@ from daemon.paths import PathIndex, check_path
 from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.settings import Settings
-from daemon.states import ArchPlan, Phase
-from daemon.states.base import GeneratedFile, PhaseFiles
+from daemon.states import FILE_PHASE_NAMES, ArchPlan, Phase
+from daemon.states.base import ArchAnswer, FilePlanMore, GeneratedFile, PhaseFiles, PlannedFile
 from daemon.store import CallRecord, JobRecord, NewFile, PhaseOutcome
 from daemon.streaming import FileScanner
+from daemon.verification import Repair, Verifier
 
 log = logging.getLogger(__name__)
 CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
@@ -56,6 +57,7 @@ MAX_STALLS = 2
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
 MODEL_ACCESS_RETRY_S = 300.0
+MAX_PLANNED_FILES = 400  # entries of a file plan kept (as many as a manifest lists)
 
 
 @dataclass
@@ -63,7 +65,8 @@ class Interpretation:
     """What one answer contributed: complete files, whether the phase is done, what was wrong."""
 
     files: list[NewFile] = field(default_factory=list)
-    plan: ArchPlan | None = None
+    plan: ArchPlan | None = None  # the architecture (ARCH's first answer)
+    planned: list[PlannedFile] = field(default_factory=list)  # entries of the file plan
     done: bool = False
     cut: bool = False
     errors: list[str] = field(default_factory=list)
@@ -132,15 +135,74 @@ def _safe(
     return safe
 
 
-def interpret_plan(answer: LLMAnswer) -> Interpretation:
+def interpret_plan(answer: LLMAnswer, first: bool = True) -> Interpretation:
+    """What an ARCH answer holds: the architecture (its ``first`` answer only) and entries
+    of the file plan. A cut answer keeps the architecture if it closed and every planned
+    file before the one being written; the next call asks for the rest of the plan."""
     if answer.stop_reason == "refusal":
         return Interpretation(errors=["the answer was a refusal; produce the plan as asked"])
     if answer.stop_reason in CUT_STOP_REASONS:
-        return Interpretation(cut=True)
+        return _cut_plan(answer.text, first)
+    model: type[ArchAnswer | FilePlanMore] = ArchAnswer if first else FilePlanMore
     try:
-        return Interpretation(plan=ArchPlan.model_validate_json(answer.text), done=True)
+        parsed = model.model_validate_json(answer.text)
     except ValidationError as exc:
         return Interpretation(errors=[_validation_summary(exc)])
+    errors: list[str] = []
+    planned = _planned_entries(parsed.files, errors)
+    plan = _architecture(parsed.model_dump()) if isinstance(parsed, ArchAnswer) else None
+    return Interpretation(
+        plan=plan, planned=planned, done=parsed.complete and not errors, errors=errors
+    )
+
+
+def _cut_plan(text: str, first: bool) -> Interpretation:
+    try:
+        partial = from_json(text, allow_partial=True) if text.strip() else {}
+    except (ValueError, TypeError, RecursionError):
+        return Interpretation(cut=True)
+    if not isinstance(partial, dict):
+        return Interpretation(cut=True)
+    plan = None
+    # The file list follows the architecture: once it began, the architecture had closed.
+    if first and ("files" not in partial or (plan := _architecture(partial)) is None):
+        return Interpretation(cut=True)
+    items = partial.get("files")
+    # The last entry may have been cut inside its final list and still look whole.
+    entries = items[:-1] if isinstance(items, list) else []
+    valid = []
+    for item in entries:
+        try:
+            valid.append(PlannedFile.model_validate(item))
+        except ValidationError:
+            break
+    return Interpretation(plan=plan, planned=_planned_entries(valid, []), cut=True)
+
+
+def _architecture(fields: dict[str, Any]) -> ArchPlan | None:
+    try:
+        return ArchPlan.model_validate(
+            {k: v for k, v in fields.items() if k not in ("files", "complete")}
+        )
+    except ValidationError:
+        return None
+
+
+def _planned_entries(entries: Sequence[PlannedFile], errors: list[str]) -> list[PlannedFile]:
+    """The entries of a file plan that name a file phase and a safe path."""
+    kept = []
+    for entry in entries:
+        if entry.phase not in FILE_PHASE_NAMES:
+            errors.append(
+                f"planned file {entry.path!r} names phase {entry.phase!r}; the phases that "
+                f"write files are {', '.join(FILE_PHASE_NAMES)}"
+            )
+            continue
+        try:
+            kept.append(entry.model_copy(update={"path": check_path(entry.path)}))
+        except UnsafePath as exc:
+            errors.append(f"planned file: {exc}; use a relative POSIX path inside the project")
+    return kept
 
 
 def _validation_summary(exc: ValidationError) -> str:
@@ -214,10 +276,12 @@ class PhaseRun:
     failures: int = 0
     redo: set[str] = field(default_factory=set)  # files sent back for a fix
     paths: PathIndex = field(default_factory=PathIndex)  # the job's, as of the current call
-    plan: ArchPlan | None = None
+    plan: ArchPlan | None = None  # ARCH: the architecture, once an answer gave it
+    planned: dict[str, PlannedFile] = field(default_factory=dict)  # ARCH: the file plan so far
     stalls: int = 0  # answers in a row that added nothing and did not finish the phase
     notes: list[str] = field(default_factory=list)  # warnings for the phase's event
     answered: set[str] = field(default_factory=set)  # digests of the requests answered
+    repair: Repair | None = None  # VERIFY: the failing files this run is to fix
 
 
 @dataclass
@@ -284,11 +348,40 @@ class PhaseRunner:
             phase=phase.state,
             step=phase.step,
             files=list(run.produced.values()),
-            plan=run.plan,
+            plan=_with_file_plan(run),
             usage=run.usage,
             duration_s=time.monotonic() - started,
             warnings=warnings,
         )
+
+    async def verify(
+        self,
+        job: JobRecord,
+        phase: Phase,
+        files: dict[str, str],
+        writers: dict[str, str],
+        committed: Sequence[FileRecord],
+        hooks: PhaseHooks,
+    ) -> PhaseOutcome:
+        """The VERIFY state (see daemon.verification)."""
+        verifier = Verifier(self, self._settings.verify, self._check_limits())
+        return await verifier.run(job, phase, files, writers, committed, hooks)
+
+    async def repair(
+        self, job: JobRecord, phase: Phase, repair: Repair, calls: int, hooks: PhaseHooks
+    ) -> tuple[list[NewFile], Usage, int]:
+        """One focused repair for VERIFY (``phase``): the writer's failing files back, fixed.
+        Returns the files it sent, what it cost, and VERIFY's calls so far (``calls``
+        before it): VERIFY's calls are numbered across its repairs, for the call records
+        and the cassettes, and ``llm.max_calls_per_phase`` bounds them all."""
+        budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
+        run = PhaseRun(job, phase, (), hooks, budget, calls=calls, repair=repair)
+        try:
+            await self._until_done(run)
+        except PhaseFailed as exc:
+            exc.usage = run.usage
+            raise
+        return list(run.produced.values()), run.usage, run.calls
 
     async def _until_done(self, run: PhaseRun) -> None:
         while True:
@@ -298,9 +391,11 @@ class PhaseRunner:
                 continue
             if run.phase.produces_files:
                 result = interpret_files(answer, run.paths)
+                added = [f.path for f in result.files if before.get(f.path) != f or f.path in redo]
             else:
-                result = interpret_plan(answer)
-            added = [f.path for f in result.files if before.get(f.path) != f or f.path in redo]
+                result = interpret_plan(answer, first=run.plan is None)
+                added = [e.path for e in result.planned if run.planned.get(e.path) != e]
+                added += ["(architecture)"] if run.plan is None and result.plan else []
             if self._absorb(run, result, added):
                 return
             _report_continuation(run, result)
@@ -356,6 +451,8 @@ class PhaseRunner:
             run.produced[new.path] = new
             run.redo.discard(new.path)
         run.plan = result.plan or run.plan
+        for entry in result.planned:
+            run.planned[entry.path] = entry
         repeated_errors = (
             bool(result.errors) and result.errors == run.feedback[: len(result.errors)]
         )
@@ -374,7 +471,7 @@ class PhaseRunner:
                 )
         if result.done:
             return True
-        if result.cut and not result.files:
+        if result.cut and not (result.files or result.planned or result.plan):
             if run.budget >= limits.max_tokens_ceiling:
                 raise PhaseFailed(
                     f"{phase.state}: one answer does not fit in max_tokens={run.budget} "
@@ -385,7 +482,7 @@ class PhaseRunner:
         if added or result.errors:
             run.stalls = 0
             return False
-        return self._stalled(run, [f.path for f in result.files])
+        return self._stalled(run, [f.path for f in result.files] + [e.path for e in result.planned])
 
     def _stalled(self, run: PhaseRun, repeated: Sequence[str]) -> bool:
         """An answer that added no file and did not finish the phase (it repeated files,
@@ -402,15 +499,17 @@ class PhaseRunner:
             log.warning("  %s", note, extra={"job_id": run.job.job_id, "phase": phase})
             run.notes.append(note)
             return True
+        files = "files" if run.phase.produces_files else "planned files"
         what = (
-            "it repeated files this phase already has (" + ", ".join(repeated[:20]) + ")"
+            f"it repeated {files} this phase already has (" + ", ".join(repeated[:20]) + ")"
             if repeated
             else "its file list was empty"
         )
+        listed = "already produced" if run.phase.produces_files else "already planned"
         run.feedback = [
             ("Again, your" if run.stalls > 1 else "Your")
             + f" previous answer added no new file and said complete is false: {what}. Send "
-            "only files this phase still needs and that are not listed as already produced. "
+            f"only {files} this phase still needs and that are not listed as {listed}. "
             'If the phase needs no more files, answer {"files": [], "complete": true}.'
         ]
         return False
@@ -425,10 +524,7 @@ class PhaseRunner:
             )
         model = self._settings.model_for(phase.state, job.request.options.model)
         caching = self._settings.llm.prompt_caching
-        produced = [path for path in run.produced if path not in run.redo]
-        messages = prompts.build_messages(
-            job.request, job.plan, phase, run.manifest, produced, run.feedback, cache=caching
-        )
+        messages = self._messages(run)
         if _digest(model, run.budget, messages) in run.answered:
             # Nothing above should lead here; should it, the request still changes.
             log.warning(
@@ -439,9 +535,7 @@ class PhaseRunner:
                 f"This request was answered before (call {run.calls}) without finishing "
                 "the phase: answer with the files still missing, or complete set to true."
             )
-            messages = prompts.build_messages(
-                job.request, job.plan, phase, run.manifest, produced, run.feedback, cache=caching
-            )
+            messages = self._messages(run)
         return LLMCall(
             job_id=job.job_id,
             phase=phase.state,
@@ -450,8 +544,44 @@ class PhaseRunner:
             max_tokens=run.budget,
             system=prompts.system_blocks(caching),
             messages=messages,
-            schema=api_schema(phase.output_model),
+            schema=api_schema(_answer_model(run)),
             timeout_s=self._settings.timeout_for(phase.state),
+        )
+
+    def _messages(self, run: PhaseRun) -> list[dict[str, Any]]:
+        caching = self._settings.llm.prompt_caching
+        if run.repair is not None:
+            return prompts.build_repair_messages(
+                run.job.request,
+                run.job.plan,
+                run.phase,
+                run.repair,
+                list(run.produced),
+                run.feedback,
+                cache=caching,
+            )
+        if run.phase.produces_files:
+            produced = [path for path in run.produced if path not in run.redo]
+            return prompts.build_messages(
+                run.job.request,
+                run.job.plan,
+                run.phase,
+                run.manifest,
+                produced,
+                run.feedback,
+                cache=caching,
+                written=run.hooks.job_files,
+            )
+        # ARCH: once the architecture is in, the calls continue its file plan.
+        plan = run.plan and run.plan.model_copy(update={"files": list(run.planned.values())})
+        return prompts.build_messages(
+            run.job.request,
+            plan,
+            run.phase,
+            (),
+            list(run.planned),
+            run.feedback,
+            cache=caching,
         )
 
     async def _call(self, run: PhaseRun) -> LLMAnswer | None:
@@ -575,6 +705,20 @@ class PhaseRunner:
             self._limiter.pause(delay_s)  # the next acquire() waits, for every job
         else:
             await asyncio.sleep(delay_s)
+
+
+def _answer_model(run: PhaseRun) -> type[Any]:
+    """The schema of the next answer: ARCH answers its architecture first, then the rest
+    of its file plan."""
+    if not run.phase.produces_files and run.plan is not None:
+        return FilePlanMore
+    return run.phase.output_model
+
+
+def _with_file_plan(run: PhaseRun) -> ArchPlan | None:
+    if run.plan is None:
+        return None
+    return run.plan.model_copy(update={"files": list(run.planned.values())[:MAX_PLANNED_FILES]})
 
 
 def _digest(model: str, max_tokens: int, messages: list[dict[str, Any]]) -> str:

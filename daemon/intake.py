@@ -75,8 +75,10 @@ class Intake:
         max_unfinished: int = 0,
         metrics: Metrics | None = None,
         allowed_models: Collection[str] | None = None,
+        verify: bool = True,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._verify = verify  # whether jobs end with the VERIFY state
         self._max_unfinished = max_unfinished
         self._max_image_bytes = max_image_bytes
         self._allowed_models = allowed_models  # None: any model
@@ -189,7 +191,7 @@ class Intake:
             return
         job_id = outcome.request_id or source
         created = self._store.create_job(
-            job_id, outcome, source, plan_phases(outcome.options.phases)
+            job_id, outcome, source, plan_phases(outcome.options.phases, self._verify)
         )
         chaos.point("after_create", job_id)
         self._metrics.requests.labels("accepted" if created else "duplicate").inc()

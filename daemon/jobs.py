@@ -328,7 +328,10 @@ class JobRunner:
         machine.phase_done(phase.state)
         machine.settle()
         slot.mark(Point(0, WAITING))  # the project checks run in a worker process
-        final = await self._project_warnings(job, outcome) if machine.finished else []
+        if outcome.verification is not None:  # VERIFY ran the project checks, and more
+            final = list(outcome.verification.remaining)
+        else:
+            final = await self._project_warnings(job, outcome) if machine.finished else []
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
         self._outputs.submit(job.job_id, records)
@@ -342,6 +345,15 @@ class JobRunner:
         fails the phase with its cause: no error leaves a job unfinished."""
         store = self._store
         try:
+            if phase.verifies:
+                return await self._phases.verify(
+                    job,
+                    phase,
+                    files=store.file_contents(job.job_id),
+                    writers=store.file_phases(job.job_id),
+                    committed=store.files(job.job_id, phase.state),
+                    hooks=self._hooks(job, machine, phase, slot),
+                )
             return await self._phases.run(
                 job,
                 phase,

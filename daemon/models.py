@@ -160,6 +160,25 @@ class Usage(_Message):
         return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
 
 
+class Verification(_Message):
+    """What the VERIFY state found and fixed (in VERIFY's phase.completed and job.completed)."""
+
+    tiers: list[str] = Field(description="the tiers run: static, toolchain")
+    problems_before: int = Field(ge=0, description="problems found before any repair")
+    problems_after: int = Field(ge=0, description="problems that remain")
+    rounds: int = Field(ge=0, description="repair rounds run (verify.max_rounds at most)")
+    repair_calls: int = Field(ge=0)
+    builds: bool | None = Field(
+        default=None,
+        description="the toolchain tier's verdict: the frontend builds and the backend boots; "
+        "null when that tier did not run"
+    )
+    remaining: list[str] = Field(description="each remaining problem, one line")
+    toolchain_skipped: str | None = Field(
+        default=None, description="why the toolchain tier did not run, if it was asked for"
+    )
+
+
 class FileRecord(_Message):
     path: str
     sha256: str
@@ -199,6 +218,8 @@ class Event(_Message):
     status: JobStatus | None = None
     files_total: int | None = None
     failed_phases: list[str] | None = None
+    # VERIFY's phase.completed, and job.completed of a job that ran VERIFY
+    verification: Verification | None = None
 
     @model_validator(mode="after")
     def _has_fields_of_its_type(self) -> Event:

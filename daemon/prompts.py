@@ -11,11 +11,15 @@ import ast
 import functools
 import json
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from daemon.models import FileRecord, GenerationRequest, ImageMockup
-from daemon.states import ArchPlan, Phase
+from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE, ArchPlan, Phase
+from daemon.states.base import PlannedFile
+
+if TYPE_CHECKING:
+    from daemon.verification import Repair
 
 MAX_MANIFEST_FILES = 400
 MAX_EXPORTS_PER_FILE = 12
@@ -23,6 +27,11 @@ MAX_EXPORTS_PER_FILE = 12
 # would cost more than naming their exports is worth (a file that fits one answer is far
 # smaller at the default budgets).
 MAX_EXPORTS_SOURCE_CHARS = 128 * 1024
+# The file plan shown in every prompt of a job, with each export's signature; a longer plan
+# is shown by path and export names only.
+MAX_FILE_PLAN_CHARS = 80_000
+# The real interfaces of written files that a phase's planned files import.
+MAX_IMPORTED_CHARS = 40_000
 _CACHE = {"type": "ephemeral"}
 
 SYSTEM = """You are codegend, a senior full-stack engineer generating one slice of a complete, \
@@ -76,9 +85,10 @@ def request_blocks(
     if mockup.notes:
         blocks.append({"type": "text", "text": f"Notes on the mockup:\n{mockup.notes}"})
     if plan is not None:
-        blocks.append(
-            {"type": "text", "text": "Architecture plan:\n" + plan.model_dump_json(indent=1)}
-        )
+        architecture = plan.model_dump_json(indent=1, exclude={"files"})
+        blocks.append({"type": "text", "text": "Architecture plan:\n" + architecture})
+        if plan.files:
+            blocks.append({"type": "text", "text": render_file_plan(plan.files)})
     if cache:
         blocks[-1] = {**blocks[-1], "cache_control": _CACHE}
     return blocks
@@ -89,17 +99,34 @@ def phase_text(
     manifest: Sequence[FileRecord],
     produced: Sequence[str],
     feedback: Sequence[str],
+    plan: ArchPlan | None = None,
+    written: Callable[[], Mapping[str, str]] | None = None,
 ) -> str:
-    """The per-phase part: the manifest, the task, and notes from earlier calls of this phase."""
+    """The per-phase part: the manifest, the task, the phase's planned files and the real
+    interfaces of the written files they import, and notes from earlier calls."""
     parts = []
     if manifest:
         parts.append(
             "Files produced by earlier phases (path: exports):\n" + render_manifest(manifest)
         )
     parts.append(f"PHASE: {phase.state}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}")
-    if produced:
+    if not phase.produces_files:
+        parts.append("The phases that write the files, in order:\n" + _file_phases())
+    mine = plan.planned_for(phase.state) if plan is not None else []
+    if mine:
         parts.append(
-            "Files of this phase already produced (do not repeat them; write only the remaining ones):\n"
+            "Your files, as the file plan gives them: write each of them, define every "
+            "planned export with its planned name and signature, import other files by "
+            "their planned paths and names, and write no other file:\n"
+            + "\n".join(f"- {entry.path}: {entry.purpose}" for entry in mine)
+        )
+        if written is not None and (imported := render_imported(mine, written())):
+            parts.append(imported)
+    if produced:
+        listed = "produced" if phase.produces_files else "planned"
+        parts.append(
+            f"Files of this phase already {listed} (do not repeat them; "
+            f"{'write' if phase.produces_files else 'plan'} only the remaining ones):\n"
             + "\n".join(f"- {path}" for path in produced)
         )
     if feedback:
@@ -117,10 +144,138 @@ def build_messages(
     produced: Sequence[str],
     feedback: Sequence[str],
     cache: bool = True,
+    written: Callable[[], Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
+    """``written``: the job's files so far (read only if the phase's planned files import any)."""
     content = request_blocks(request, plan, cache)
-    content.append({"type": "text", "text": phase_text(phase, manifest, produced, feedback)})
+    text = phase_text(phase, manifest, produced, feedback, plan, written)
+    content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+# The failing files and the files they refer to, shown in a repair call.
+MAX_REPAIR_CHARS = 60_000
+
+
+def build_repair_messages(
+    request: GenerationRequest,
+    plan: ArchPlan | None,
+    phase: Phase,
+    repair: Repair,
+    produced: Sequence[str],
+    feedback: Sequence[str],
+    cache: bool = True,
+) -> list[dict[str, Any]]:
+    """A VERIFY repair call: the shared prefix (request, architecture, file plan), then
+    the writer's failing files, their errors and the files they refer to."""
+    content = request_blocks(request, plan, cache)
+    content.append({"type": "text", "text": repair_text(phase, repair, produced, feedback)})
+    return [{"role": "user", "content": content}]
+
+
+def repair_text(
+    phase: Phase, repair: Repair, produced: Sequence[str], feedback: Sequence[str]
+) -> str:
+    writer = repair.writer
+    parts = [
+        f"PHASE: {phase.state}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}",
+        f"These files were written by phase {writer.state} ({writer.title}) and fail "
+        "verification:\n" + "\n".join(f"- {problem.text}" for problem in repair.problems),
+    ]
+    budget = MAX_REPAIR_CHARS
+    for title, files in (
+        ("The failing files as they are now", repair.failing),
+        ("The files they refer to, as they are", repair.referenced),
+    ):
+        shown, budget = _file_blocks(files, budget)
+        if shown:
+            parts.append(f"{title}:\n\n{shown}")
+    parts.append(
+        "Send each failing file again, fixed and complete, with complete set to true. You "
+        "may also write a missing file the errors call for, at its planned path."
+    )
+    if produced:
+        parts.append(
+            "Files already sent again in this repair (do not repeat them):\n"
+            + "\n".join(f"- {path}" for path in produced)
+        )
+    if feedback:
+        parts.append(
+            "Your previous answer was rejected:\n" + "\n".join(f"- {item}" for item in feedback)
+        )
+    return "\n\n".join(parts)
+
+
+def _file_blocks(files: Mapping[str, str], budget: int) -> tuple[str, int]:
+    blocks = []
+    for path, content in files.items():
+        if len(content) > budget:
+            blocks.append(f"=== {path} === (not shown: over the size shown in one call)")
+            continue
+        blocks.append(f"=== {path} ===\n{content}")
+        budget -= len(content)
+    return "\n\n".join(blocks), budget
+
+
+def _file_phases() -> str:
+    return "\n".join(
+        f"- {name} (step {PHASE_BY_STATE[name].step}): {PHASE_BY_STATE[name].title}"
+        for name in FILE_PHASE_NAMES
+    )
+
+
+def render_file_plan(entries: Sequence[PlannedFile]) -> str:
+    """The file plan as the prompts show it: each file's phase, purpose, imports and exports
+    with their signatures; past MAX_FILE_PLAN_CHARS, paths and export names only."""
+    head = (
+        "File plan: every file of the project, the phase that writes it, and the names it "
+        "exports. Files import each other by exactly these paths and names, written yet or "
+        "not:\n"
+    )
+    full = head + "\n".join(_plan_entry(entry) for entry in entries)
+    if len(full) <= MAX_FILE_PLAN_CHARS:
+        return full
+    short = "\n".join(
+        f"{e.path} [{e.phase}]: {', '.join(x.name for x in e.exports)}" for e in entries
+    )
+    return (head + short)[:MAX_FILE_PLAN_CHARS]
+
+
+def _plan_entry(entry: PlannedFile) -> str:
+    lines = [f"{entry.path} [{entry.phase}]: {entry.purpose}"]
+    if entry.imports:
+        lines.append("  imports: " + ", ".join(entry.imports))
+    lines += [f"  - {x.name} ({x.kind}): {x.signature}" for x in entry.exports]
+    return "\n".join(lines)
+
+
+def render_imported(mine: Sequence[PlannedFile], files: Mapping[str, str]) -> str:
+    """The real interfaces of the written files that the phase's planned files import
+    (files of other phases only), within MAX_IMPORTED_CHARS."""
+    own = {entry.path for entry in mine}
+    wanted = dict.fromkeys(path for e in mine for path in e.imports if path not in own)
+    lines: list[str] = []
+    size = 0
+    for path in wanted:
+        content = files.get(path)
+        if content is None:
+            continue
+        block = f"{path}:\n" + "\n".join(f"  {line}" for line in interface_lines(path, content))
+        if size + len(block) > MAX_IMPORTED_CHARS:
+            lines.append("... and more written files; their planned interfaces are above")
+            break
+        lines.append(block)
+        size += len(block)
+    if not lines:
+        return ""
+    return "Written files your files import, as they are (their real interfaces):\n" + "\n".join(
+        lines
+    )
+
+
+def interface_lines(path: str, content: str) -> list[str]:
+    """What a written file offers, one line per export (its signature where known)."""
+    return list(exports_of(path, content)) or ["(no exports found)"]
 
 
 def render_manifest(files: Sequence[FileRecord]) -> str:

@@ -29,11 +29,11 @@ from typing import Any
 import sqlite_utils
 
 from daemon.errors import JobNotFound, StoreError, StoreFull
-from daemon.models import Event, FileRecord, GenerationRequest, Usage, utc_now
+from daemon.models import Event, FileRecord, GenerationRequest, Usage, Verification, utc_now
 from daemon.progress import Point
 from daemon.states import PHASE_NAMES, ArchPlan, JobState
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 10_000
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 _TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
@@ -161,6 +161,7 @@ class Store:
             4: self._add_calls_and_costs,
             5: self._add_sync_points,
             6: self._add_death_points,
+            7: self._add_verification,
         }
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.db.atomic():
@@ -266,6 +267,10 @@ class Store:
         # The ids of pruned jobs: a request redelivered after its job was pruned is still a
         # duplicate, never a second job.
         self.db["pruned_jobs"].create({"job_id": str, "pruned_at": float}, pk="job_id")
+
+    def _add_verification(self) -> None:
+        # VERIFY's summary (models.Verification as JSON), repeated in job.completed.
+        self.db["jobs"].add_column("verification", str)
 
     def _add_file_times(self) -> None:
         # When a file was first committed (a re-run of its phase keeps the first time).
@@ -682,6 +687,11 @@ class Store:
                     "UPDATE jobs SET plan = ? WHERE job_id = ?",
                     (outcome.plan.model_dump_json(), job.job_id),
                 )
+            if outcome.verification is not None:
+                conn.execute(
+                    "UPDATE jobs SET verification = ? WHERE job_id = ?",
+                    (outcome.verification.model_dump_json(), job.job_id),
+                )
             self._emit(
                 job.job_id,
                 job.request_id,
@@ -692,6 +702,7 @@ class Store:
                 usage=outcome.usage,
                 duration_s=round(outcome.duration_s, 3),
                 warnings=outcome.warnings,
+                verification=outcome.verification,
             )
             self._advance(job, next_state, job_warnings)
         job.state = next_state
@@ -813,6 +824,9 @@ class Store:
         files_total = self.db.conn.execute(
             "SELECT count(*) FROM files WHERE job_id = ?", (job.job_id,)
         ).fetchone()[0]
+        verified = self.db.conn.execute(
+            "SELECT verification FROM jobs WHERE job_id = ?", (job.job_id,)
+        ).fetchone()[0]
         self._emit(
             job.job_id,
             job.request_id,
@@ -822,6 +836,7 @@ class Store:
             failed_phases=self._phases_with_status(job.job_id, "failed"),
             usage=self.job_usage(job.job_id),
             warnings=list(warnings),
+            verification=Verification.model_validate_json(verified) if verified else None,
         )
 
     def phases(self, job_id: str) -> list[PhaseRecord]:
@@ -902,6 +917,13 @@ class Store:
             args = (job_id, phase)
         rows = self.db.conn.execute(query + " ORDER BY rowid", args).fetchall()
         return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
+
+    def file_phases(self, job_id: str) -> dict[str, str]:
+        """Every file of the job, path to the phase that last wrote it."""
+        rows = self.db.conn.execute(
+            "SELECT path, phase FROM files WHERE job_id = ? ORDER BY rowid", (job_id,)
+        ).fetchall()
+        return dict(rows)
 
     def file_contents(self, job_id: str) -> dict[str, str]:
         """Every file of the job, path to content (for the code checks)."""
@@ -1055,3 +1077,4 @@ class PhaseOutcome:
     usage: Usage = field(default_factory=Usage)
     duration_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    verification: Verification | None = None

@@ -185,6 +185,7 @@ class Daemon:
             max_unfinished=settings.jobs.max_unfinished,
             metrics=self.metrics,
             allowed_models=settings.allowed_models(),
+            verify=settings.verify.enabled,
         )
 
     async def _serve_health(self) -> None:

@@ -276,6 +276,62 @@ def default_phase_files(phase: str) -> list[tuple[str, str]]:
     return files
 
 
+# The phases that write files, in order (the daemon's file plan assigns each file to one).
+FILE_PHASES = (
+    "DB",
+    "BE_CORE",
+    "BE_MODELS",
+    "BE_ROUTES",
+    "BE_UTILS",
+    "FE_SETUP",
+    "FE_CORE",
+    "FE_PAGES",
+    "FE_COMPONENTS",
+    "CONFIG",
+)
+_PRODUCED = re.compile(
+    r"^Files of this phase already (?:produced|planned) \(.*?\):\n((?:- .*\n?)*)", re.M
+)
+
+
+def produced_paths(body: Json) -> set[str]:
+    """The paths the request lists as already produced (or planned) by the phase."""
+    text = request_text(body)
+    return {line[2:].strip() for block in _PRODUCED.findall(text) for line in block.splitlines()}
+
+
+def answer_kind(schema: Json | None) -> str:
+    """What the output schema asks for: ``files``, ``arch`` (an architecture with the start
+    of its file plan), ``plan`` (more of a file plan), or ``other``."""
+    if schema is None:
+        return "other"
+    props = _resolve(schema, schema).get("properties") or {}
+    if "summary" in props:
+        return "arch"
+    if "files" not in props:
+        return "other"
+    item = _resolve((props["files"].get("items") or {}), schema)
+    return "plan" if "phase" in (item.get("properties") or {}) else "files"
+
+
+def planned_files(phase_files: PhaseFileMap | None = None) -> list[Json]:
+    """A file plan that agrees with the files the fake answers each phase with."""
+    entries = []
+    for phase in FILE_PHASES:
+        files = (phase_files or {}).get(phase)
+        for path, _ in default_phase_files(phase) if files is None else files:
+            entries.append(
+                {
+                    "path": path,
+                    "phase": phase,
+                    "purpose": f"a file of {phase}",
+                    "exports": [],
+                    "imports": [],
+                }
+            )
+    return entries
+
+
 def _output_schema(body: Json) -> Json | None:
     """The JSON schema of ``output_config.format``, if the request asks for one."""
     fmt = (body.get("output_config") or {}).get("format") or {}
@@ -302,15 +358,24 @@ def auto_reply(body: Json, phase_files: PhaseFileMap | None = None) -> Reply:
     """
     phase = extract_phase(body)
     schema = _output_schema(body)
+    kind = answer_kind(schema)
     if schema is None:
         text = f"Fake answer for phase {phase}."
-    elif "files" in (_resolve(schema, schema).get("properties") or {}):
+    elif kind == "files":
         key = phase or "ANY"
         files = (phase_files or {}).get(key)
         files = default_phase_files(key) if files is None else files
-        seen = request_text(body)
+        seen = produced_paths(body)
         listed = [{"path": p, "content": c} for p, c in files if p not in seen]
         text = json.dumps({"files": listed, "complete": True})
+    elif kind == "arch":
+        plan = example_for_schema(schema)
+        plan.update(files=planned_files(phase_files), complete=True)
+        text = json.dumps(plan)
+    elif kind == "plan":
+        seen = produced_paths(body)
+        rest = [e for e in planned_files(phase_files) if e["path"] not in seen]
+        text = json.dumps({"files": rest, "complete": True})
     else:
         text = json.dumps(example_for_schema(schema))
     return cap_to_max_tokens(Reply(text=text), body.get("max_tokens"))
@@ -327,15 +392,14 @@ def stalling_responder(
 
     def respond(body: Json) -> Reply:
         normal = auto_reply(body, phase_files)
-        schema = _output_schema(body) or {}
-        if "files" not in (_resolve(schema, schema).get("properties") or {}):
+        if answer_kind(_output_schema(body)) != "files":
             return normal
         digest = hashlib.sha256(f"{seed}:{json.dumps(body, sort_keys=True)}".encode()).digest()
         if int.from_bytes(digest[:8], "big") / 2**64 >= rate:
             return normal
         key = extract_phase(body) or "ANY"
         files = (phase_files or {}).get(key) or default_phase_files(key)
-        seen = request_text(body)
+        seen = produced_paths(body)
         repeated = [{"path": p, "content": c} for p, c in files if p in seen]
         text = json.dumps({"files": repeated, "complete": False})
         return cap_to_max_tokens(Reply(text=text), body.get("max_tokens"))

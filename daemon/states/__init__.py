@@ -14,15 +14,19 @@ from daemon.states.backend import BACKEND_PHASES
 from daemon.states.base import ArchPlan, Phase, PhaseFiles, StepGroup
 from daemon.states.deployment import DEPLOYMENT_PHASES
 from daemon.states.frontend import FRONTEND_PHASES
+from daemon.states.verification import VERIFICATION_PHASES
 
 PHASES: tuple[Phase, ...] = (
     *ARCHITECTURE_PHASES,
     *BACKEND_PHASES,
     *FRONTEND_PHASES,
     *DEPLOYMENT_PHASES,
+    *VERIFICATION_PHASES,
 )
 PHASE_BY_STATE: dict[str, Phase] = {phase.state: phase for phase in PHASES}
 PHASE_NAMES: tuple[str, ...] = tuple(phase.state for phase in PHASES)
+# The phases that write the project's files (the file plan assigns each file to one).
+FILE_PHASE_NAMES: tuple[str, ...] = tuple(p.state for p in PHASES if p.writes_planned_files)
 
 
 class JobState(enum.Enum):
@@ -40,6 +44,7 @@ class JobState(enum.Enum):
     FE_PAGES = "FE_PAGES"
     FE_COMPONENTS = "FE_COMPONENTS"
     CONFIG = "CONFIG"
+    VERIFY = "VERIFY"
     COMPLETED = "COMPLETED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
@@ -62,11 +67,14 @@ if tuple(s.name for s in JobState)[1:-4] != PHASE_NAMES:  # pragma: no cover - i
     raise RuntimeError("JobState must list the phases in registry order")
 
 
-def plan_phases(selected: Iterable[str] | None) -> list[str]:
-    """The phases a job runs, in machine order; ARCH always runs because every phase needs it."""
-    if not selected:
-        return list(PHASE_NAMES)
-    wanted = set(selected) | {"ARCH"}
+def plan_phases(selected: Iterable[str] | None, verify: bool = True) -> list[str]:
+    """The phases a job runs, in machine order; ARCH always runs because every phase needs
+    it, and VERIFY (unless ``verify`` is off) checks whatever the others wrote."""
+    wanted = set(selected or PHASE_NAMES) | {"ARCH"}
+    if verify:
+        wanted.add("VERIFY")
+    else:
+        wanted.discard("VERIFY")
     return [name for name in PHASE_NAMES if name in wanted]
 
 
@@ -83,6 +91,7 @@ def needs_closure(state: str) -> frozenset[str]:
 
 
 __all__ = [
+    "FILE_PHASE_NAMES",
     "needs_closure",
     "ACTIVE",
     "PHASES",

@@ -52,7 +52,7 @@ BACKEND_PHASES = (
             "session from the core files listed in the manifest."
         ),
         max_tokens=4000,
-        needs=("DB",),
+        needs=("DB", "BE_CORE"),
         output_model=PhaseFiles,
         area="backend/",
     ),

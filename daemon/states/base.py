@@ -37,6 +37,12 @@ class Phase:
     output_model: type[BaseModel]
     critical: bool = False
     area: str = ""  # the folder its files go under ("" for project-wide files)
+    verifies: bool = False  # checks the whole project and repairs other phases' files
+
+    @property
+    def writes_planned_files(self) -> bool:
+        """A phase whose files the project's file plan lists."""
+        return self.produces_files and not self.verifies
 
     @property
     def produces_files(self) -> bool:
@@ -94,6 +100,8 @@ class Endpoint(_Strict):
     path: str = Field(description="e.g. /api/cars/{car_id}")
     purpose: str
     auth: bool = Field(description="true if the endpoint requires a logged-in user")
+    request: str = Field(default="", description="the request body's schema name; '' if none")
+    response: str = Field(default="", description="the response's schema name, e.g. list[CarOut]")
 
 
 class Page(_Strict):
@@ -109,8 +117,34 @@ class Component(_Strict):
     purpose: str
 
 
+class PlannedExport(_Strict):
+    """One name a planned file offers to the files that import it."""
+
+    name: str = Field(description="the name other files import; 'default' for a default export")
+    kind: str = Field(
+        description="function, class, model, schema, component, hook, type, constant or router"
+    )
+    signature: str = Field(
+        description="the exact interface: parameters and return type, a component's props, "
+        "a model's or schema's fields, a router's routes (METHOD /path)"
+    )
+
+
+class PlannedFile(_Strict):
+    """A file of the project plan: fixed before any file phase runs, so every phase can
+    import what the others will write (phases that run side by side agree through it)."""
+
+    path: str = Field(description="relative POSIX path inside the project")
+    phase: str = Field(description="the phase that writes it: DB, BE_CORE, ..., CONFIG")
+    purpose: str
+    exports: list[PlannedExport] = Field(
+        description="every name other files import from it, with its exact signature"
+    )
+    imports: list[str] = Field(description="the paths of the project files it imports")
+
+
 class ArchPlan(_Strict):
-    """ARCH's structured answer: the plan every later phase builds on."""
+    """The architecture plan every later phase builds on, and the project's file plan."""
 
     summary: str
     backend_package: str = Field(description="Python package of the backend, e.g. app")
@@ -120,3 +154,28 @@ class ArchPlan(_Strict):
     tables: list[Table]
     dependencies_backend: list[str] = Field(description="pip requirement names")
     dependencies_frontend: list[str] = Field(description="npm package names")
+    # The file plan; a plan stored before it existed has none, and its phases run unplanned.
+    files: list[PlannedFile] = Field(default_factory=list)
+
+    def planned_for(self, phase: str) -> list[PlannedFile]:
+        return [entry for entry in self.files if entry.phase == phase]
+
+
+class ArchAnswer(ArchPlan):
+    """ARCH's first answer: the architecture, then as much of the file plan as fits."""
+
+    files: list[PlannedFile] = Field(
+        description="every file of the project, in phase order, each with its public interface"
+    )
+    complete: bool = Field(
+        description="true when the file plan lists every file of the project, false if more follow"
+    )
+
+
+class FilePlanMore(_Strict):
+    """ARCH's later answers: the rest of a file plan that did not fit in one answer."""
+
+    files: list[PlannedFile] = Field(description="the planned files not listed yet")
+    complete: bool = Field(
+        description="true when the file plan lists every file of the project, false if more follow"
+    )

@@ -215,13 +215,63 @@ async def test_permanent_error_fails_the_phase():
         await run(Scripted(PermanentLLMError("no key")))
 
 
-async def test_arch_cut_retries_with_a_larger_budget():
+def architecture(files=(), complete=True):
     from daemon.generation import api_schema
-    from daemon.states import ArchPlan
+    from daemon.states.base import ArchAnswer
     from tests.fake_anthropic import example_for_schema
 
-    plan = example_for_schema(api_schema(ArchPlan))
-    provider = Scripted(answer(plan, "max_tokens", cut_at=50), answer(plan))
+    plan = example_for_schema(api_schema(ArchAnswer))
+    plan.update(files=list(files), complete=complete)
+    return plan
+
+
+def planned(n, phase="DB"):
+    return {
+        "path": f"database/f{n}.sql",
+        "phase": phase,
+        "purpose": "p",
+        "exports": [{"name": f"t{n}", "kind": "table", "signature": f"t{n}(id int)"}],
+        "imports": [f"database/f{n - 1}.sql"] if n else [],
+    }
+
+
+async def test_arch_cut_before_the_plan_retries_with_a_larger_budget():
+    provider = Scripted(answer(architecture(), "max_tokens", cut_at=50), answer(architecture()))
     outcome = await run(provider, phase="ARCH")
     assert outcome.plan is not None and outcome.files == []
     assert [c.max_tokens for c in provider.calls] == [2000, 4000]
+
+
+async def test_a_file_plan_cut_anywhere_continues_with_the_rest():
+    """A plan of 80 files over answers cut inside an entry: every entry arrives once, the
+    architecture closes the first answer, and later calls ask only for the rest."""
+    entries = [planned(n) for n in range(80)]
+    first = json.dumps(architecture(entries))
+    cut_1 = first.index(entries[30]["path"]) + 5  # inside entry 30
+    second = json.dumps({"files": entries[29:], "complete": True})
+    cut_2 = second.index('"imports"', second.index(entries[60]["path"])) + 16  # in its last list
+    provider = Scripted(
+        LLMAnswer(text=first[:cut_1], stop_reason="max_tokens", usage=Usage()),
+        LLMAnswer(text=second[:cut_2], stop_reason="max_tokens", usage=Usage()),
+        answer({"files": entries[60:], "complete": True}),
+    )
+    outcome = await run(provider, phase="ARCH")
+    assert outcome.plan is not None
+    assert [f.model_dump() for f in outcome.plan.files] == entries
+    schemas = [c.schema["title"] if "title" in c.schema else "" for c in provider.calls]
+    assert schemas[1:] == ["FilePlanMore", "FilePlanMore"]
+    asked = provider.calls[2].messages[0]["content"][-1]["text"]
+    assert "Files of this phase already planned" in asked and entries[59]["path"] in asked
+    assert f"- {entries[60]['path']}\n" not in asked  # the entry cut in its imports list
+
+
+async def test_a_planned_file_of_no_file_phase_is_repaired():
+    bad = {**planned(1), "phase": "ARCH"}
+    # The architecture came with the first answer: the repair asks for the rest of the plan.
+    provider = Scripted(
+        answer(architecture([planned(0), bad])), answer({"files": [planned(1)], "complete": True})
+    )
+    outcome = await run(provider, phase="ARCH")
+    assert [f.path for f in outcome.plan.files] == ["database/f0.sql", "database/f1.sql"]
+    feedback = provider.calls[1].messages[0]["content"][-1]["text"]
+    assert "names phase 'ARCH'" in feedback

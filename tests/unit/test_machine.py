@@ -72,21 +72,23 @@ def test_parallel_readiness_follows_needs():
     machine.settle()
     assert machine.state == "BE_MODELS"
     assert machine.ready() == ["BE_MODELS", "BE_UTILS", "FE_PAGES", "FE_COMPONENTS"]
-    for name in PHASE_NAMES[:-1]:
+    for name in PHASE_NAMES[:-2]:
         if name not in machine.done:
             finish(machine, name)
-    assert machine.ready() == ["CONFIG"]  # CONFIG needs everything
+    assert machine.ready() == ["CONFIG"]  # CONFIG needs every file phase
+    finish(machine, "CONFIG")
+    assert machine.ready() == ["VERIFY"]  # and VERIFY everything
 
 
-def test_the_critical_path_is_five_phases():
+def test_the_critical_path_is_five_phases_then_verify():
     machine = JobMachine(PHASE_NAMES, JobState.PENDING)
     waves = []
     while ready := machine.ready():
         waves.append(ready)
         for name in ready:
             finish(machine, name)
-    assert len(waves) == 5  # ARCH | DB BE_CORE FE_SETUP | ... | CONFIG
-    assert waves[0] == ["ARCH"] and waves[-1] == ["CONFIG"]
+    assert len(waves) == 6  # ARCH | DB BE_CORE FE_SETUP | ... | CONFIG | VERIFY
+    assert waves[0] == ["ARCH"] and waves[-2:] == [["CONFIG"], ["VERIFY"]]
 
 
 def test_phase_lifecycle():

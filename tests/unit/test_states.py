@@ -14,11 +14,13 @@ SEED_BUDGETS = {
     "FE_COMPONENTS": 4000,
     "CONFIG": 2000,
 }
+# VERIFY, after the seed's eleven phases: the budget of each of its repair calls.
+BUDGETS = {**SEED_BUDGETS, "VERIFY": 4000}
 
 
 def test_phases_in_contract_order_with_seed_budgets():
-    assert tuple(SEED_BUDGETS) == PHASE_NAMES
-    assert {p.state: p.max_tokens for p in PHASES} == SEED_BUDGETS
+    assert tuple(BUDGETS) == PHASE_NAMES
+    assert {p.state: p.max_tokens for p in PHASES} == BUDGETS
 
 
 def test_steps_and_needs_match_the_contract():
@@ -35,12 +37,14 @@ def test_steps_and_needs_match_the_contract():
         "FE_PAGES": "4.3",
         "FE_COMPONENTS": "4.4",
         "CONFIG": "5",
+        "VERIFY": "6",
     }
     needs = {p.state: p.needs for p in PHASES}
     assert needs["ARCH"] == ()
-    assert needs["BE_MODELS"] == ("DB",)
+    assert needs["BE_MODELS"] == ("DB", "BE_CORE")  # it imports the base and the session
     assert needs["FE_COMPONENTS"] == ("FE_CORE",)
-    assert set(needs["CONFIG"]) == set(PHASE_NAMES) - {"CONFIG"}
+    assert set(needs["CONFIG"]) == set(PHASE_NAMES) - {"CONFIG", "VERIFY"}
+    assert set(needs["VERIFY"]) == set(PHASE_NAMES) - {"VERIFY"}
     # every phase needs only phases before it: the sequential order is a valid schedule
     for index, phase in enumerate(PHASES):
         assert set(phase.needs) <= set(PHASE_NAMES[:index])
@@ -48,12 +52,12 @@ def test_steps_and_needs_match_the_contract():
 
 def test_only_arch_is_critical_and_plans():
     assert [p.state for p in PHASES if p.critical] == ["ARCH"]
-    assert PHASE_BY_STATE["ARCH"].output_model is ArchPlan
+    assert issubclass(PHASE_BY_STATE["ARCH"].output_model, ArchPlan)
     assert all(p.output_model is PhaseFiles for p in PHASES[1:])
 
 
 def test_job_states_hold_phases_and_terminals():
-    assert [s.name for s in JobState][1:12] == list(PHASE_NAMES)
+    assert [s.name for s in JobState][1:13] == list(PHASE_NAMES)
     assert {s.name for s in TERMINAL} == {"COMPLETED", "PARTIAL", "FAILED", "CANCELLED"}
     assert JobState.DB.phase is PHASE_BY_STATE["DB"]
     assert JobState.COMPLETED.phase is None
@@ -61,4 +65,6 @@ def test_job_states_hold_phases_and_terminals():
 
 def test_plan_phases_keeps_order_and_always_arch():
     assert plan_phases(None) == list(PHASE_NAMES)
-    assert plan_phases(["CONFIG", "DB"]) == ["ARCH", "DB", "CONFIG"]
+    assert plan_phases(["CONFIG", "DB"]) == ["ARCH", "DB", "CONFIG", "VERIFY"]
+    assert plan_phases(["CONFIG", "DB"], verify=False) == ["ARCH", "DB", "CONFIG"]
+    assert "VERIFY" not in plan_phases(None, verify=False)

@@ -115,7 +115,7 @@ def test_a_job_mid_run_shows_each_phase_its_state_files_tokens_and_time():
         assert state.apply(event)
     text = screen(state, 31.5)
     assert "shop-1 · shop · running" in text
-    assert "4/11 phases · 0:31 · 11 files · 7,143 output tokens" in text
+    assert "4/12 phases · 0:31 · 11 files · 7,143 output tokens" in text
     assert cells(text, "ARCH") == ["1", "ARCH", "✓", "done", "0", "1,630", "6.1", "s"]
     assert cells(text, "DB") == ["2", "DB", "✓", "done", "4", "1,811", "4.7", "s"]
     assert "✗ failed" in row(text, "BE_CORE") and "400 invalid_request_error" in text
@@ -238,7 +238,7 @@ def test_a_narrow_screen_keeps_every_phase_on_one_line():
         state.apply(event)
     text = screen(state, 31.5, width=60)
     assert all(len(line) <= 60 for line in text.splitlines())
-    assert " FE_COMPONENTS " in text and len(text.splitlines()) == 15
+    assert " FE_COMPONENTS " in text and len(text.splitlines()) == 16
 
 
 async def test_follow_stops_when_the_watched_job_ends():
