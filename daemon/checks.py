@@ -1052,11 +1052,21 @@ class CheckLimits:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
-_ENTRY_POINTS = {"check_files": check_files, "check_project": check_project}
+def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Problem]:
+    from daemon.verify.static import static_problems  # imports tree-sitter: only when asked
+
+    return static_problems(files, max_file_bytes)
+
+
+_ENTRY_POINTS = {
+    "check_files": check_files,
+    "check_project": check_project,
+    "verify_static": _verify_static,
+}
 
 
 async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem]:
-    """``check_files`` or ``check_project`` in a worker process, within ``limits.timeout_s``.
+    """``check_files``, ``check_project`` or ``verify_static`` in a worker process, within ``limits.timeout_s``.
 
     Never raises for what the files hold: checks that time out, or whose worker dies, give
     one ``skipped`` problem saying so (the checks are advice; the phase goes on without)."""

@@ -48,6 +48,7 @@ class ScriptImport:
     namespace: bool = False
     type_only: bool = False
     kind: str = "static"
+    bindings: tuple[tuple[str, str], ...] = ()  # (local name, exported name) pairs
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ScriptModule:
     reexports: tuple[ReExport, ...] = ()
     star_specs: tuple[str, ...] = ()
     opaque: bool = False
+    locals: tuple[tuple[str, str], ...] = ()  # (exported name, local name) where plain
 
     @property
     def has_star(self) -> bool:
@@ -155,6 +157,7 @@ def _parse_script(path: str, content: str) -> ScriptModule:
         tuple(facts.reexports),
         tuple(facts.stars),
         facts.opaque or root.has_error,
+        tuple(facts.locals),
     )
 
 
@@ -165,6 +168,7 @@ class _Facts:
         self.reexports: list[ReExport] = []
         self.stars: list[str] = []
         self.opaque = False
+        self.locals: list[tuple[str, str]] = []
 
     def export(self, node: Node) -> None:
         source = string_value(node.child_by_field_name("source"))
@@ -173,8 +177,11 @@ class _Facts:
             self.opaque = True
         elif any(c.type == "default" for c in node.children):
             self.exports.add("default")
+            self._default_local(node)
         elif (declaration := node.child_by_field_name("declaration")) is not None:
-            self.exports.update(declared_names(declaration))
+            names = list(declared_names(declaration))
+            self.exports.update(names)
+            self.locals.extend((name, name) for name in names)
         for child in node.named_children:
             if child.type == "export_clause":
                 self._clause(child, source, line(node), type_only)
@@ -193,7 +200,9 @@ class _Facts:
             original = _name(spec.child_by_field_name("name"))
             alias = _name(spec.child_by_field_name("alias")) or original
             self.exports.add(alias)
-            if source is not None:
+            if source is None:
+                self.locals.append((alias, original))
+            else:
                 self.reexports.append(ReExport(at, source, alias, original))
                 originals.append(original)
         if source is not None:
@@ -203,6 +212,14 @@ class _Facts:
                 ScriptImport(at, source, names, default, type_only=type_only, kind="re-export")
             )
 
+    def _default_local(self, node: Node) -> None:
+        declaration = node.child_by_field_name("declaration")
+        value = node.child_by_field_name("value")
+        if declaration is not None and (name := declaration.child_by_field_name("name")):
+            self.locals.append(("default", text(name)))
+        elif value is not None and value.type == "identifier":
+            self.locals.append(("default", text(value)))
+
 
 def _import(node: Node) -> ScriptImport:
     source = string_value(node.child_by_field_name("source")) or ""
@@ -211,16 +228,23 @@ def _import(node: Node) -> ScriptImport:
     if clause is None:
         return ScriptImport(line(node), source, kind="side-effect")
     names: list[str] = []
+    bindings: list[tuple[str, str]] = []
     default = namespace = False
     for part in clause.named_children:
         if part.type == "identifier":
             default = True
+            bindings.append((text(part), "default"))
         elif part.type == "namespace_import":
             namespace = True
         elif part.type == "named_imports":
-            specs = [s for s in part.named_children if s.type == "import_specifier"]
-            names.extend(_name(s.child_by_field_name("name")) for s in specs)
-    return ScriptImport(line(node), source, tuple(names), default, namespace, type_only)
+            for spec in part.named_children:
+                if spec.type == "import_specifier":
+                    name = _name(spec.child_by_field_name("name"))
+                    names.append(name)
+                    bindings.append((text(spec.child_by_field_name("alias")) or name, name))
+    return ScriptImport(
+        line(node), source, tuple(names), default, namespace, type_only, bindings=tuple(bindings)
+    )
 
 
 def _calls(root: Node) -> Iterator[ScriptImport]:
