@@ -438,6 +438,22 @@ def _url(
     return None
 
 
+def _param_name(node: Node | None) -> str:
+    """``{id}`` for ``${id}`` or ``${car.id}``: the name a model recognises in a message."""
+    words = re.findall(r"\w+", text(node)) if node is not None else []
+    return (
+        f"{{{words[-1]}}}"
+        if words
+        and node is not None
+        and node.type
+        in (
+            "identifier",
+            "member_expression",
+        )
+        else _PARAM
+    )
+
+
 def _leading(rest: str) -> bool:
     return rest.startswith("/")
 
@@ -451,7 +467,7 @@ def _template(
             inner = child.named_children[0] if child.named_children else None
             value = _url(inner, constants, params, keep_params) if inner is not None else None
             if value is None:
-                value = "/" + ANY if not "".join(parts) else _PARAM
+                value = "/" + ANY if not "".join(parts) else _param_name(inner)
             parts.append(value)
         elif child.type == "string_fragment":
             parts.append(text(child))
