@@ -13,6 +13,7 @@ from daemon.checks import _ENTRY_POINTS, Problem
 from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer
 from daemon.verify.http_calls import http_calls
+from daemon.verify.interfaces import signatures
 from daemon.verify.resolve import cross_file_problems, cross_imports
 from daemon.verify.routes import (
     HttpCall,
@@ -420,6 +421,8 @@ def test_any_content_never_raises(name: str, content: str) -> None:
     files = {**BACKEND, "frontend/src/" + name: content, "frontend/src/x.ts": content}
     static_problems(files)
     cross_imports(files)
+    for path, text in files.items():
+        signatures(path, text)
 
 
 @pytest.mark.parametrize(
