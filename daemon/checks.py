@@ -53,8 +53,10 @@ class Problem:
     path: str
     message: str
     fixable_now: bool
-    # content (syntax, JSON, placeholders), import, dependency, or skipped (not checked)
+    # content (syntax, JSON, placeholders), import (no such file), name (the file lacks the
+    # name), route (no backend route for a call), dependency, or skipped (not checked)
     kind: str = "content"
+    refs: tuple[str, ...] = ()  # the project files the problem is about, to show a repair
 
     @property
     def text(self) -> str:
@@ -347,8 +349,7 @@ class _PyModule:
                 return cls(f"line {exc.lineno or 1}: {exc.msg}")
             except (ValueError, RecursionError, MemoryError) as exc:  # NUL, absurd nesting
                 return cls(f"line 1: {exc or 'too deeply nested to parse'}")
-        imports = tuple(_python_imports(tree.body))
-        return cls(None, imports, _bound_names(tree) if path.endswith("__init__.py") else None)
+        return cls(None, tuple(_python_imports(tree.body)), _bound_names(tree))
 
 
 # A job's files are checked again after each of its phases: parse each version once.
@@ -417,10 +418,31 @@ def _bound_names(tree: ast.Module) -> frozenset[str] | None:
         elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            names.update(_dunder_all(node))
             continue
+        elif isinstance(node, ast.For | ast.AsyncFor | ast.With | ast.AsyncWith):
+            targets = (
+                [node.target]
+                if isinstance(node, ast.For | ast.AsyncFor)
+                else [item.optional_vars for item in node.items if item.optional_vars]
+            )
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
         for field in _BLOCKS:
             statements.extend(getattr(node, field, None) or ())
     return frozenset(names)
+
+
+def _dunder_all(node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> Iterator[str]:
+    """The names ``__all__`` lists: a module promises them, whatever binds them."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    if node.value is None or not any(
+        isinstance(t, ast.Name) and t.id == "__all__" for t in targets
+    ):
+        return
+    if isinstance(node.value, ast.List | ast.Tuple):
+        for item in node.value.elts:
+            if isinstance(item, ast.Constant) and isinstance(item.value, str):
+                yield item.value
 
 
 @dataclass(frozen=True)
@@ -1030,11 +1052,21 @@ class CheckLimits:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
-_ENTRY_POINTS = {"check_files": check_files, "check_project": check_project}
+def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Problem]:
+    from daemon.verify.static import static_problems  # imports tree-sitter: only when asked
+
+    return static_problems(files, max_file_bytes)
+
+
+_ENTRY_POINTS = {
+    "check_files": check_files,
+    "check_project": check_project,
+    "verify_static": _verify_static,
+}
 
 
 async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem]:
-    """``check_files`` or ``check_project`` in a worker process, within ``limits.timeout_s``.
+    """``check_files``, ``check_project`` or ``verify_static`` in a worker process, within ``limits.timeout_s``.
 
     Never raises for what the files hold: checks that time out, or whose worker dies, give
     one ``skipped`` problem saying so (the checks are advice; the phase goes on without)."""
