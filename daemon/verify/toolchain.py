@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ CONNECT_TIMEOUT_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
 STOP_GRACE_S = 3.0
 FAULTHANDLER_MARGIN_S = 1.0  # the import dumps its stack this long before it is killed
+URL_SAFE = "/:@!$&'()*+,;=-._~"  # kept as they are in a route's path
 SQLITE_URL = "sqlite:///./verify.db"
 DUMMY_SECRET = "codegend-verify-dummy-secret-0123456789abcdef0123456789"
 _SECRET_KEY = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|API_KEY|PRIVATE_KEY|ACCESS_KEY|CREDENTIAL")
@@ -176,6 +178,7 @@ class _Run:
     logs: Path
     env: dict[str, str]
     deadline: float  # time.monotonic()
+    budget_s: float
     memory_mb: int
     paths: ProjectPaths
     steps: list[Step] = field(default_factory=list)
@@ -196,17 +199,22 @@ class _Run:
         written = _write_files(project, files)
         env = _base_env(scratch, cache_dir.resolve(), memory_mb)
         paths = ProjectPaths(str(project), frozenset(written))
-        return cls(files, project, logs, env, time.monotonic() + timeout_s, memory_mb, paths)
+        deadline = time.monotonic() + timeout_s
+        return cls(files, project, logs, env, deadline, timeout_s, memory_mb, paths)
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
 
+    def timed_out(self, name: str, elapsed_s: float) -> str:
+        return f"{name}: timed out after {elapsed_s:.0f} s (the toolchain's budget is {self.budget_s:g} s)"
+
     def report(self, findings: list[Finding], kind: str) -> None:
         """Keep each distinct finding once, up to MAX_PROBLEMS."""
         known = {(problem.path, problem.message) for problem in self.problems}
-        for path, message in findings:
+        for path, raw in findings:
             if len(self.problems) >= MAX_PROBLEMS:
                 return
+            message = self.paths.relative(raw)
             if (path, message) not in known:
                 known.add((path, message))
                 self.problems.append(Problem(path, message, fixable_now=bool(path), kind=kind))
@@ -219,21 +227,22 @@ class _Run:
     def step(self, command: _Command) -> _Outcome | None:
         """Run one command within the budget and record it; None if the budget is spent."""
         if self.remaining_s() <= 0:
-            self.record(command.name, False, 0.0, "not run: the time budget was spent")
+            message = (
+                f"{command.name}: not run, the toolchain's budget of {self.budget_s:g} s was spent"
+            )
+            self.record(command.name, False, 0.0, message)
+            self.report([("", message)], command.kind)
             return None
         log = self.logs / f"{len(self.steps):02d}.log"
         outcome = _run(command, self.env | command.env, self.remaining_s(), self.memory_mb, log)
         self.record(command.name, outcome.ok, outcome.duration_s, outcome.output)
         if outcome.code is None:
-            self.report([(command.subject, _timed_out(command.name, outcome))], command.kind)
+            message = self.timed_out(command.name, outcome.duration_s)
+            self.report([(command.subject, message)], command.kind)
         elif not outcome.ok:
             findings = command.parse(outcome) or [(command.subject, _failed(command, outcome))]
             self.report(findings, command.kind)
         return outcome
-
-
-def _timed_out(name: str, outcome: _Outcome) -> str:
-    return f"{name}: timed out after {outcome.duration_s:.0f} s"
 
 
 def _failed(command: _Command, outcome: _Outcome) -> str:
@@ -275,6 +284,7 @@ def _base_env(scratch: Path, cache_dir: Path, memory_mb: int) -> dict[str, str]:
         "TMPDIR": str(scratch / "tmp"),
         "LANG": "C.UTF-8",
         "npm_config_cache": str(cache_dir / "npm"),
+        "npm_config_logs_dir": str(scratch / "home" / "npm-logs"),
         "npm_config_update_notifier": "false",
         "PIP_CACHE_DIR": str(cache_dir / "pip"),
         "PIP_NO_INPUT": "1",
@@ -508,7 +518,7 @@ def _install_backend(run: _Run, venv: Path, requirements: str) -> bool:
         return False
     python = str(venv / "bin" / "python")
     pip = [sys.executable, "-m", "pip", "--python", python] if own_pip else [python, "-m", "pip"]
-    pip += ["install", "--disable-pip-version-check", "--progress-bar", "off"]
+    pip += ["install", "--disable-pip-version-check", "--progress-bar", "off", "--no-compile"]
     pip += ["--only-binary=:all:", "-r", PurePosixPath(requirements).name]
     text = run.files[requirements]
     command = _Command(
@@ -554,7 +564,7 @@ def _import_findings(outcome: _Outcome, run: _Run, target: _AppTarget, name: str
         return out.python_findings(outcome.output, run.paths, target.main, target.requirements)
     hang = out.hang_location(outcome.output, run.paths)
     where, prefix = (hang.path, f"line {hang.line}: ") if hang else (target.main, "")
-    return [(where, f"{prefix}{name}: timed out after {outcome.duration_s:.0f} s")]
+    return [(where, prefix + run.timed_out(name, outcome.duration_s))]
 
 
 def _app_env(files: Mapping[str, str]) -> dict[str, str]:
@@ -648,7 +658,7 @@ def _wait_for_openapi(
         time.sleep(BOOT_POLL_S)
     elapsed_s = time.monotonic() - started
     run.record("boot", False, elapsed_s, _read_tail(log))
-    run.report([(target.main, f"boot: timed out after {elapsed_s:.0f} s")], "boot")
+    run.report([(target.main, run.timed_out("boot", elapsed_s))], "boot")
     return None
 
 
@@ -685,27 +695,43 @@ def _get(url: str, timeout_s: float) -> tuple[int, bytes] | None:
 def _get_routes(
     run: _Run, port: int, openapi: dict[str, Any], target: _AppTarget, log: Path
 ) -> None:
-    """GET every path of the document without parameters in it; a status >= 500 (or no
-    answer) is a problem of the function serving the route."""
+    """GET every route without path parameters; a status >= 500 (or no answer) is a
+    problem of the function serving the route."""
     started = time.monotonic()
-    checked, failed = 0, 0
-    paths = openapi.get("paths")
-    for path, operations in (paths if isinstance(paths, dict) else {}).items():
-        operation = operations.get("get") if isinstance(operations, dict) else None
-        if "{" in path or not isinstance(operation, dict) or run.remaining_s() <= 0:
-            continue
+    routes = _plain_get_routes(openapi)
+    asked, failed = 0, 0
+    for path, operation in routes:
+        if run.remaining_s() <= 0:
+            break
         before = log.stat().st_size
-        answer = _get(f"http://127.0.0.1:{port}{path}", min(REQUEST_TIMEOUT_S, run.remaining_s()))
-        checked += 1
+        url = f"http://127.0.0.1:{port}{urllib.parse.quote(path, safe=URL_SAFE)}"
+        answer = _get(url, min(REQUEST_TIMEOUT_S, run.remaining_s()))
+        asked += 1
         status = answer[0] if answer else None
         if status is None or status >= 500:
             failed += 1
-            run.report(
-                [_route_finding(run, target, path, operation, status, _log_since(log, before))],
-                "boot",
-            )
-    summary = f"{checked} GET routes asked, {failed} failed"
-    run.record("GET routes", failed == 0, time.monotonic() - started, summary)
+            finding = _route_finding(run, target, path, operation, status, _log_since(log, before))
+            run.report([finding], "boot")
+    summary = f"{asked} of {len(routes)} GET routes asked, {failed} failed"
+    run.record(
+        "GET routes", failed == 0 and asked == len(routes), time.monotonic() - started, summary
+    )
+
+
+def _plain_get_routes(openapi: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, operation) of each GET route whose path has no parameter to fill in."""
+    paths = openapi.get("paths")
+    routes = []
+    for path, operations in (paths if isinstance(paths, dict) else {}).items():
+        operation = operations.get("get") if isinstance(operations, dict) else None
+        if (
+            isinstance(path, str)
+            and path.startswith("/")
+            and "{" not in path
+            and isinstance(operation, dict)
+        ):
+            routes.append((path, operation))
+    return routes
 
 
 def _log_since(log: Path, offset: int) -> str:

@@ -131,18 +131,21 @@ def _build_error_block(output: str) -> list[str]:
 
 def _bundler_location(block: list[str], paths: ProjectPaths, base: str) -> tuple[str | None, str]:
     """The importer when the error names one, else the ``file:`` line, else the first
-    project file the error mentions; with its line number when printed."""
+    project file the error mentions; with the first line number printed beside it."""
     text = "\n".join(block)
-    for match in _IMPORTED_BY.finditer(text):
-        if where := paths.find(match["file"], base):
-            return where, ""
-    for line in block:
+    where = next(
+        (found for m in _IMPORTED_BY.finditer(text) if (found := paths.find(m["file"], base))),
+        None,
+    )
+    for line in block if where is None else []:
         if (match := _FILE_LINE.match(line)) and (where := paths.find(match["file"], base)):
-            return where, match["line"] or ""
-    for match in _SOURCE_AT.finditer(text):
-        if where := paths.find(match["file"], base):
-            return where, match["line"] or match["pline"] or ""
-    return None, ""
+            break
+    mentions = [
+        (paths.find(m["file"], base), m["line"] or m["pline"]) for m in _SOURCE_AT.finditer(text)
+    ]
+    where = where or next((found for found, _ in mentions if found), None)
+    line = next((number for found, number in mentions if found == where and number), "")
+    return where, line
 
 
 def npm_findings(output: str, package_json: str) -> list[Finding]:

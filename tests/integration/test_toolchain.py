@@ -116,6 +116,10 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokenRun]:
     files["backend/app/main.py"] += "\n\napp.include_router(boom.router)\n"
     files.update(
         {
+            ".env.example": (
+                "DATABASE_URL=postgresql://app:app@db:5432/app\n"
+                "JWT_SECRET_KEY=a-value-someone-pasted\nACCESS_TOKEN_EXPIRE_MINUTES=60\n"
+            ),
             "frontend/package.json": json.dumps(
                 {"name": "broken", "private": True, "devDependencies": {"typescript": "5.7.2"}}
             ),
@@ -160,6 +164,9 @@ def test_no_secret_of_the_daemon_reaches_the_generated_code(broken: BrokenRun) -
     assert SECRET not in json.dumps(environ)
     assert [key for key in environ if key.startswith(("ANTHROPIC_", "CODEGEND_"))] == []
     assert environ["DATABASE_URL"] == "sqlite:///./verify.db"
+    # .env.example gives the keys; secrets get a dummy, numbers stay
+    assert environ["JWT_SECRET_KEY"] != "a-value-someone-pasted"
+    assert environ["ACCESS_TOKEN_EXPIRE_MINUTES"] == "60"
     assert environ["HOME"] != os.environ.get("HOME") and "codegend-toolchain-" in environ["HOME"]
 
 
