@@ -150,7 +150,9 @@ def _skipped(reason: str) -> ToolchainReport:
 
 def _missing_tools(*, node: bool, python: bool) -> str | None:
     missing = [name for name in ("node", "npm") if node and shutil.which(name) is None]
-    if python and not all(importlib.util.find_spec(name) for name in ("venv", "ensurepip")):
+    # a venv gets its pip from ensurepip, or from the daemon's own pip (see _install_backend)
+    has_pip = any(importlib.util.find_spec(name) for name in ("pip", "ensurepip"))
+    if python and not (importlib.util.find_spec("venv") and has_pip):
         missing.append("a python with venv")
     if not missing:
         return None
@@ -326,7 +328,10 @@ def _run(
 ) -> _Outcome:
     """Run ``command`` to its end or until ``timeout_s``, then kill its process group."""
     started = time.monotonic()
-    process = _start(command.argv, command.cwd, env, memory_mb, log)
+    try:
+        process = _start(command.argv, command.cwd, env, memory_mb, log)
+    except OSError as exc:  # out of processes or memory: the step fails, the run goes on
+        return _Outcome(-1, f"could not start {command.argv[0]}: {exc}", 0.0)
     try:
         code: int | None = process.wait(timeout=max(timeout_s, 0.01))
     except subprocess.TimeoutExpired:

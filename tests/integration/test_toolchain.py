@@ -237,7 +237,7 @@ def test_the_time_budget_kills_a_hanging_import_and_everything_it_started(
     )
     files["backend/requirements.txt"] = "# the import hangs before it needs a package\n"
     scratch_before = set(Path(tempfile.gettempdir()).glob("codegend-toolchain-*"))
-    budget_s = 15.0
+    budget_s = 8.0
 
     started = time.monotonic()
     report = run(files, timeout_s=budget_s)
@@ -255,3 +255,30 @@ def test_the_time_budget_kills_a_hanging_import_and_everything_it_started(
     assert not alive(importer) and not alive(child)
     assert not group_exists(importer)
     assert set(Path(tempfile.gettempdir()).glob("codegend-toolchain-*")) == scratch_before
+
+
+@pytest.mark.timeout(60)
+def test_the_time_budget_kills_a_hanging_build_script_with_its_children(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    hang = (
+        "const { spawn } = require('node:child_process');\n"
+        "const child = spawn('sleep', ['600']);\n"
+        f"require('node:fs').writeFileSync({json.dumps(str(pids))}, `${{process.pid}} ${{child.pid}}`);\n"
+        "setInterval(() => {}, 1000);\n"
+    )
+    files = {
+        "frontend/package.json": json.dumps(
+            {"name": "hang", "scripts": {"build": "node hang.cjs"}}
+        ),
+        "frontend/hang.cjs": hang,
+    }
+
+    report = run(files, timeout_s=6.0)
+
+    assert [problem.path for problem in report.problems] == ["frontend/package.json"]
+    assert report.problems[0].message.startswith("npm run build: timed out after")
+    builder, child = (int(pid) for pid in pids.read_text().split())
+    deadline = time.monotonic() + 5
+    while (alive(builder) or alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(builder) and not alive(child)
