@@ -1058,10 +1058,17 @@ def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Proble
     return static_problems(files, max_file_bytes)
 
 
+def _check_plan(phase: str, planned: Any, written: Mapping[str, str]) -> list[Problem]:
+    from daemon.verify.conformance import plan_problems
+
+    return plan_problems(phase, planned, written)
+
+
 _ENTRY_POINTS = {
     "check_files": check_files,
     "check_project": check_project,
     "verify_static": _verify_static,
+    "check_plan": _check_plan,
 }
 
 

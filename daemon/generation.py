@@ -235,8 +235,9 @@ def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
 
 
 FIX_REQUEST = (
-    "These files fail the code checks above: send each of them again, fixed and complete, "
-    "with complete set to true. Leave the other files of this phase as they are."
+    "These files fail the code checks or the file plan above: send each of them again (or "
+    "write it, if it is missing), fixed and complete, with complete set to true. Leave the "
+    "other files of this phase as they are."
 )
 
 
@@ -249,8 +250,15 @@ def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list
         problem
         for problem in problems
         if problem.kind == "content"
+        or (problem.kind == "plan" and problem.fixable_now)
         or (problem.kind == "import" and not any(map(problem.path.startswith, pending_areas)))
     ]
+
+
+def _off_plan(problems: Sequence[Problem]) -> list[Problem]:
+    """Files written outside the phase's plan: said to the model, but not sent back (an
+    answer cannot take a file back); they stay, with a warning."""
+    return [p for p in problems if p.kind == "plan" and not p.fixable_now]
 
 
 @cache
@@ -417,23 +425,34 @@ class PhaseRunner:
                 len({p.path for p in fixable}),
                 extra={"job_id": run.job.job_id, "phase": run.phase.state},
             )
-            run.feedback = [p.text for p in fixable] + [FIX_REQUEST]
+            run.feedback = [p.text for p in fixable + _off_plan(problems)] + [FIX_REQUEST]
             run.redo = {p.path for p in fixable}
             self._metrics.retry("repair")
             await self._until_done(run)
             problems = await self._check(run, existing)
             fixable = _fixable(problems, hooks.pending_areas)
         skipped = [p for p in problems if p.kind == "skipped"]
-        for problem in skipped:
+        for problem in skipped + _off_plan(problems):
             log.warning(
                 "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.state}
             )
-        return [p.text for p in fixable + skipped]
+        return [p.text for p in fixable + _off_plan(problems) + skipped]
 
     async def _check(self, run: PhaseRun, existing: dict[str, str]) -> list[Problem]:
         new = {path: file.content for path, file in run.produced.items()}
         run.hooks.progress(Point(run.calls, WAITING))  # the checks run in a worker process
-        return await run_checks("check_files", self._check_limits(), new, existing)
+        problems = await run_checks("check_files", self._check_limits(), new, existing)
+        plan = run.job.plan
+        planned = plan.planned_for(run.phase.state) if plan is not None else []
+        if planned:  # conformance to the file plan
+            entries = [
+                (e.path, e.purpose, tuple((x.name, x.signature) for x in e.exports))
+                for e in planned
+            ]
+            problems += await run_checks(
+                "check_plan", self._check_limits(), run.phase.state, entries, new
+            )
+        return problems
 
     async def check_project(self, files: dict[str, str]) -> list[Problem]:
         """The cross-file checks over a whole job (off the event loop, within the budget)."""

@@ -171,7 +171,7 @@ class Verification(_Message):
     builds: bool | None = Field(
         default=None,
         description="the toolchain tier's verdict: the frontend builds and the backend boots; "
-        "null when that tier did not run"
+        "null when that tier did not run",
     )
     remaining: list[str] = Field(description="each remaining problem, one line")
     toolchain_skipped: str | None = Field(

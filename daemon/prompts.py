@@ -10,13 +10,14 @@ from __future__ import annotations
 import ast
 import functools
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from daemon.models import FileRecord, GenerationRequest, ImageMockup
 from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE, ArchPlan, Phase
 from daemon.states.base import PlannedFile
+from daemon.verify.interfaces import signatures
+from daemon.verify.scripts import is_script, parse_script
 
 if TYPE_CHECKING:
     from daemon.verification import Repair
@@ -47,11 +48,6 @@ no .., no backslashes, nothing under .git/.
 - Set "complete" to true when your answer finishes this phase's files. If the phase needs \
 more files than fit in one answer, stop after whole files, set "complete" to false, and \
 you will be asked for the rest."""
-
-_TS_EXPORT = re.compile(
-    r"^export\s+(?:default\s+)?(?:async\s+)?(?:function|const|class|interface|type|enum|let)\s+(\w+)",
-    re.MULTILINE,
-)
 
 
 def system_blocks(cache: bool = True) -> list[dict[str, Any]]:
@@ -274,8 +270,10 @@ def render_imported(mine: Sequence[PlannedFile], files: Mapping[str, str]) -> st
 
 
 def interface_lines(path: str, content: str) -> list[str]:
-    """What a written file offers, one line per export (its signature where known)."""
-    return list(exports_of(path, content)) or ["(no exports found)"]
+    """What a written file offers, one line per export with its exact signature."""
+    if len(content) > MAX_EXPORTS_SOURCE_CHARS:
+        return ["(not read: too large)"]
+    return signatures(path, content) or list(exports_of(path, content)) or ["(no exports)"]
 
 
 def render_manifest(files: Sequence[FileRecord]) -> str:
@@ -298,11 +296,19 @@ def exports_of(path: str, content: str) -> tuple[str, ...]:
         return ()
     if path.endswith(".py"):
         return tuple(_python_exports(content))
-    if path.endswith((".ts", ".tsx", ".js", ".jsx")):
-        return tuple(_TS_EXPORT.findall(content))
+    if is_script(path):
+        return _script_exports(path, content)
     if path.endswith("package.json"):
         return _package_dependencies(content)
     return ()
+
+
+def _script_exports(path: str, content: str) -> tuple[str, ...]:
+    """What a TS/JS file exports, read the way the compiler reads it (tree-sitter), in the
+    order the names are declared; ``default`` stands for a default export."""
+    module = parse_script(path, content)
+    names = sorted(module.exports | {r.name for r in module.reexports}, key=content.find)
+    return tuple(names)
 
 
 def _package_dependencies(content: str) -> tuple[str, ...]:

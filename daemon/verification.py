@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from daemon.generation import PhaseHooks, PhaseRunner
 
 log = logging.getLogger(__name__)
-STATIC_CHECKS = "check_project"  # the worker entry point of the static tier
+STATIC_CHECKS = "verify_static"  # the worker entry point of the static tier
 # Problems named in one repair call (the rest wait for the next round).
 MAX_PROBLEMS_PER_CALL = 40
 # A problem of a file no phase of the job wrote goes to the last phase writing that area.
