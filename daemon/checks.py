@@ -1058,10 +1058,13 @@ def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Proble
     return static_problems(files, max_file_bytes)
 
 
-def _check_plan(phase: str, planned: Any, written: Mapping[str, str]) -> list[Problem]:
+def _check_plan(
+    phase: str, planned: Any, written: Mapping[str, str], max_file_bytes: int
+) -> list[Problem]:
     from daemon.verify.conformance import plan_problems
 
-    return plan_problems(phase, planned, written)
+    small = {path: content for path, content in written.items() if len(content) <= max_file_bytes}
+    return plan_problems(phase, planned, written, small)
 
 
 _ENTRY_POINTS = {

@@ -990,7 +990,8 @@ class Store:
     # -- resume and listing ------------------------------------------------
 
     def reopen(self, job_id: str, reason: str) -> str | None:
-        """Re-queue a job: its failed and unfinished phases become pending again.
+        """Re-queue a job: its failed and unfinished phases become pending again, and so
+        does VERIFY (the phases run again change the project it verified).
 
         Returns the phase it resumes from, or None when nothing is left to run.
         """
@@ -1000,7 +1001,8 @@ class Store:
             return None
         with self.transaction():
             self.db.conn.execute(
-                "UPDATE phases SET status = 'pending' WHERE job_id = ? AND status != 'completed'",
+                "UPDATE phases SET status = 'pending' WHERE job_id = ? "
+                "AND (status != 'completed' OR phase = 'VERIFY')",
                 (job_id,),
             )
             self.db.conn.execute("UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,))

@@ -25,9 +25,15 @@ MAX_LISTED = 30  # planned paths named in one problem
 
 
 def plan_problems(
-    phase: str, planned: Sequence[PlanEntry], written: Mapping[str, str]
+    phase: str,
+    planned: Sequence[PlanEntry],
+    written: Mapping[str, str],
+    readable: Mapping[str, str] | None = None,
 ) -> list[Problem]:
-    """The ways the files a phase wrote (``written``) depart from its planned files."""
+    """The ways the files a phase wrote (``written``) depart from its planned files; the
+    exports of only the ``readable`` ones (by default all) are read (files over the size
+    cap are not parsed)."""
+    readable = written if readable is None else readable
     if not planned:
         return []
     problems: list[Problem] = []
@@ -45,7 +51,7 @@ def plan_problems(
                 )
             )
             continue
-        defined = defined_names(path, content)
+        defined = defined_names(path, content) if path in readable else None
         if defined is None:
             continue
         for name, signature in exports:

@@ -70,7 +70,7 @@ def test_demo_produces_the_sample_project(tmp_path):
     log = result.stderr
     assert "STEP 3: BACKEND API GENERATION (Multi-phase)" in log
     assert "Step 3.2: Generating data models and schemas..." in log
-    assert "✓ Step 3/5: Backend API generated (" in log
+    assert "✓ Step 3/6: Backend API generated (" in log
     assert f"Chained generation completed: {len(files)} files generated" in log
     assert "[demo-car-management-app]" in log
 
@@ -84,7 +84,7 @@ def test_submit_watch_status_export(env, tmp_path):
         watched = codegend(variables, "watch", "cli-1", timeout=120)
         lines = watched.stdout.strip().splitlines()
         assert "job.accepted" in lines[0] and "job.completed" in lines[-1]
-        assert sum("phase.completed" in line for line in lines) == 11
+        assert sum("phase.completed" in line for line in lines) == 12  # VERIFY's too
         as_json = codegend(variables, "watch", "cli-1", "--json")
         events = [json.loads(line) for line in as_json.stdout.splitlines()]
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -92,7 +92,7 @@ def test_submit_watch_status_export(env, tmp_path):
         assert stop(daemon) == 0
     status = json.loads(codegend(variables, "status", "cli-1", "--json").stdout)
     assert status["state"] == "COMPLETED"
-    assert [p["status"] for p in status["phases"]] == ["completed"] * 11
+    assert [p["status"] for p in status["phases"]] == ["completed"] * 12
     exported = codegend(variables, "export", "cli-1", str(tmp_path / "exported"))
     assert "30 files" in exported.stdout
     log = (tmp_path / "daemon.log").read_text()

@@ -16,7 +16,7 @@ import pytest
 from daemon.generation import api_schema
 from daemon.states import PHASE_BY_STATE
 from tests.chaos.harness import Chaos, file_object
-from tests.fake_anthropic import STREAM_CHUNK_CHARS, example_for_schema
+from tests.fake_anthropic import STREAM_CHUNK_CHARS, example_for_schema, planned_files
 
 
 def hook(point: str, after: int) -> dict[str, str]:
@@ -45,7 +45,9 @@ def deltas(text: str) -> int:
 def delta_inside_be_core(chaos: Chaos, file_index: int) -> int:
     """The number of the streamed delta that falls inside BE_CORE's file ``file_index``
     (a sequential run of one job streams ARCH, DB, then BE_CORE)."""
-    plan = json.dumps(example_for_schema(api_schema(PHASE_BY_STATE["ARCH"].output_model)))
+    arch = example_for_schema(api_schema(PHASE_BY_STATE["ARCH"].output_model))
+    arch.update(files=planned_files(chaos.server.phase_files), complete=True)  # as the fake
+    plan = json.dumps(arch)
 
     def answer(phase: str) -> str:
         listed = [{"path": p, "content": c} for p, c in chaos.server.phase_files[phase]]
@@ -104,7 +106,7 @@ def test_killed_between_publishing_and_marking_published(make_chaos):
     them again, the same, and the output folder still gets the files (from the store)."""
     chaos = make_chaos(**sequential(CODEGEND_KAFKA__MAX_PUBLISH_BYTES="2048"))
     chaos.submit(1)
-    die_at(chaos, "after_commit", 11)  # CONFIG committed, the job with it
+    die_at(chaos, "after_commit", 12)  # VERIFY committed, the job with it
     assert chaos.states() == {"p001": "COMPLETED"}
     die_at(chaos, "after_publish", 1)
     chaos.finish()

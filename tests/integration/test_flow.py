@@ -157,7 +157,9 @@ async def test_a_failing_phase_ends_partial_and_resume_reruns_only_it(
         failed = by_type(events, "phase.failed")
         assert [e.phase for e in failed] == ["DB"] and "HTTP 400" in failed[0].error
         assert "sk-ant-test-key" not in json.dumps([e.model_dump(mode="json") for e in events])
-        assert len(by_type(events, "phase.completed")) == 10
+        assert (
+            len(by_type(events, "phase.completed")) == 11
+        )  # ARCH, the 9 other file phases, VERIFY
         calls_before = {p: len(messages_server.calls_for(p)) for p in PHASE_NAMES}
 
         assert daemon.store.reopen("part", reason="test") == "DB"
@@ -168,7 +170,8 @@ async def test_a_failing_phase_ends_partial_and_resume_reruns_only_it(
     assert (await collect(settings, "part"))[-1].status == "completed"
     resumed = again[len(events) :]
     assert [e.type for e in resumed][:2] == ["job.resumed", "phase.started"]
-    assert [e.phase for e in by_type(resumed, "phase.completed")] == ["DB"]
+    # VERIFY checks the project again, with the phase's new files
+    assert [e.phase for e in by_type(resumed, "phase.completed")] == ["DB", "VERIFY"]
     calls_after = {p: len(messages_server.calls_for(p)) for p in PHASE_NAMES}
     assert {
         p: calls_after[p] - calls_before[p]
@@ -226,7 +229,7 @@ async def test_image_mockups_are_sent_as_image_blocks(make_settings, messages_se
             settings, request_bytes(request_id="img", mockup=mockup, options={"phases": ["DB"]})
         )
         events = await collect(settings, "img")
-    assert events[0].phases == ["ARCH", "DB"] and events[-1].status == "completed"
+    assert events[0].phases == ["ARCH", "DB", "VERIFY"] and events[-1].status == "completed"
     content = messages_server.calls_for("ARCH")[0].body["messages"][0]["content"]
     image = next(block for block in content if block["type"] == "image")
     assert image["source"] == {"type": "base64", "media_type": "image/png", "data": png}

@@ -13,12 +13,12 @@ import anthropic
 import httpx2
 import pytest
 
-from daemon.states.base import ArchPlan, PhaseFiles
+from daemon.states.base import ArchAnswer, PhaseFiles
 from tests.fake_anthropic import CHARS_PER_TOKEN, MessagesServer, Reply
 
 MODEL = "claude-sonnet-5-5"
 FILES_FORMAT = {"format": {"type": "json_schema", "schema": PhaseFiles.model_json_schema()}}
-ARCH_FORMAT = {"format": {"type": "json_schema", "schema": ArchPlan.model_json_schema()}}
+ARCH_FORMAT = {"format": {"type": "json_schema", "schema": ArchAnswer.model_json_schema()}}
 
 
 @pytest.fixture
@@ -57,8 +57,13 @@ async def test_create_answers_files_schema(server: MessagesServer) -> None:
 
 
 def with_existing(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A continuation call: the daemon lists the phase's files written so far."""
-    existing = "Files already written: generated/be_models/file_2.txt, db/seed.sql"
+    """A continuation call: the daemon lists the phase's files written so far (and names
+    other files elsewhere in the prompt, as the file plan does: those are still answered)."""
+    existing = (
+        "File plan: generated/be_models/file_1.txt\n\n"
+        "Files of this phase already produced (do not repeat them):\n"
+        "- generated/be_models/file_2.txt\n- db/seed.sql\n"
+    )
     kwargs["messages"].append({"role": "user", "content": existing})
     return kwargs
 
@@ -80,8 +85,14 @@ async def test_continuation_leaves_out_existing_files_and_phase_files_override(
 async def test_arch_schema_gets_a_valid_instance(server: MessagesServer) -> None:
     async with make_client(server) as client:
         message = await client.messages.create(**request("ARCH", output_config=ARCH_FORMAT))
-    plan = ArchPlan.model_validate_json(message.content[0].text)
-    assert plan.pages and plan.tables[0].columns
+    plan = ArchAnswer.model_validate_json(message.content[0].text)
+    assert plan.pages and plan.tables[0].columns and plan.complete
+    # the file plan agrees with the files the fake answers each phase with
+    assert {f.path for f in plan.files if f.phase == "DB"} == {
+        "generated/db/file_1.txt",
+        "generated/db/file_2.txt",
+        "generated/db/file_3.txt",
+    }
     assert server.calls_for("ARCH")[0].body["output_config"] == ARCH_FORMAT
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from daemon.store import Store
-from tests.fake_anthropic import Reply
+from tests.fake_anthropic import Reply, produced_paths
 from tests.integration.conftest import collect, running
 from tests.integration.test_flow import produce, request_bytes
 
@@ -63,7 +63,7 @@ async def test_cut_answers_keep_complete_files_and_finish(where, make_settings, 
     assert {f.path: f.content for f in done.files} == dict(FILES)
     calls = messages_server.calls_for("BE_MODELS")
     assert len(calls) == 2 and done.usage.calls == 2
-    kept = [p for p, _ in FILES if p in json.dumps(calls[1].body)]
+    kept = [p for p, _ in FILES if p in produced_paths(calls[1].body)]
     budgets = [c.body["max_tokens"] for c in calls]
     if kept:
         assert budgets == [4000, 4000]  # files were kept: same budget, only the rest asked for
@@ -177,7 +177,9 @@ async def test_the_shared_prefix_is_cached(make_settings, messages_server):
     completed = [e for e in events if e.type == "phase.completed"]
     assert completed[0].usage.cache_creation_input_tokens > 0  # ARCH writes the prefix
     # from DB on, the prefix holds the plan: written once by DB, read by every later phase
-    assert all(e.usage.cache_read_input_tokens > 0 for e in completed[2:])
+    # (VERIFY, last, makes no call: the project has nothing to repair)
+    assert completed[-1].phase == "VERIFY" and completed[-1].usage.calls == 0
+    assert all(e.usage.cache_read_input_tokens > 0 for e in completed[2:-1])
     total = events[-1].usage
     assert total.cache_read_input_tokens == sum(e.usage.cache_read_input_tokens for e in completed)
     assert total.cost_usd > 0
@@ -206,6 +208,7 @@ async def test_a_file_failing_the_checks_is_sent_back_and_fixed(make_settings, m
     good = ("backend/app/config.py", "SETTINGS = {'debug': False}\n")
     broken = ("backend/app/config.py", "def settings(:\n    return {}\n")
     other = ("backend/requirements.txt", "fastapi\n")
+    messages_server.phase_files["BE_CORE"] = [good, other]  # what the file plan gives BE_CORE
     messages_server.enqueue(
         "BE_CORE", Reply(text=files_answer(broken, other)), Reply(text=files_answer(good))
     )

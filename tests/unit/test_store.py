@@ -158,6 +158,7 @@ def test_an_old_store_is_migrated(tmp_path):
         conn.execute(f"ALTER TABLE phases DROP COLUMN {column}")
     conn.execute("ALTER TABLE jobs DROP COLUMN held")
     conn.execute("DROP TABLE pruned_jobs")
+    conn.execute("ALTER TABLE jobs DROP COLUMN verification")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -170,6 +171,7 @@ def test_an_old_store_is_migrated(tmp_path):
         assert store.db["sync_points"].exists()
         assert "deaths_in_a_row" in store.db["phases"].columns_dict
         assert "held" in store.db["jobs"].columns_dict and store.db["pruned_jobs"].exists()
+        assert "verification" in store.db["jobs"].columns_dict
     finally:
         store.close()
 
