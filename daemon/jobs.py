@@ -22,7 +22,7 @@ from daemon.errors import (
 from daemon.generation import MODEL_ACCESS_RETRY_S, PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.metrics import Metrics, Readiness
-from daemon.models import FileRecord, Usage
+from daemon.models import FileRecord, Usage, Verification
 from daemon.outputs import OutputWriter
 from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
 from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
@@ -54,15 +54,24 @@ class StepReporter:
             log.info(BANNER, extra=self._extra)
         log.info("Step %s: %s...", phase.step, phase.progress, extra=self._extra)
 
-    def phase_done(self, phase: Phase, files: list[FileRecord], done: set[str]) -> None:
-        """After a phase: its file count, and the step's once all its phases are done."""
-        if phase.produces_files:
+    def phase_done(
+        self,
+        phase: Phase,
+        files: list[FileRecord],
+        done: set[str],
+        verification: Verification | None = None,
+    ) -> None:
+        """After a phase: its file count (VERIFY: what it found and fixed), and the step's
+        once all its phases are done."""
+        if verification is not None:
+            self._verified(verification, len(files))
+        elif phase.produces_files:
             log.info("✓ Generated %d %s files", len(files), phase.noun, extra=self._extra)
         group = phase.group
         members = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group]
         if all(name in done for name in members):
             count = self._store.count_files(self._job.job_id, members)
-            suffix = f" ({count} files)" if phase.produces_files else ""
+            suffix = f" ({count} files)" if phase.writes_planned_files else ""
             log.info(
                 "✓ Step %d/%d: %s%s",
                 group.number,
@@ -70,6 +79,27 @@ class StepReporter:
                 group.done,
                 suffix,
                 extra=self._extra,
+            )
+
+    def _verified(self, summary: Verification, repaired: int) -> None:
+        tiers = " and ".join(summary.tiers)
+        fixed = summary.problems_before - summary.problems_after
+        log.info(
+            "✓ Verified (%s): %d problems found, %d fixed in %d files by %d repair calls "
+            "(%d rounds), %d remain%s",
+            tiers,
+            summary.problems_before,
+            max(fixed, 0),
+            repaired,
+            summary.repair_calls,
+            summary.rounds,
+            summary.problems_after,
+            "" if summary.builds is None else f"; builds: {'yes' if summary.builds else 'no'}",
+            extra=self._extra,
+        )
+        if summary.toolchain_skipped:
+            log.warning(
+                "  toolchain tier not run: %s", summary.toolchain_skipped, extra=self._extra
             )
 
     def phase_failed(self, phase: Phase, error: str) -> None:
@@ -335,7 +365,7 @@ class JobRunner:
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
         self._outputs.submit(job.job_id, records)
-        report.phase_done(phase, records, machine.done)
+        report.phase_done(phase, records, machine.done, outcome.verification)
         return True
 
     async def _generate(

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from daemon.logs import printable
-from daemon.states import PHASE_NAMES
+from daemon.states import PHASE_NAMES, ArchPlan
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 # The job id of a request without a request_id: where it was read (topic:partition:offset).
@@ -220,6 +220,8 @@ class Event(_Message):
     failed_phases: list[str] | None = None
     # VERIFY's phase.completed, and job.completed of a job that ran VERIFY
     verification: Verification | None = None
+    # ARCH's phase.completed: the architecture and the project's file plan
+    plan: ArchPlan | None = None
 
     @model_validator(mode="after")
     def _has_fields_of_its_type(self) -> Event:

@@ -703,6 +703,7 @@ class Store:
                 duration_s=round(outcome.duration_s, 3),
                 warnings=outcome.warnings,
                 verification=outcome.verification,
+                plan=outcome.plan,
             )
             self._advance(job, next_state, job_warnings)
         job.state = next_state

@@ -162,11 +162,14 @@ class Verifier:
         found.builds = report.builds
         found.skipped = report.skipped
         if report.openapi is not None:
-            from daemon.verify.routes import frontend_calls, match_calls, routes_from_openapi
+            from daemon.verify.http_calls import http_calls
+            from daemon.verify.routes import match_calls, routes_from_openapi
 
-            found.problems += match_calls(
-                frontend_calls(files), routes_from_openapi(report.openapi)
-            )
+            # The static tier matched the calls with the routes read from the source; what
+            # the running app serves may differ (a mount the source does not show).
+            for problem in match_calls(http_calls(files), routes_from_openapi(report.openapi)):
+                if not _same_call(problem, found.problems):
+                    found.problems.append(problem)
         return found
 
     def _repairs(
@@ -200,6 +203,15 @@ class Verifier:
             }
             repairs.append(Repair(PHASE_BY_STATE[name], tuple(items), failing, refs))
         return repairs
+
+
+def _same_call(problem: Problem, problems: Sequence[Problem]) -> bool:
+    """Whether the static tier already reported the call of this route problem."""
+    line = problem.message.split(":", 1)[0]
+    return any(
+        p.kind == "route" and p.path == problem.path and p.message.split(":", 1)[0] == line
+        for p in problems
+    )
 
 
 def _writer(path: str, planned: Mapping[str, str], writers: Mapping[str, str]) -> str:
