@@ -80,6 +80,7 @@ chaos: $(TEST_STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.robustness
+	$(BIN)/python -m bench.verification
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench
