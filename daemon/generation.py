@@ -308,6 +308,8 @@ class PhaseHooks:
     job_files: Callable[[], dict[str, str]] = dict
     # Where the phase is, for the progress file (see daemon.progress).
     progress: Callable[[Point], None] = lambda point: None
+    # ARCH: the plan so far, after each answer that added to it (a restart continues it).
+    checkpoint_plan: Callable[[ArchPlan], None] = lambda plan: None
 
 
 class PhaseRunner:
@@ -345,6 +347,9 @@ class PhaseRunner:
         budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
         run = PhaseRun(job, phase, manifest, hooks or PhaseHooks(), budget)
         run.produced = {f.path: NewFile(f.path, f.content) for f in committed}
+        if not phase.produces_files and job.plan is not None:  # ARCH cut short: continue it
+            run.plan = job.plan.model_copy(update={"files": []})
+            run.planned = {entry.path: entry for entry in job.plan.files}
         started = time.monotonic()
         try:
             await self._until_done(run)
@@ -472,6 +477,8 @@ class PhaseRunner:
         run.plan = result.plan or run.plan
         for entry in result.planned:
             run.planned[entry.path] = entry
+        if (result.plan or result.planned) and (plan := _with_file_plan(run)) is not None:
+            run.hooks.checkpoint_plan(plan)
         repeated_errors = (
             bool(result.errors) and result.errors == run.feedback[: len(result.errors)]
         )

@@ -426,6 +426,7 @@ class JobRunner:
         return PhaseHooks(
             progress=slot.mark,
             checkpoint=lambda new: store.stage_files(job.job_id, phase.state, new),
+            checkpoint_plan=lambda plan: store.stage_plan(job.job_id, plan),
             record_call=store.record_call,
             tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
             job_files=lambda: store.file_contents(job.job_id),

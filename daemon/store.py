@@ -878,6 +878,14 @@ class Store:
         with self.transaction():
             self.db.conn.executemany(_UPSERT_FILE, rows)
 
+    def stage_plan(self, job_id: str, plan: ArchPlan) -> None:
+        """Commit ARCH's plan as far as it goes, so a restart continues it rather than
+        paying for it again (ARCH's commit writes the whole plan)."""
+        with self.transaction():
+            self.db.conn.execute(
+                "UPDATE jobs SET plan = ? WHERE job_id = ?", (plan.model_dump_json(), job_id)
+            )
+
     @staticmethod
     def _file_row(job_id: str, phase: str, record: FileRecord) -> tuple[object, ...]:
         return (job_id, record.path, phase, record.content, record.sha256, record.size, time.time())

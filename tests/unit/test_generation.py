@@ -275,3 +275,31 @@ async def test_a_planned_file_of_no_file_phase_is_repaired():
     assert [f.path for f in outcome.plan.files] == ["database/f0.sql", "database/f1.sql"]
     feedback = provider.calls[1].messages[0]["content"][-1]["text"]
     assert "names phase 'ARCH'" in feedback
+
+
+async def test_arch_checkpoints_its_plan_and_a_restart_continues_it():
+    """Each answer that adds to the plan is handed to the store; a job whose ARCH was cut
+    short (its plan stored in part) continues the file plan instead of paying it again."""
+    from daemon.generation import PhaseHooks
+
+    entries = [planned(n) for n in range(6)]
+    staged = []
+    first = json.dumps(architecture(entries))
+    cut = first.index(entries[4]["path"]) + 5
+    provider = Scripted(
+        LLMAnswer(text=first[:cut], stop_reason="max_tokens", usage=Usage()),
+        answer({"files": entries[3:], "complete": True}),
+    )
+    runner = PhaseRunner(provider, load_settings(), asyncio.Semaphore(1))
+    hooks = PhaseHooks(checkpoint_plan=staged.append)
+    await runner.run(job(), PHASE_BY_STATE["ARCH"], [], hooks=hooks)
+    assert [len(plan.files) for plan in staged] == [4, 6]  # the entry being cut waits
+
+    restarted = job()
+    restarted.plan = staged[0]  # the store's plan after the first answer
+    provider = Scripted(answer({"files": entries[3:], "complete": True}))
+    runner = PhaseRunner(provider, load_settings(), asyncio.Semaphore(1))
+    outcome = await runner.run(restarted, PHASE_BY_STATE["ARCH"], [])
+    assert [f.path for f in outcome.plan.files] == [e["path"] for e in entries]
+    assert provider.calls[0].schema.get("title") == "FilePlanMore"
+    assert outcome.plan.summary == staged[0].summary
