@@ -1058,7 +1058,11 @@ def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Proble
     return static_problems(files, max_file_bytes)
 
 
-def _check_plan(phase: str, planned: Any, written: Mapping[str, str]) -> list[Problem]:
+def _check_plan(
+    phase: str, planned: Any, written: Mapping[str, str], max_file_bytes: int
+) -> list[Problem]:
+    """``run_checks`` passes every entry point the size cap last; conformance reads only
+    the names a file defines, so it checks files of any size."""
     from daemon.verify.conformance import plan_problems
 
     return plan_problems(phase, planned, written)
