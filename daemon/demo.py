@@ -105,7 +105,7 @@ def _verify_settings() -> dict[str, Any]:
 def summary_lines(summary: Verification | None, toolchain_asked: bool) -> list[str]:
     """The closing lines of the demo: what VERIFY found, fixed and left."""
     if summary is None:
-        return ["Verification: did not run"]
+        return ["Verification: no summary (VERIFY did not complete)"]
     before, after = summary.problems_before, summary.problems_after
     lines = [
         f"Verification: {before} problems found, {max(before - after, 0)} fixed, "

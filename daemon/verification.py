@@ -162,11 +162,10 @@ class Verifier:
         found.builds = report.builds
         found.skipped = report.skipped
         if report.openapi is not None:
-            from daemon.verify.routes import frontend_calls, match_calls, routes_from_openapi
+            from daemon.verify.http_calls import http_calls
+            from daemon.verify.routes import match_calls, routes_from_openapi
 
-            found.problems += match_calls(
-                frontend_calls(files), routes_from_openapi(report.openapi)
-            )
+            found.problems += match_calls(http_calls(files), routes_from_openapi(report.openapi))
         return found
 
     def _repairs(
