@@ -36,7 +36,9 @@ def test_a_module_that_may_define_anything_satisfies_every_export():
     assert defined_names("a.py", "from x import *\n") is None
     assert defined_names("a.ts", "export * from 'pkg';\n") is None
     assert defined_names("a.css", "body {}") is None
-    assert defined_names("a.py", "def (:\n") == frozenset()  # the syntax error is reported elsewhere
+    assert (
+        defined_names("a.py", "def (:\n") == frozenset()
+    )  # the syntax error is reported elsewhere
     assert defined_names("a.tsx", "export default function App() {}\n") >= {"default"}
 
 
