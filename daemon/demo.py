@@ -38,16 +38,14 @@ CACHE_DIR_ENV = "CODEGEND_VERIFY__CACHE_DIR"
 
 def example_names() -> list[str]:
     """The examples: each request in examples/ that has a cassette of the same name."""
-    return sorted(
-        path.stem for path in EXAMPLES.glob("*.json") if (CASSETTES / path.stem).is_dir()
-    )
+    return sorted(path.stem for path in EXAMPLES.glob("*.json") if (CASSETTES / path.stem).is_dir())
 
 
 async def run_demo(output_dir: Path, example: str = DEFAULT_EXAMPLE) -> int:
     """Run ``example`` (one of ``example_names()``) through the daemon; the exit status."""
     request_file, cassette = EXAMPLES / f"{example}.json", CASSETTES / example
     request = GenerationRequest.model_validate(json.loads(request_file.read_text(encoding="utf-8")))
-    verify = _verify_settings()
+    verify, toolchain_off = _verify_settings()
     with tempfile.TemporaryDirectory(prefix="codegend-demo-") as scratch:
         settings = load_settings(
             # A short session: the embedded broker holds a group's join for half of it.
@@ -80,32 +78,35 @@ async def run_demo(output_dir: Path, example: str = DEFAULT_EXAMPLE) -> int:
         cassette.relative_to(EXAMPLES.parent),
     )
     if completed is not None:
-        for line in summary_lines(completed.verification, settings.verify.toolchain):
+        for line in summary_lines(completed.verification, toolchain_off):
             log.info("%s", line)
     status = completed.status if completed is not None else None
     return EXIT_BY_STATUS.get(status or "failed", 1)
 
 
-def _verify_settings() -> dict[str, Any]:
-    """The toolchain tier on when it can run, unless the environment says otherwise."""
+def _verify_settings() -> tuple[dict[str, Any], str | None]:
+    """The toolchain tier on when it can run, unless the environment says otherwise; and
+    why it is off, if the demo turned it off."""
     from daemon.verify.toolchain import toolchain_available
 
     verify: dict[str, Any] = {}
+    off = None
     if TOOLCHAIN_ENV not in os.environ:
-        reason = toolchain_available()
-        verify["toolchain"] = reason is None
-        if reason is not None:
-            log.info("the toolchain tier of VERIFY is off: %s", reason)
+        off = toolchain_available()
+        verify["toolchain"] = off is None
+        if off is not None:
+            log.info("the toolchain tier of VERIFY is off: %s", off)
     if CACHE_DIR_ENV not in os.environ:
         cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         verify["cache_dir"] = Path(cache_home) / "codegend" / "toolchain"
-    return verify
+    return verify, off
 
 
-def summary_lines(summary: Verification | None, toolchain_asked: bool) -> list[str]:
-    """The closing lines of the demo: what VERIFY found, fixed and left."""
+def summary_lines(summary: Verification | None, toolchain_off: str | None = None) -> list[str]:
+    """The closing lines of the demo: what VERIFY found, fixed and left, and whether the
+    toolchain tier ran (``toolchain_off``: why the demo did not ask for it)."""
     if summary is None:
-        return ["Verification: no summary (VERIFY did not complete)"]
+        return ["Verification: no summary (VERIFY did not run to its end)"]
     before, after = summary.problems_before, summary.problems_after
     lines = [
         f"Verification: {before} problems found, {max(before - after, 0)} fixed, "
@@ -115,12 +116,10 @@ def summary_lines(summary: Verification | None, toolchain_asked: bool) -> list[s
     if "toolchain" in summary.tiers:
         verdict = "builds and boots" if summary.builds else "does not build or boot"
         lines.append(f"Toolchain tier: ran; the project {verdict}")
-    elif summary.toolchain_skipped:
-        lines.append(f"Toolchain tier: did not run: {summary.toolchain_skipped}")
-    elif toolchain_asked:
-        lines.append("Toolchain tier: did not run")
+    elif summary.toolchain_skipped or toolchain_off:
+        lines.append(f"Toolchain tier: did not run: {summary.toolchain_skipped or toolchain_off}")
     else:
-        lines.append("Toolchain tier: off (verify.toolchain = false)")
+        lines.append("Toolchain tier: did not run (verify.toolchain = false)")
     lines.extend(f"  remaining: {text}" for text in summary.remaining)
     return lines
 
