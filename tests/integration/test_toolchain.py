@@ -46,7 +46,8 @@ def demo_files(cassette: Path = CASSETTE) -> dict[str, str]:
             items = json.loads(text).get("files", [])
         except ValueError:
             items = [item.model_dump() for item in recover_files(text)]
-        files.update({item["path"]: item["content"] for item in items})
+        # an ARCH answer's files are the file plan's entries: no content
+        files.update({item["path"]: item["content"] for item in items if "content" in item})
     return files
 
 
