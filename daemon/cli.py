@@ -721,13 +721,24 @@ def demo(
         ),
     ] = Path("out"),
     log_format: LogFormatOption = "text",
+    example: Annotated[
+        str,
+        typer.Option(
+            "--example",
+            help="The example to run: a request in examples/ with its cassette.",
+        ),
+    ] = "car-management-app",
 ) -> None:
-    """The whole flow offline: embedded broker, daemon, the sample request, files in out/."""
-    from daemon.demo import run_demo
+    """The whole flow offline: embedded broker, daemon, an example request, files in out/."""
+    from daemon.demo import example_names, run_demo
 
+    names = example_names()
+    if example not in names:
+        _error(f"no example {example!r}; the examples are: {', '.join(names)}")
+        raise typer.Exit(2)
     setup_logging(_log_format(log_format))
     try:
-        raise typer.Exit(asyncio.run(run_demo(output)))
+        raise typer.Exit(asyncio.run(run_demo(output, example)))
     except CodegendError as exc:
         raise _fail(exc) from None
 

@@ -11,6 +11,7 @@ import pytest
 
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
+from daemon.verify.toolchain import toolchain_available
 from tests.fake_anthropic import MessagesServer
 from tests.integration.conftest import collect, raw_events
 from tests.proc import (
@@ -46,19 +47,28 @@ def write_request(tmp_path, request_id):
     return path
 
 
-def test_demo_produces_the_sample_project(tmp_path):
+def demo_env(**settings: str) -> dict[str, str]:
+    """The environment of a user's shell: none of the suite's settings, no key."""
     variables = {
         k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))
     }
-    variables["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [*CODEGEND, "demo", "--output", str(tmp_path / "out")],
-        env=variables,
+    return {**variables, "PYTHONPATH": str(ROOT), **settings}
+
+
+def run_demo(tmp_path, *args: str, timeout: float = 120, **settings: str):
+    return subprocess.run(
+        [*CODEGEND, "demo", "--output", str(tmp_path / "out"), *args],
+        env=demo_env(**settings),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=tmp_path,
     )
+
+
+def test_demo_produces_the_sample_project(tmp_path):
+    # the step log and the files; the toolchain tier is the task-tracker tests' subject
+    result = run_demo(tmp_path, CODEGEND_VERIFY__TOOLCHAIN="false")
     assert result.returncode == 0, result.stderr
     project = tmp_path / "out" / "demo-car-management-app"
     files = [p for p in project.rglob("*") if p.is_file()]
@@ -73,6 +83,69 @@ def test_demo_produces_the_sample_project(tmp_path):
     assert "✓ Step 3/6: Backend API generated (" in log
     assert f"Chained generation completed: {len(files)} files generated" in log
     assert "[demo-car-management-app]" in log
+    closing = [line.split("[-] ", 1)[-1] for line in log.rstrip().splitlines()[-2:]]
+    assert closing == [
+        "Verification: 0 problems found, 0 fixed, 0 remaining; 0 rounds, 0 repair calls",
+        "Toolchain tier: did not run (verify.toolchain = false)",
+    ]
+
+
+FLAWED_SUMMARY = "Verification: {} problems found, {} fixed, 0 remaining; 1 round, 2 repair calls"
+
+
+def flawed_project(tmp_path) -> dict[str, str]:
+    project = tmp_path / "out" / "demo-task-tracker"
+    return {
+        p.relative_to(project).as_posix(): p.read_text() for p in project.rglob("*") if p.is_file()
+    }
+
+
+def test_demo_example_without_node_says_the_toolchain_tier_is_off(tmp_path):
+    # no node or npm on PATH (the daemon runs by its absolute path)
+    result = run_demo(tmp_path, "--example", "task-tracker", PATH=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    log = result.stderr
+    assert "the toolchain tier of VERIFY is off: node and npm are not installed" in log
+    assert "round 1: 3 problems in 2 files; asking FE_PAGES, FE_COMPONENTS" in log
+    closing = [line.split("[-] ", 1)[-1] for line in log.rstrip().splitlines()[-2:]]
+    assert closing == [
+        FLAWED_SUMMARY.format(3, 3),
+        "Toolchain tier: did not run: node and npm are not installed",
+    ]
+    files = flawed_project(tmp_path)
+    assert len(files) == 44
+    assert "TaskCrd" not in files["frontend/src/pages/TaskListPage.tsx"]
+    assert "formatDueDate" not in files["frontend/src/components/TaskCard.tsx"]
+    assert "(example answers from examples/cassettes/task-tracker, not live model output)" in log
+
+
+@pytest.mark.skipif(toolchain_available() is not None, reason=f"{toolchain_available()}")
+@pytest.mark.timeout(900)  # two toolchain runs: before and after the repairs
+def test_demo_example_runs_the_toolchain_tier_when_node_is_installed(tmp_path):
+    cache = ROOT / ".venv" / "toolchain-cache"  # warm, shared with tests/integration
+    result = run_demo(
+        tmp_path, "--example", "task-tracker", timeout=840, CODEGEND_VERIFY__CACHE_DIR=str(cache)
+    )
+    assert result.returncode == 0, result.stderr
+    log = result.stderr
+    # the static tier's three, tsc's two (the import and the name), the route once more
+    # against the booted app's /openapi.json
+    assert "round 1: 6 problems in 2 files; asking FE_PAGES, FE_COMPONENTS" in log
+    closing = [line.split("[-] ", 1)[-1] for line in log.rstrip().splitlines()[-2:]]
+    assert closing == [
+        FLAWED_SUMMARY.format(6, 6),
+        "Toolchain tier: ran; the project builds and boots",
+    ]
+    assert len(flawed_project(tmp_path)) == 44
+
+
+def test_demo_with_an_unknown_example_lists_the_examples(tmp_path):
+    result = run_demo(tmp_path, "--example", "no-such-app")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: no example 'no-such-app'; the examples are: car-management-app, task-tracker"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_submit_watch_status_export(env, tmp_path):

@@ -19,6 +19,8 @@ from daemon.verify.toolchain import ToolchainReport, run_toolchain, toolchain_av
 
 ROOT = Path(__file__).parents[2]
 CASSETTE = ROOT / "examples" / "cassettes" / "car-management-app"
+# The example with planted mistakes: its later answers (the fixes, VERIFY's repairs) win.
+FLAWED_CASSETTE = ROOT / "examples" / "cassettes" / "task-tracker"
 # Kept across runs on purpose (make test wipes it only with the venv): a warm npm and pip
 # cache turns minutes of downloads into seconds.
 CACHE_DIR = ROOT / ".venv" / "toolchain-cache"
@@ -34,17 +36,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def demo_files() -> dict[str, str]:
+def demo_files(cassette: Path = CASSETTE) -> dict[str, str]:
     """The demo project: every file of the cassette's answers, later answers winning (a
     cut answer keeps its complete files, as the daemon does)."""
     files: dict[str, str] = {}
-    for entry in sorted(CASSETTE.glob("[A-Z]*.json")):
+    for entry in sorted(cassette.glob("[A-Z]*.json")):
         text = json.loads(entry.read_text())["response"]["text"]
         try:
             items = json.loads(text).get("files", [])
         except ValueError:
             items = [item.model_dump() for item in recover_files(text)]
-        files.update({item["path"]: item["content"] for item in items})
+        # an ARCH answer's files are the file plan's entries: no content
+        files.update({item["path"]: item["content"] for item in items if "content" in item})
     return files
 
 
@@ -87,6 +90,23 @@ def test_the_demo_project_builds_boots_and_serves_its_routes() -> None:
     assert "import app.main" in names and "boot" in names
     assert report.openapi is not None
     assert {"/api/health", "/api/cars", "/api/cars/{car_id}", "/api/dashboard/stats"} <= set(
+        report.openapi["paths"]
+    )
+
+
+@pytest.mark.timeout(900)
+def test_the_repaired_task_tracker_builds_boots_and_serves_its_routes() -> None:
+    files = demo_files(FLAWED_CASSETTE)
+    assert "TaskCrd" not in files["frontend/src/pages/TaskListPage.tsx"]  # VERIFY.01's
+
+    report = run(files, timeout_s=900.0)
+
+    assert report.skipped is None
+    assert report.problems == [], [problem.text for problem in report.problems]
+    assert report.builds
+    assert [step.name for step in report.steps if not step.ok] == []
+    assert report.openapi is not None
+    assert {"/api/health", "/api/tasks", "/api/tasks/{task_id}", "/api/auth/me"} <= set(
         report.openapi["paths"]
     )
 

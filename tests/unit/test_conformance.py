@@ -44,3 +44,13 @@ def test_a_module_that_may_define_anything_satisfies_every_export():
 
 def test_a_phase_without_planned_files_is_not_checked():
     assert plan_problems("CONFIG", [], {"README.md": "x"}) == []
+
+
+async def test_the_daemon_runs_the_check_in_a_worker_with_the_size_cap_passed_last():
+    from daemon.checks import CheckLimits, run_checks
+
+    written = {"frontend/src/components/CarCard.tsx": "export const CarTile = () => null;\n"}
+    problems = await run_checks("check_plan", CheckLimits(), "X", PLANNED, written)
+
+    assert {p.kind for p in problems} == {"plan"}, [p.text for p in problems]
+    assert len(problems) == 3  # CarCard's export, and two files not written

@@ -100,3 +100,27 @@ async def test_files_of_phases_the_job_did_not_run_are_reported_not_repaired():
     outcome, _ = await verify(Scripted(), job(planned=("ARCH", "FE_COMPONENTS", "VERIFY")))
     assert outcome.verification.repair_calls == 0
     assert outcome.verification.problems_after == 1
+
+
+async def test_with_the_toolchain_calls_are_matched_against_the_booted_apps_routes(monkeypatch):
+    from daemon.verify import toolchain
+
+    openapi = {"paths": {"/api/cars": {"get": {}}}}
+    report = toolchain.ToolchainReport(steps=[], problems=[], builds=True, openapi=openapi)
+    monkeypatch.setattr(toolchain, "toolchain_available", lambda: None)
+    monkeypatch.setattr(toolchain, "run_toolchain", lambda files, **options: report)
+    page = "frontend/src/pages/Cars.tsx"
+    files = {page: "export async function load() { return fetch('/api/trucks'); }\n"}
+    settings = load_settings(verify={"toolchain": True, "max_rounds": 0})
+    runner = PhaseRunner(Scripted(), settings, asyncio.Semaphore(1))
+    hooks = PhaseHooks(job_files=lambda: dict(files))
+
+    outcome = await runner.verify(job(), PHASE_BY_STATE["VERIFY"], dict(files), {}, [], hooks)
+
+    summary = outcome.verification
+    assert summary.tiers == ["static", "toolchain"] and summary.builds is True
+    assert any(
+        text.startswith(f"{page}: line 1: GET /api/trucks matches no backend route")
+        and "GET /api/cars (openapi.json)" in text
+        for text in summary.remaining
+    ), summary.remaining
