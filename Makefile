@@ -62,10 +62,11 @@ demo: $(STAMP)
 ## test: the whole suite (unit, integration against a real broker, hostile, acceptance, chaos),
 ## and beside it the integration tests once more with jobs.execution = "parallel" (a process of
 ## its own, with its own broker: most of the suite waits on brokers and daemons, so the two
-## passes share the cores well); its output follows the first pass's
+## passes share the cores well; the toolchain tests, the same in either mode, run once); its
+## output follows the first pass's
 test: $(TEST_STAMP)
 	@CODEGEND_TEST_EXECUTION=parallel $(BIN)/python -m pytest tests/integration -q \
-		-p no:cacheprovider > $(VENV)/parallel-pass.log 2>&1 & second=$$!; \
+		-m "not toolchain" -p no:cacheprovider > $(VENV)/parallel-pass.log 2>&1 & second=$$!; \
 	$(BIN)/python -m pytest; first=$$?; \
 	wait $$second; parallel=$$?; \
 	echo "== integration tests in parallel execution"; cat $(VENV)/parallel-pass.log; \

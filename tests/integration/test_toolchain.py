@@ -31,9 +31,12 @@ MISSING_REQUIREMENT = "codegend-no-such-package-7f3a9c==1.0"
 SECRET = "sk-test-secret"
 
 _unavailable = toolchain_available()
-pytestmark = pytest.mark.skipif(
-    _unavailable is not None, reason=f"the toolchain tier cannot run here: {_unavailable}"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        _unavailable is not None, reason=f"the toolchain tier cannot run here: {_unavailable}"
+    ),
+    pytest.mark.toolchain,
+]
 
 
 def demo_files(cassette: Path = CASSETTE) -> dict[str, str]:
