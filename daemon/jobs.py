@@ -86,13 +86,13 @@ class StepReporter:
         fixed = summary.problems_before - summary.problems_after
         log.info(
             "✓ Verified (%s): %d problems found, %d fixed in %d files by %d repair calls "
-            "(%d rounds), %d remain%s",
+            "(%s), %d remain%s",
             tiers,
             summary.problems_before,
             max(fixed, 0),
             repaired,
             summary.repair_calls,
-            summary.rounds,
+            "1 round" if summary.rounds == 1 else f"{summary.rounds} rounds",
             summary.problems_after,
             "" if summary.builds is None else f"; builds: {'yes' if summary.builds else 'no'}",
             extra=self._extra,
