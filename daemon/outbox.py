@@ -331,13 +331,17 @@ def _is_smallest(event: Event) -> bool:
 
 
 def _smallest(event: Event, note: str) -> Event:
-    """The event with only its type's own fields: no files, one warning (the note), its
-    error or reason cut to NOTE_BYTES characters."""
+    """The event with only its type's own fields: no files, no plan, no list of remaining
+    problems, one warning (the note), its error or reason cut to NOTE_BYTES characters."""
     update: dict[str, object] = {}
     if event.files is not None:
         update["files"] = []
     if event.warnings is not None or event.files is not None:
         update["warnings"] = [note]
+    if event.plan is not None:  # the store keeps it (codegend status, resumes)
+        update["plan"] = None
+    if event.verification is not None and event.verification.remaining:
+        update["verification"] = event.verification.model_copy(update={"remaining": []})
     for name in ("error", "reason"):
         value = getattr(event, name)
         if value is not None and len(value) > NOTE_BYTES:

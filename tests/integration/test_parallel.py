@@ -64,7 +64,7 @@ async def test_a_failed_branch_phase_ends_partial_and_the_rest_runs(make_setting
         again = await collect(settings, "pp", completions=2)
     assert again[-1].status == "completed"
     rerun = [e.phase for e in again[len(events) :] if e.type == "phase.completed"]
-    assert rerun == ["BE_MODELS"]
+    assert rerun == ["BE_MODELS", "VERIFY"]  # VERIFY checks the project again
 
 
 async def test_running_phases_are_visible_in_the_store(make_settings, messages_server):
