@@ -1058,7 +1058,10 @@ def _verify_static(files: Mapping[str, str], max_file_bytes: int) -> list[Proble
     return static_problems(files, max_file_bytes)
 
 
-def _check_plan(phase: str, planned: Any, written: Mapping[str, str]) -> list[Problem]:
+def _check_plan(
+    phase: str, planned: Any, written: Mapping[str, str], max_file_bytes: int
+) -> list[Problem]:
+    """``max_file_bytes``: passed to every entry point; the content checks apply it."""
     from daemon.verify.conformance import plan_problems
 
     return plan_problems(phase, planned, written)
@@ -1073,7 +1076,8 @@ _ENTRY_POINTS = {
 
 
 async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem]:
-    """``check_files``, ``check_project`` or ``verify_static`` in a worker process, within ``limits.timeout_s``.
+    """``check_files``, ``check_project``, ``verify_static`` or ``check_plan`` in a worker
+    process, within ``limits.timeout_s``; each entry point gets ``limits.max_file_bytes`` last.
 
     Never raises for what the files hold: checks that time out, or whose worker dies, give
     one ``skipped`` problem saying so (the checks are advice; the phase goes on without)."""

@@ -70,7 +70,7 @@ def test_demo_produces_the_sample_project(tmp_path):
     log = result.stderr
     assert "STEP 3: BACKEND API GENERATION (Multi-phase)" in log
     assert "Step 3.2: Generating data models and schemas..." in log
-    assert "✓ Step 3/5: Backend API generated (" in log
+    assert "✓ Step 3/6: Backend API generated (" in log
     assert f"Chained generation completed: {len(files)} files generated" in log
     assert "[demo-car-management-app]" in log
 

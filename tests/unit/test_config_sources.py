@@ -33,7 +33,9 @@ def test_every_key_comes_from_the_defaults_without_file_or_environment():
     assert entries["kafka.bootstrap_servers"].value == "embedded"
     assert entries["store.path"].value == "codegend.db"
     assert entries["kafka.sasl_password"].value == ""
-    assert [f"phases.{name}.max_tokens" in entries for name in PHASE_NAMES] == [True] * len(PHASE_NAMES)
+    assert [f"phases.{name}.max_tokens" in entries for name in PHASE_NAMES] == [True] * len(
+        PHASE_NAMES
+    )
     assert entries["phases.BE_ROUTES.max_tokens"].value == 5000
 
 

@@ -1,5 +1,6 @@
 """Conformance of a phase's files to the file plan (daemon.verify.conformance)."""
 
+from daemon.checks import CheckLimits, run_checks
 from daemon.verify.conformance import defined_names, plan_problems
 
 PLANNED = [
@@ -36,9 +37,17 @@ def test_a_module_that_may_define_anything_satisfies_every_export():
     assert defined_names("a.py", "from x import *\n") is None
     assert defined_names("a.ts", "export * from 'pkg';\n") is None
     assert defined_names("a.css", "body {}") is None
-    assert defined_names("a.py", "def (:\n") == frozenset()  # the syntax error is reported elsewhere
+    assert (
+        defined_names("a.py", "def (:\n") == frozenset()
+    )  # the syntax error is reported elsewhere
     assert defined_names("a.tsx", "export default function App() {}\n") >= {"default"}
 
 
 def test_a_phase_without_planned_files_is_not_checked():
     assert plan_problems("CONFIG", [], {"README.md": "x"}) == []
+
+
+async def test_the_daemon_runs_the_conformance_check_in_its_check_workers():
+    written = {"backend/app/deps.py": "def get_session():\n    yield 1\n"}
+    problems = await run_checks("check_plan", CheckLimits(), "BE_UTILS", PLANNED[2:], written)
+    assert [(p.path, p.kind) for p in problems] == [("backend/app/deps.py", "plan")]

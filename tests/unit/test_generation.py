@@ -258,7 +258,7 @@ async def test_a_file_plan_cut_anywhere_continues_with_the_rest():
     outcome = await run(provider, phase="ARCH")
     assert outcome.plan is not None
     assert [f.model_dump() for f in outcome.plan.files] == entries
-    schemas = [c.schema["title"] if "title" in c.schema else "" for c in provider.calls]
+    schemas = [c.schema.get("title", "") for c in provider.calls]
     assert schemas[1:] == ["FilePlanMore", "FilePlanMore"]
     asked = provider.calls[2].messages[0]["content"][-1]["text"]
     assert "Files of this phase already planned" in asked and entries[59]["path"] in asked

@@ -14,7 +14,9 @@ from tests.unit.test_generation import Scripted
 
 PAGE = "frontend/src/pages/Home.tsx"
 CARD = "frontend/src/components/Card.tsx"
-BROKEN = "import { Card } from '../components/Card';\nexport default function Home() { return Card; }\n"
+BROKEN = (
+    "import { Card } from '../components/Card';\nexport default function Home() { return Card; }\n"
+)
 FIXED = "import { CardView } from '../components/Card';\nexport default function Home() { return CardView; }\n"
 PROJECT = {CARD: "export const CardView = () => null;\n", PAGE: BROKEN}
 
