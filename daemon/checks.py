@@ -1076,7 +1076,8 @@ _ENTRY_POINTS = {
 
 
 async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem]:
-    """``check_files``, ``check_project`` or ``verify_static`` in a worker process, within ``limits.timeout_s``.
+    """``check_files``, ``check_project``, ``verify_static`` or ``check_plan`` in a worker
+    process, within ``limits.timeout_s``; each entry point gets ``limits.max_file_bytes`` last.
 
     Never raises for what the files hold: checks that time out, or whose worker dies, give
     one ``skipped`` problem saying so (the checks are advice; the phase goes on without)."""

@@ -213,13 +213,16 @@ def _validation_summary(exc: ValidationError) -> str:
 
 def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
     extra = {"job_id": run.job.job_id, "phase": run.phase.state}
+    files = run.phase.produces_files
+    kept = len(result.files) if files else len(result.planned)
+    what = "complete files" if files else "planned files"
     if result.errors:
         log.warning("  answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
     elif result.cut:
         log.info(
-            "  answer cut at max_tokens: kept %d complete files, asking for the rest "
-            "(max_tokens %d)",
-            len(result.files),
+            "  answer cut at max_tokens: kept %d %s, asking for the rest (max_tokens %d)",
+            kept,
+            what,
             run.budget,
             extra=extra,
         )
@@ -231,7 +234,13 @@ def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
             extra=extra,
         )
     else:
-        log.info("  %d files so far; asking for the rest", len(run.produced), extra=extra)
+        so_far = len(run.produced) if files else len(run.planned)
+        log.info(
+            "  %d %s so far; asking for the rest",
+            so_far,
+            "files" if files else "planned files",
+            extra=extra,
+        )
 
 
 FIX_REQUEST = (

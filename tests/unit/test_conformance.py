@@ -1,5 +1,6 @@
 """Conformance of a phase's files to the file plan (daemon.verify.conformance)."""
 
+from daemon.checks import CheckLimits, run_checks
 from daemon.verify.conformance import defined_names, plan_problems
 
 PLANNED = [
@@ -47,7 +48,6 @@ def test_a_phase_without_planned_files_is_not_checked():
 
 
 async def test_the_daemon_runs_the_check_in_a_worker_with_the_size_cap_passed_last():
-    from daemon.checks import CheckLimits, run_checks
 
     written = {"frontend/src/components/CarCard.tsx": "export const CarTile = () => null;\n"}
     problems = await run_checks("check_plan", CheckLimits(), "X", PLANNED, written)
