@@ -22,6 +22,11 @@ class StoreFull(StoreError):
     """The store's disk is full: nothing was written; try again once there is space."""
 
 
+class IllegalMove(StoreError):
+    """The state machine does not allow this move from the state the store holds (a second
+    process changed the job, or a bug)."""
+
+
 class JobNotFound(CodegendError):
     """No such job."""
 

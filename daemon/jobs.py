@@ -25,7 +25,7 @@ from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage, Verification
 from daemon.outputs import OutputWriter
 from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
-from daemon.states import PHASE_BY_STATE, JobState, Phase, needs_closure
+from daemon.states import PHASE_BY_STATE, JobState, Phase, PhaseStatus, needs_closure
 from daemon.store import Death, JobRecord, PhaseOutcome, Store
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ class JobRunner:
 
     def _cancel(self, job: JobRecord, machine: JobMachine) -> None:
         machine.cancel()
-        self._store.move(job, machine.current)
+        self._store.move(job, machine.current, trigger="cancel")
 
     async def _run_phase(
         self, job: JobRecord, machine: JobMachine, name: str, report: StepReporter
@@ -256,7 +256,7 @@ class JobRunner:
         """Run one phase and commit its outcome; False when the job was put aside to wait
         out a long retry-after."""
         phase = PHASE_BY_STATE[name]
-        in_a_row = self._deaths_in_a_row(job, phase)
+        in_a_row = self._deaths_in_a_row(job, machine, phase)
         refusal = self._refusal(job, phase, in_a_row)
         if refusal is not None:
             await self._fail(job, machine, phase, refusal)
@@ -270,14 +270,18 @@ class JobRunner:
         async with self._suspects:
             return await self._attempt(job, machine, phase, report)
 
-    def _deaths_in_a_row(self, job: JobRecord, phase: Phase) -> int:
+    def _deaths_in_a_row(self, job: JobRecord, machine: JobMachine, phase: Phase) -> int:
         """How many deaths in a row the phase brought about, counting the one it was found
         in now, if any. A phase found running that this process started was put aside by
         an error of its own (a full disk), not by a death."""
         store, key = self._store, (job.job_id, phase.state)
+        if machine.status(phase.state) is not PhaseStatus.RUNNING:
+            return store.deaths_in_a_row(*key)
         if key in self._ran_here:
+            machine.fire(phase.state, "interrupt")
             store.interrupt_phase(*key)
             return store.deaths_in_a_row(*key)
+        machine.fire(phase.state, "crash")
         death = store.record_death(
             *key, self._progress.previous.get((job_key(job.job_id), phase.state))
         )
@@ -300,9 +304,9 @@ class JobRunner:
     ) -> bool:
         store = self._store
         report.phase_starting(phase)
-        machine.start_phase(phase.state)
         slot = self._progress.enter(job.job_id, phase.state)  # before 'running' is on disk
         try:
+            machine.fire(phase.state, "start")
             store.start_phase(job, phase.state, phase.step, machine.current)
             self._ran_here.add((job.job_id, phase.state))
             self._on_commit()
@@ -310,7 +314,7 @@ class JobRunner:
         except asyncio.CancelledError:
             # Stopped anywhere (the project checks too): a clean stop, not a death. Only a
             # phase still running is marked, so a phase already committed stays so.
-            store.interrupt_phase(job.job_id, phase.state)
+            self._interrupt(job, machine, phase)
             raise
         finally:
             slot.close()
@@ -329,12 +333,10 @@ class JobRunner:
             outcome = await self._generate(job, machine, phase, slot)
         except asyncio.CancelledError:
             self._metrics.phase_ended(phase.state, "interrupted", started)
-            machine.interrupt_phase(phase.state)
-            store.interrupt_phase(job.job_id, phase.state)
             raise
         except RetryLater as exc:
             self._metrics.phase_ended(phase.state, "deferred", started)
-            machine.interrupt_phase(phase.state)
+            machine.fire(phase.state, "defer")
             store.defer(job.job_id, phase.state, exc.delay_s)
             log.warning(
                 "%s; job put aside for %.0f s", exc, exc.delay_s, extra={"job_id": job.job_id}
@@ -342,7 +344,7 @@ class JobRunner:
             return False
         except ModelAccessDenied as exc:
             self._metrics.phase_ended(phase.state, "deferred", started)
-            machine.interrupt_phase(phase.state)
+            machine.fire(phase.state, "defer")
             store.hold(job.job_id, phase.state, str(exc), MODEL_ACCESS_RETRY_S)
             log.warning("%s: job put aside (%s)", phase.state, exc, extra={"job_id": job.job_id})
             return False
@@ -353,15 +355,17 @@ class JobRunner:
             return True
         self._metrics.phase_ended(phase.state, "completed", started)
         if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
-            store.interrupt_phase(job.job_id, phase.state)  # not left running in an ended job
+            self._interrupt(job, machine, phase)  # not left running in an ended job
             return True
-        machine.phase_done(phase.state)
-        machine.settle()
         slot.mark(Point(0, WAITING))  # the project checks run in a worker process
         if outcome.verification is not None:  # VERIFY ran the project checks, and more
             final = list(outcome.verification.remaining)
+        elif machine.finishes_with(phase.state):
+            final = await self._project_warnings(job, outcome)
         else:
-            final = await self._project_warnings(job, outcome) if machine.finished else []
+            final = []
+        machine.phase_done(phase.state)
+        machine.settle()
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
         self._outputs.submit(job.job_id, records)
@@ -440,17 +444,28 @@ class JobRunner:
     async def _fail(
         self, job: JobRecord, machine: JobMachine, phase: Phase, exc: PhaseFailed
     ) -> None:
-        if machine.finished:
+        if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
+            self._interrupt(job, machine, phase)
             return
-        if phase.critical or isinstance(exc, JobBudgetExceeded):
-            machine.fail()
-        else:
-            machine.phase_done(phase.state, failed=True)
-            machine.settle()
+        ends_job = phase.critical or isinstance(exc, JobBudgetExceeded)
         usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
         outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
-        final = await self._project_warnings(job, outcome) if machine.finished else []
+        if ends_job or machine.finishes_with(phase.state):
+            final = await self._project_warnings(job, outcome)
+        else:
+            final = []
+        machine.phase_done(phase.state, failed=True)
+        if ends_job:
+            machine.fail()
+        else:
+            machine.settle()
         self._store.fail_phase(job, outcome, str(exc), machine.current, final)
+
+    def _interrupt(self, job: JobRecord, machine: JobMachine, phase: Phase) -> None:
+        """Stop a phase cleanly, if it is running: it runs again at the next start."""
+        if machine.status(phase.state) is PhaseStatus.RUNNING:
+            machine.fire(phase.state, "interrupt")
+            self._store.interrupt_phase(job.job_id, phase.state)
 
     async def _project_warnings(self, job: JobRecord, last: PhaseOutcome) -> list[str]:
         """The cross-file checks over the whole project, once the job is done."""
@@ -545,7 +560,7 @@ class Scheduler:
         self._broken.add(job_id)
         log.error("job stopped by an internal error", exc_info=error, extra={"job_id": job_id})
         try:
-            self._store.end_job(job_id, JobState.FAILED)
+            self._store.end_job(job_id)
         except Exception:
             log.exception("the failed job could not be ended", extra={"job_id": job_id})
 

@@ -1,59 +1,115 @@
-"""The explicit state machines of a job, built with ``transitions`` from the phase registry.
+"""The explicit state machines of a job, built with ``transitions`` from one transition table.
 
 A job has two levels of state, both checkpointed by the store:
 
-- ``JobMachine``: the job's state, a member of ``JobState``: PENDING, then its *frontier*
-  (the first planned phase not yet done), then a terminal state. ``advance`` moves to the
-  new frontier once phases are done; run sequentially that is simply the next phase.
-- ``PhaseMachine``: one per phase: pending → running → completed | failed, with
-  interrupted (a clean stop) and back to pending (resume). Run in parallel, several
-  phases of one job are running at once, each in its own machine.
+- ``JobMachine``: the job's state, a member of ``JobState``: PENDING, then the phases of
+  its plan one after another, then a terminal state. ``advance`` moves one phase on once
+  the phase the job is at is done; ``settle`` advances as far as the done phases allow
+  (run in parallel, phases behind the job's state may finish first).
+- ``PhaseMachine``: one per phase, its state a ``PhaseStatus``: pending → running →
+  completed | failed, with interrupted (stopped on purpose, put aside, or its process died
+  in it) and back to pending (resume).
 
-The machines are pure: no callbacks with I/O. The job runner performs a phase, fires the
-events its result calls for, and the store commits the new states together with the
-phase's files and events. Restoring a job is building its machines at the stored states.
-One ``transitions.Machine`` serves every job with the same plan (models are added and
-removed), so a job costs no machine construction; phase machines are pooled and reused,
-so a job costs no binding of triggers either.
+``PHASE_TRANSITIONS`` and ``JOB_TRIGGERS`` list every legal move. The machines enforce
+them in memory; the store persists what a machine decided with the same table as its
+guard (``UPDATE … WHERE status IN (sources)``), so an illegal move fails in both places.
+The machines are pure: their callbacks only keep the job's sets of done and failed
+phases. The job runner performs a phase, fires the events its result calls for, and the
+store commits the new states together with the phase's files and events. Restoring a job
+is building its machines at the stored states.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
 
 from transitions import EventData, Machine
 
-from daemon.states import PHASE_BY_STATE, TERMINAL, JobState
+from daemon.states import DONE_STATUSES, PHASE_BY_STATE, TERMINAL, JobState, PhaseStatus
 
-PHASE_STATES = ("pending", "running", "completed", "failed", "interrupted")
-DONE = frozenset({"completed", "failed"})
+PENDING, RUNNING = PhaseStatus.PENDING, PhaseStatus.RUNNING
+COMPLETED, FAILED, INTERRUPTED = (
+    PhaseStatus.COMPLETED,
+    PhaseStatus.FAILED,
+    PhaseStatus.INTERRUPTED,
+)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One legal move: ``trigger`` takes a phase from any of ``sources`` to ``dest``."""
+
+    trigger: str
+    sources: tuple[PhaseStatus, ...]
+    dest: PhaseStatus
+    only_verify: bool = False
+
+
+PHASE_TRANSITIONS: tuple[Transition, ...] = (
+    Transition("start", (PENDING, INTERRUPTED), RUNNING),
+    Transition("complete", (RUNNING,), COMPLETED),
+    # Not only a running phase fails: one refused before it runs again (it killed the
+    # daemon too often, or the job has no tokens left), and those of an abandoned job.
+    Transition("fail", (RUNNING, PENDING, INTERRUPTED), FAILED),
+    Transition("interrupt", (RUNNING,), INTERRUPTED),  # stopped on purpose (shutdown)
+    Transition("crash", (RUNNING,), INTERRUPTED),  # found running: its process died in it
+    Transition("defer", (RUNNING,), INTERRUPTED),  # put aside until a retry-after
+    Transition("reopen", (PENDING, RUNNING, INTERRUPTED, FAILED), PENDING),
+    # VERIFY checks the others' files: it runs again when any of them does
+    Transition("reopen", (COMPLETED,), PENDING, only_verify=True),
+)
+
+
+@functools.cache
+def phase_sources(trigger: str) -> tuple[PhaseStatus, ...]:
+    """Every status ``trigger`` may move a phase from (the store's guard)."""
+    found = [s for t in PHASE_TRANSITIONS if t.trigger == trigger for s in t.sources]
+    if not found:
+        raise KeyError(f"no phase transition {trigger!r}")
+    return tuple(dict.fromkeys(found))
+
+
+def phase_dest(trigger: str) -> PhaseStatus:
+    return next(t.dest for t in PHASE_TRANSITIONS if t.trigger == trigger)
+
+
+ACTIVE_JOB_STATES: tuple[JobState, ...] = tuple(s for s in JobState if s not in TERMINAL)
+# The job's triggers and the states each may move a job from. ``advance`` goes one phase
+# on (or to COMPLETED or PARTIAL after the last); ``fail`` and ``cancel`` end the job;
+# ``reopen`` takes it, from anywhere, back to PENDING to advance to its first phase left.
+JOB_TRIGGERS: dict[str, tuple[JobState, ...]] = {
+    "advance": ACTIVE_JOB_STATES,
+    "fail": ACTIVE_JOB_STATES,
+    "cancel": ACTIVE_JOB_STATES,
+    "reopen": tuple(JobState),
+}
 
 
 class JobMachine:
-    """Events: ``advance`` (to the frontier, or to the end), ``fail`` (a critical phase
-    failed, or the job ran out of budget) and ``cancel``."""
+    """A job's state and its phases' machines."""
 
     state: str
     # Bound by ``transitions``; declared here for type checkers.
     advance: Callable[[], bool]
     fail: Callable[[], bool]
     cancel: Callable[[], bool]
+    _reopen: Callable[[], bool]
 
     def __init__(
         self,
         planned: Sequence[str],
         initial: JobState,
-        statuses: Mapping[str, str] | None = None,
+        statuses: Mapping[str, PhaseStatus] | None = None,
     ) -> None:
         self.planned = tuple(planned)
         statuses = statuses or {}
+        self.done: set[str] = set()
+        self.failed_phases: list[str] = []
         self.phases = {
-            name: PhaseMachine.acquire(name, statuses.get(name, "pending")) for name in planned
+            name: PhaseMachine(name, statuses.get(name, PENDING), job=self) for name in planned
         }
-        self.done = {name for name, phase in self.phases.items() if phase.state in DONE}
-        self.failed_phases = [name for name in planned if statuses.get(name) == "failed"]
         self._machine = _job_machine(self.planned)
         self._machine.add_model(self, initial=initial.name)
 
@@ -63,15 +119,6 @@ class JobMachine:
         for phase in self.phases.values():
             phase.release()
 
-    def running(self) -> list[str]:
-        return [name for name, phase in self.phases.items() if phase.state == "running"]
-
-    def start_phase(self, phase: str) -> None:
-        self.phases[phase].start()
-
-    def interrupt_phase(self, phase: str) -> None:
-        self.phases[phase].interrupt()
-
     @property
     def current(self) -> JobState:
         return JobState[self.state]
@@ -80,8 +127,22 @@ class JobMachine:
     def finished(self) -> bool:
         return self.current in TERMINAL
 
+    def status(self, phase: str) -> PhaseStatus:
+        return self.phases[phase].status
+
+    def running(self) -> list[str]:
+        return [name for name, phase in self.phases.items() if phase.status is RUNNING]
+
+    def fire(self, phase: str, trigger: str) -> None:
+        """Fire ``trigger`` on one phase's machine (MachineError when it is illegal)."""
+        self.phases[phase].trigger(trigger)
+
     def frontier(self) -> str | None:
         return next((name for name in self.planned if name not in self.done), None)
+
+    def finishes_with(self, phase: str) -> bool:
+        """Whether ``phase`` done would leave nothing of the job to run."""
+        return self.done | {phase} >= set(self.planned)
 
     def ready(self, running: Iterable[str] = ()) -> list[str]:
         """Phases whose needs are done (completed or failed) and that are not running."""
@@ -96,22 +157,41 @@ class JobMachine:
         ]
 
     def phase_done(self, phase: str, failed: bool = False) -> None:
-        """Record a finished phase; ``settle`` then moves the frontier past it."""
-        if failed:
-            self.phases[phase].fail()
-            self.failed_phases.append(phase)
-        else:
-            self.phases[phase].complete()
-        self.done.add(phase)
+        """A finished phase; ``settle`` then moves the job past it."""
+        self.fire(phase, "fail" if failed else "complete")
 
     def settle(self) -> None:
-        """Advance if the frontier moved (a phase behind it may have finished first)."""
-        if not self.finished and self.frontier() != self.state:
+        """Advance as far as the done phases allow."""
+        while not self.finished and (self.current is JobState.PENDING or self.state in self.done):
             self.advance()
 
+    def reopen(self) -> list[str]:
+        """Resume: the phases left to run (and VERIFY, which checks them) become pending
+        and the job goes back to its first phase left. Returns the phases reopened; none
+        when nothing is left to run, and then nothing moves."""
+        left = [name for name in self.planned if self.status(name) is not COMPLETED]
+        if not left:
+            return []
+        reopened = [name for name in self.planned if name in left or self.phases[name].verifies]
+        for name in reopened:
+            self.fire(name, "reopen")
+        self._reopen()
+        self.settle()
+        return reopened
 
-def _frontier_is(dest: str | None) -> Callable[[EventData], bool]:
-    return lambda event: event.model.frontier() == dest
+    def _phase_entered(self, phase: str, status: PhaseStatus) -> None:
+        if status in DONE_STATUSES:
+            self.done.add(phase)
+            if status is FAILED:
+                self.failed_phases.append(phase)
+        else:
+            self.done.discard(phase)
+            if phase in self.failed_phases:
+                self.failed_phases.remove(phase)
+
+
+def _current_done(event: EventData) -> bool:
+    return event.model.state in event.model.done
 
 
 def _has_failures(event: EventData) -> bool:
@@ -120,7 +200,7 @@ def _has_failures(event: EventData) -> bool:
 
 @functools.cache
 def _job_machine(planned: tuple[str, ...]) -> Machine:
-    sources = [JobState.PENDING.name, *planned]
+    """The job machine of a plan, shared by every job with that plan (jobs are models)."""
     machine = Machine(
         model=None,
         states=[state.name for state in JobState],
@@ -128,57 +208,65 @@ def _job_machine(planned: tuple[str, ...]) -> Machine:
         send_event=True,
         initial=JobState.PENDING.name,
     )
-    for index, source in enumerate(sources):
-        for dest in planned[index:]:
-            machine.add_transition("advance", source, dest, conditions=_frontier_is(dest))
-        machine.add_transition(
-            "advance", source, JobState.PARTIAL.name, conditions=[_frontier_is(None), _has_failures]
-        )
-        machine.add_transition(
-            "advance", source, JobState.COMPLETED.name, conditions=_frontier_is(None)
-        )
-    machine.add_transition("fail", sources, JobState.FAILED.name)
-    machine.add_transition("cancel", sources, JobState.CANCELLED.name)
+    steps = [JobState.PENDING.name, *planned]
+    machine.add_transition("advance", steps[0], steps[1])
+    for source, dest in zip(steps[1:], steps[2:], strict=False):
+        machine.add_transition("advance", source, dest, conditions=_current_done)
+    last = steps[-1]
+    machine.add_transition(
+        "advance", last, JobState.PARTIAL.name, conditions=[_current_done, _has_failures]
+    )
+    machine.add_transition("advance", last, JobState.COMPLETED.name, conditions=_current_done)
+    for trigger, dest in (("fail", JobState.FAILED), ("cancel", JobState.CANCELLED)):
+        machine.add_transition(trigger, [s.name for s in JOB_TRIGGERS[trigger]], dest.name)
+    machine.add_transition("_reopen", [s.name for s in JOB_TRIGGERS["reopen"]], "PENDING")
     return machine
 
 
 class PhaseMachine:
-    """The lifecycle of one phase of one job.
-
-    ``acquire`` hands out a machine at a given state, ``release`` takes it back: released
-    machines stay added to the shared ``transitions`` machine and are reused, because
-    adding a model (binding its triggers) and removing it (a scan of every model added)
-    would otherwise cost each job eleven times over."""
+    """The lifecycle of one phase of one job; its job (if any) keeps count of done phases."""
 
     state: str
-    start: Callable[[], bool]
-    complete: Callable[[], bool]
-    fail: Callable[[], bool]
-    interrupt: Callable[[], bool]
-    _free: ClassVar[list[PhaseMachine]] = []
+    trigger: Callable[[str], bool]
 
-    def __init__(self, phase: str, initial: str = "pending") -> None:
+    def __init__(
+        self, phase: str, initial: PhaseStatus = PENDING, job: JobMachine | None = None
+    ) -> None:
         self.phase = phase
-        _PHASE_MACHINE.add_model(self, initial=initial)
+        self.verifies = PHASE_BY_STATE[phase].verifies
+        self._job = job
+        _PHASE_MACHINE.add_model(self, initial=initial.value)
+        if job is not None:
+            job._phase_entered(phase, initial)
 
-    @classmethod
-    def acquire(cls, phase: str, initial: str = "pending") -> PhaseMachine:
-        if not cls._free:
-            return cls(phase, initial)
-        machine = cls._free.pop()
-        machine.phase = phase
-        _PHASE_MACHINE.set_state(initial, model=machine)
-        return machine
+    @property
+    def status(self) -> PhaseStatus:
+        return PhaseStatus(self.state)
 
     def release(self) -> None:
-        PhaseMachine._free.append(self)
+        _PHASE_MACHINE.remove_model(self)
+
+    def _entered(self, event: EventData) -> None:
+        if self._job is not None:
+            self._job._phase_entered(self.phase, self.status)
+
+
+def _is_verify(event: EventData) -> bool:
+    return bool(event.model.verifies)
 
 
 _PHASE_MACHINE = Machine(
-    model=None, states=list(PHASE_STATES), initial="pending", auto_transitions=False
+    model=None,
+    states=[status.value for status in PhaseStatus],
+    initial=PENDING.value,
+    auto_transitions=False,
+    send_event=True,
+    after_state_change="_entered",
 )
-# running -> running: found running at start, its process died in it (a crash).
-_PHASE_MACHINE.add_transition("start", ["pending", "interrupted", "running"], "running")
-_PHASE_MACHINE.add_transition("complete", "running", "completed")
-_PHASE_MACHINE.add_transition("fail", ["running", "pending", "interrupted"], "failed")
-_PHASE_MACHINE.add_transition("interrupt", "running", "interrupted")
+for _t in PHASE_TRANSITIONS:
+    _PHASE_MACHINE.add_transition(
+        _t.trigger,
+        [s.value for s in _t.sources],
+        _t.dest.value,
+        conditions=_is_verify if _t.only_verify else None,
+    )

@@ -28,10 +28,11 @@ from typing import Any
 
 import sqlite_utils
 
-from daemon.errors import JobNotFound, StoreError, StoreFull
+from daemon.errors import IllegalMove, JobNotFound, StoreError, StoreFull
+from daemon.machine import JOB_TRIGGERS, JobMachine, phase_dest, phase_sources
 from daemon.models import Event, FileRecord, GenerationRequest, Usage, Verification, utc_now
 from daemon.progress import Point
-from daemon.states import PHASE_NAMES, ArchPlan, JobState
+from daemon.states import PHASE_NAMES, ArchPlan, JobState, PhaseStatus
 
 SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 10_000
@@ -74,7 +75,7 @@ class JobRecord:
 @dataclass(frozen=True)
 class PhaseRecord:
     phase: str
-    status: str
+    status: PhaseStatus
     attempts: int
     usage: Usage
     duration_s: float | None
@@ -435,8 +436,8 @@ class Store:
             if cursor.rowcount == 0:
                 return False
             self.db.conn.executemany(
-                "INSERT INTO phases (job_id, phase, status, attempts) VALUES (?, ?, 'pending', 0)",
-                [(job_id, phase) for phase in planned],
+                "INSERT INTO phases (job_id, phase, status, attempts) VALUES (?, ?, ?, 0)",
+                [(job_id, phase, PhaseStatus.PENDING.value) for phase in planned],
             )
             self._emit(
                 job_id,
@@ -455,7 +456,7 @@ class Store:
         ).fetchone()
         if row is None:
             raise JobNotFound(f"no job {job_id!r}")
-        failed = self._phases_with_status(job_id, "failed")
+        failed = self._phases_with_status(job_id, PhaseStatus.FAILED)
         return JobRecord(
             job_id=row[0],
             request_id=row[1],
@@ -467,9 +468,9 @@ class Store:
             cancel_requested=bool(row[6]),
         )
 
-    def _phases_with_status(self, job_id: str, status: str) -> list[str]:
+    def _phases_with_status(self, job_id: str, status: PhaseStatus) -> list[str]:
         rows = self.db.conn.execute(
-            "SELECT phase FROM phases WHERE job_id = ? AND status = ?", (job_id, status)
+            "SELECT phase FROM phases WHERE job_id = ? AND status = ?", (job_id, status.value)
         ).fetchall()
         return [row[0] for row in rows]
 
@@ -491,11 +492,47 @@ class Store:
         ).fetchall()
         return [row[0] for row in rows if row[0] not in exclude][:limit]
 
-    def _set_state(self, job_id: str, state: JobState) -> None:
-        self.db.conn.execute(
-            "UPDATE jobs SET state = ?, updated_at = ? WHERE job_id = ?",
-            (state.name, time.time(), job_id),
+    def _set_state(self, job_id: str, state: JobState, trigger: str = "advance") -> None:
+        """Persist the job's state as its machine moved it by ``trigger``, guarded by the
+        states that trigger may move a job from."""
+        sources = [s.name for s in JOB_TRIGGERS[trigger]]
+        cursor = self.db.conn.execute(
+            f"UPDATE jobs SET state = ?, updated_at = ? WHERE job_id = ? AND state IN ({_marks(sources)})",
+            (state.name, time.time(), job_id, *sources),
         )
+        if cursor.rowcount == 0:
+            row = self.db.conn.execute(
+                "SELECT state FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            raise IllegalMove(
+                f"job {job_id}: cannot {trigger} to {state.name} from {row[0] if row else 'nowhere'}"
+            )
+
+    def _move_phase(
+        self,
+        job_id: str,
+        phase: str,
+        trigger: str,
+        assignments: str = "",
+        args: Sequence[object] = (),
+    ) -> int:
+        """Persist a phase's move by ``trigger`` (with more ``assignments``, each starting
+        with a comma), guarded by the statuses the machine's table allows it from; returns
+        the phase's attempts. Raises IllegalMove when the phase is in none of them."""
+        sources = [s.value for s in phase_sources(trigger)]
+        row = self.db.conn.execute(
+            f"UPDATE phases SET status = ?{assignments} WHERE job_id = ? AND phase = ? "
+            f"AND status IN ({_marks(sources)}) RETURNING attempts",
+            (phase_dest(trigger).value, *args, job_id, phase, *sources),
+        ).fetchone()
+        if row is None:
+            found = self.db.conn.execute(
+                "SELECT status FROM phases WHERE job_id = ? AND phase = ?", (job_id, phase)
+            ).fetchone()
+            raise IllegalMove(
+                f"job {job_id}: cannot {trigger} {phase}, which is {found[0] if found else 'not planned'}"
+            )
+        return int(row[0])
 
     def request_cancel(self, job_id: str) -> None:
         self.job(job_id)
@@ -523,15 +560,11 @@ class Store:
             (job_id, phase),
         ).fetchone()
         status, deaths, *last, files_then, in_a_row = row
-        if status != "running":
+        if status != PhaseStatus.RUNNING.value:
             return None
         if point is None or not point.evidence:
             with self.transaction():  # counted, but neither for nor against the phase
-                self.db.conn.execute(
-                    "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted' "
-                    "WHERE job_id = ? AND phase = ?",
-                    (job_id, phase),
-                )
+                self._move_phase(job_id, phase, "crash", ", interruptions = interruptions + 1")
             return Death(deaths + 1, in_a_row, point)
         files = self.count_files(job_id, [phase])
         previous = Point(*last) if None not in last else None
@@ -541,18 +574,20 @@ class Store:
         with self.transaction():
             # Counted once: the phase is no longer 'running' until it starts again, so a
             # phase still waiting to restart when the next death comes is not blamed twice.
-            self.db.conn.execute(
-                "UPDATE phases SET interruptions = interruptions + 1, status = 'interrupted', "
-                "death_call = ?, death_stage = ?, death_chars = ?, death_files = ?, "
-                "deaths_in_a_row = ? WHERE job_id = ? AND phase = ?",
-                (*where, files, in_a_row, job_id, phase),
+            self._move_phase(
+                job_id,
+                phase,
+                "crash",
+                ", interruptions = interruptions + 1, death_call = ?, death_stage = ?, "
+                "death_chars = ?, death_files = ?, deaths_in_a_row = ?",
+                (*where, files, in_a_row),
             )
         return Death(deaths + 1, in_a_row, point)
 
     def running_phases(self) -> list[tuple[str, str]]:
         """``(job_id, phase)`` of every phase marked running."""
         rows = self.db.conn.execute(
-            "SELECT job_id, phase FROM phases WHERE status = 'running'"
+            "SELECT job_id, phase FROM phases WHERE status = ?", (PhaseStatus.RUNNING.value,)
         ).fetchall()
         return [(job_id, phase) for job_id, phase in rows]
 
@@ -568,10 +603,7 @@ class Store:
             self.db.conn.execute(
                 "UPDATE jobs SET not_before = ? WHERE job_id = ?", (time.time() + delay_s, job_id)
             )
-            self.db.conn.execute(
-                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ?",
-                (job_id, phase),
-            )
+            self._move_phase(job_id, phase, "defer")
 
     def record_call(self, call: CallRecord) -> None:
         """One model call of a phase, answered or not, with its usage and error. Written
@@ -646,26 +678,24 @@ class Store:
     def interrupt_phase(self, job_id: str, phase: str) -> None:
         """A phase stopped on purpose (shutdown): not a crash; it runs again at the next start."""
         with self.transaction():
-            self.db.conn.execute(
-                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ? "
-                "AND status = 'running'",
-                (job_id, phase),
-            )
+            self._move_phase(job_id, phase, "interrupt")
 
     def start_phase(self, job: JobRecord, phase: str, step: str, state: JobState) -> int:
         """Mark a phase running, checkpoint the job's state, announce it; returns the attempt."""
         with self.transaction():
             self._set_state(job.job_id, state)
-            row = self.db.conn.execute(
-                "UPDATE phases SET status = 'running', attempts = attempts + 1, started_at = ?, "
-                "error = NULL WHERE job_id = ? AND phase = ? RETURNING attempts",
-                (time.time(), job.job_id, phase),
-            ).fetchone()
+            attempt = self._move_phase(
+                job.job_id,
+                phase,
+                "start",
+                ", attempts = attempts + 1, started_at = ?, error = NULL",
+                (time.time(),),
+            )
             self._emit(
-                job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=row[0]
+                job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=attempt
             )
         job.state = state
-        return int(row[0])
+        return attempt
 
     def complete_phase(
         self,
@@ -681,7 +711,7 @@ class Store:
             conn.executemany(
                 _UPSERT_FILE, [self._file_row(job.job_id, outcome.phase, r) for r in records]
             )
-            self._finish_phase_row(job.job_id, outcome, "completed", None)
+            self._finish_phase_row(job.job_id, outcome, "complete", None)
             if outcome.plan is not None:
                 conn.execute(
                     "UPDATE jobs SET plan = ? WHERE job_id = ?",
@@ -720,7 +750,7 @@ class Store:
         job_warnings: Sequence[str] = (),
     ) -> None:
         with self.transaction():
-            attempts = self._finish_phase_row(job.job_id, outcome, "failed", error)
+            attempts = self._finish_phase_row(job.job_id, outcome, "fail", error)
             self._emit(
                 job.job_id,
                 job.request_id,
@@ -735,33 +765,34 @@ class Store:
         job.failed_phases.append(outcome.phase)
 
     def _finish_phase_row(
-        self, job_id: str, outcome: PhaseOutcome, status: str, error: str | None
+        self, job_id: str, outcome: PhaseOutcome, trigger: str, error: str | None
     ) -> int:
-        usage = outcome.usage
-        row = self.db.conn.execute(
-            "UPDATE phases SET status = ?, finished_at = ?, duration_s = ?, error = ?, warnings = ?, "
-            + ", ".join(f"{name} = {name} + ?" for name in USAGE_COLUMNS)
-            + " WHERE job_id = ? AND phase = ? RETURNING attempts",
+        return self._move_phase(
+            job_id,
+            outcome.phase,
+            trigger,
+            ", finished_at = ?, duration_s = ?, error = ?, warnings = ?, "
+            + ", ".join(f"{name} = {name} + ?" for name in USAGE_COLUMNS),
             (
-                status,
                 time.time(),
                 outcome.duration_s,
                 error,
                 json.dumps(outcome.warnings),
-                *(getattr(usage, name) for name in USAGE_COLUMNS),
-                job_id,
-                outcome.phase,
+                *(getattr(outcome.usage, name) for name in USAGE_COLUMNS),
             ),
-        ).fetchone()
-        return int(row[0])
+        )
 
-    def _advance(self, job: JobRecord, next_state: JobState, warnings: Sequence[str] = ()) -> None:
-        row = self.db.conn.execute(
-            "SELECT state FROM jobs WHERE job_id = ?", (job.job_id,)
-        ).fetchone()
-        was_terminal = JobState[row[0]].is_terminal
-        self._set_state(job.job_id, next_state)
-        if next_state.is_terminal and not was_terminal:
+    def _advance(
+        self,
+        job: JobRecord,
+        next_state: JobState,
+        warnings: Sequence[str] = (),
+        trigger: str = "advance",
+    ) -> None:
+        """Persist the job's next state; a job that ends (which it does once: no trigger
+        moves a job from a terminal state but reopen) is announced with job.completed."""
+        self._set_state(job.job_id, next_state, trigger)
+        if next_state.is_terminal:
             self._emit_job_completed(job, next_state, warnings)
 
     def announce_resumed(self, reason: str) -> list[tuple[str, JobState]]:
@@ -778,20 +809,22 @@ class Store:
                 self._emit(job_id, request_id, "job.resumed", from_phase=state.name, reason=reason)
         return [(job_id, state) for job_id, _, state in resumed]
 
-    def end_job(self, job_id: str, state: JobState) -> None:
-        """End an unfinished job in the terminal ``state`` (its runner broke): its running
-        phases are marked failed, and job.completed announces it."""
+    def end_job(self, job_id: str) -> None:
+        """Fail an unfinished job whose runner broke: every phase the machine's ``fail``
+        may move fails, and job.completed announces it. Written from the transition table
+        without building the job's machines: they may be what broke."""
         job = self.job(job_id)
         if job.state.is_terminal:
             return
+        sources = [s.value for s in phase_sources("fail")]
         with self.transaction():
             self.db.conn.execute(
-                "UPDATE phases SET status = 'failed', error = 'internal error' "
-                "WHERE job_id = ? AND status IN ('running', 'interrupted', 'pending')",
-                (job_id,),
+                "UPDATE phases SET status = ?, error = 'internal error' "
+                f"WHERE job_id = ? AND status IN ({_marks(sources)})",
+                (phase_dest("fail").value, job_id, *sources),
             )
-            self._advance(job, state)
-        job.state = state
+            self._advance(job, JobState.FAILED, trigger="fail")
+        job.state = JobState.FAILED
 
     def hold(self, job_id: str, phase: str, reason: str, delay_s: float) -> None:
         """Put a job aside because the model API refuses the account: until ``delay_s``
@@ -801,10 +834,7 @@ class Store:
                 "UPDATE jobs SET not_before = ?, held = ? WHERE job_id = ?",
                 (time.time() + delay_s, reason, job_id),
             )
-            self.db.conn.execute(
-                "UPDATE phases SET status = 'interrupted' WHERE job_id = ? AND phase = ?",
-                (job_id, phase),
-            )
+            self._move_phase(job_id, phase, "defer")
 
     def release_held(self) -> int:
         """At start: jobs put aside for the model API's refusal may run at once."""
@@ -814,11 +844,11 @@ class Store:
             )
         return cursor.rowcount
 
-    def move(self, job: JobRecord, state: JobState) -> None:
-        """Move a job to ``state`` without running a phase (skip, cancel); a terminal state
-        is announced with job.completed in the same transaction."""
+    def move(self, job: JobRecord, state: JobState, trigger: str = "advance") -> None:
+        """Persist a move of the job's machine by ``trigger`` that ran no phase (skip,
+        cancel); a terminal state is announced with job.completed in the same transaction."""
         with self.transaction():
-            self._advance(job, state)
+            self._advance(job, state, trigger=trigger)
         job.state = state
 
     def _emit_job_completed(self, job: JobRecord, state: JobState, warnings: Sequence[str]) -> None:
@@ -834,7 +864,7 @@ class Store:
             "job.completed",
             status=state.name.lower(),
             files_total=files_total,
-            failed_phases=self._phases_with_status(job.job_id, "failed"),
+            failed_phases=self._phases_with_status(job.job_id, PhaseStatus.FAILED),
             usage=self.job_usage(job.job_id),
             warnings=list(warnings),
             verification=Verification.model_validate_json(verified) if verified else None,
@@ -850,7 +880,7 @@ class Store:
         records = [
             PhaseRecord(
                 phase=r[0],
-                status=r[1],
+                status=PhaseStatus(r[1]),
                 attempts=r[2],
                 usage=Usage(**dict(zip(USAGE_COLUMNS, r[3:9], strict=True))),
                 duration_s=r[9],
@@ -860,15 +890,6 @@ class Store:
         ]
         order = self.job(job_id).planned
         return sorted(records, key=lambda rec: order.index(rec.phase))
-
-    def completed_phases(self, job_id: str) -> set[str]:
-        return set(self._phases_with_status(job_id, "completed"))
-
-    def unfinished_phases(self, job_id: str) -> list[str]:
-        rows = self.db.conn.execute(
-            "SELECT phase FROM phases WHERE job_id = ? AND status != 'completed'", (job_id,)
-        ).fetchall()
-        return [row[0] for row in rows]
 
     # -- files -------------------------------------------------------------
 
@@ -904,11 +925,11 @@ class Store:
         rows.sort(key=lambda r: order[r[4]])
         return [FileRecord(path=r[0], sha256=r[1], size=r[2], content=r[3]) for r in rows]
 
-    def phase_statuses(self, job_id: str) -> dict[str, str]:
+    def phase_statuses(self, job_id: str) -> dict[str, PhaseStatus]:
         rows = self.db.conn.execute(
             "SELECT phase, status FROM phases WHERE job_id = ?", (job_id,)
         ).fetchall()
-        return dict(rows)
+        return {phase: PhaseStatus(status) for phase, status in rows}
 
     def count_files(self, job_id: str, phases: Iterable[str] | None = None) -> int:
         query, args = "SELECT count(*) FROM files WHERE job_id = ?", [job_id]
@@ -1005,21 +1026,22 @@ class Store:
         Returns the phase it resumes from, or None when nothing is left to run.
         """
         job = self.job(job_id)
-        unfinished = [p for p in job.planned if p in set(self.unfinished_phases(job_id))]
-        if not unfinished:
+        machine = JobMachine(job.planned, job.state, self.phase_statuses(job_id))
+        try:
+            reopened, resumes = machine.reopen(), machine.current
+        finally:
+            machine.release()
+        if not reopened:
             return None
         with self.transaction():
-            self.db.conn.execute(
-                "UPDATE phases SET status = 'pending' WHERE job_id = ? "
-                "AND (status != 'completed' OR phase = 'VERIFY')",
-                (job_id,),
-            )
+            for name in reopened:
+                self._move_phase(job_id, name, "reopen")
             self.db.conn.execute("UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,))
-            self._set_state(job_id, JobState[unfinished[0]])
+            self._set_state(job_id, resumes, "reopen")
             self._emit(
-                job_id, job.request_id, "job.resumed", from_phase=unfinished[0], reason=reason
+                job_id, job.request_id, "job.resumed", from_phase=resumes.name, reason=reason
             )
-        return unfinished[0]
+        return resumes.name
 
     def jobs(self, states: Iterable[JobState] | None = None) -> list[dict[str, Any]]:
         query = "SELECT job_id, project_name, state, created_at, updated_at FROM jobs"
@@ -1031,6 +1053,10 @@ class Store:
         rows = self.db.conn.execute(query + " ORDER BY created_at", args).fetchall()
         keys = ("job_id", "project_name", "state", "created_at", "updated_at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
 
 
 def _create_private(path: Path) -> None:

@@ -1,7 +1,8 @@
 """The phase registry: every phase of a job is data, so a new phase is a new entry.
 
-The order of ``PHASES`` is the order of the explicit state machine. ``JobState`` is
-the single enum of job states shared by the machine, the store and the events.
+The order of ``PHASES`` is the order of the explicit state machine. ``JobState`` (where a
+job is) and ``PhaseStatus`` (where each of its phases is) are the enums shared by the
+machines, the store and the events.
 """
 
 from __future__ import annotations
@@ -60,8 +61,20 @@ class JobState(enum.Enum):
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED})
-PHASE_STATES = tuple(JobState[name] for name in PHASE_NAMES)
-ACTIVE = frozenset(PHASE_STATES)
+
+
+class PhaseStatus(enum.StrEnum):
+    """Where one phase of a job is; stored and shown as its value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped on purpose, put aside, or its process died in it
+
+
+DONE_STATUSES = frozenset({PhaseStatus.COMPLETED, PhaseStatus.FAILED})
+UNFINISHED_STATUSES = frozenset(PhaseStatus) - DONE_STATUSES
 
 if tuple(s.name for s in JobState)[1:-4] != PHASE_NAMES:  # pragma: no cover - import-time guard
     raise RuntimeError("JobState must list the phases in registry order")
@@ -91,16 +104,17 @@ def needs_closure(state: str) -> frozenset[str]:
 
 
 __all__ = [
+    "DONE_STATUSES",
     "FILE_PHASE_NAMES",
+    "UNFINISHED_STATUSES",
     "needs_closure",
-    "ACTIVE",
     "PHASES",
     "PHASE_BY_STATE",
     "PHASE_NAMES",
-    "PHASE_STATES",
     "TERMINAL",
     "ArchPlan",
     "JobState",
+    "PhaseStatus",
     "Phase",
     "PhaseFiles",
     "StepGroup",

@@ -1,12 +1,14 @@
 import pytest
 from transitions import MachineError
 
-from daemon.machine import JobMachine, PhaseMachine
-from daemon.states import PHASE_NAMES, JobState
+from daemon.machine import PHASE_TRANSITIONS, JobMachine, PhaseMachine, phase_sources
+from daemon.states import PHASE_NAMES, JobState, PhaseStatus
+
+COMPLETED, FAILED, RUNNING = PhaseStatus.COMPLETED, PhaseStatus.FAILED, PhaseStatus.RUNNING
 
 
 def finish(machine: JobMachine, name: str, failed: bool = False) -> None:
-    machine.start_phase(name)
+    machine.fire(name, "start")
     machine.phase_done(name, failed=failed)
 
 
@@ -28,7 +30,7 @@ def test_walks_every_phase_in_order_to_completed():
 
 
 def test_a_failed_phase_goes_on_and_ends_partial():
-    machine = JobMachine(["ARCH", "DB", "CONFIG"], JobState.DB, {"ARCH": "completed"})
+    machine = JobMachine(["ARCH", "DB", "CONFIG"], JobState.DB, {"ARCH": COMPLETED})
     assert walk_sequentially(machine, fail="DB") == ["DB", "CONFIG", "PARTIAL"]
     assert machine.failed_phases == ["DB"]
 
@@ -39,17 +41,17 @@ def test_fail_and_cancel_are_terminal():
     assert machine.current is JobState.FAILED
     with pytest.raises(MachineError):
         machine.fail()
-    other = JobMachine(["ARCH", "DB"], JobState.DB, {"ARCH": "completed"})
+    other = JobMachine(["ARCH", "DB"], JobState.DB, {"ARCH": COMPLETED})
     other.cancel()
     assert other.current is JobState.CANCELLED
 
 
 def test_restored_at_stored_state_skips_unplanned_and_done_phases():
-    machine = JobMachine(["ARCH", "FE_SETUP", "CONFIG"], JobState.FE_SETUP, {"ARCH": "completed"})
+    machine = JobMachine(["ARCH", "FE_SETUP", "CONFIG"], JobState.FE_SETUP, {"ARCH": COMPLETED})
     finish(machine, "FE_SETUP")
     machine.settle()
     assert machine.state == "CONFIG"
-    statuses = {"ARCH": "completed", "DB": "failed", "BE_CORE": "completed", "BE_MODELS": "running"}
+    statuses = {"ARCH": COMPLETED, "DB": FAILED, "BE_CORE": COMPLETED, "BE_MODELS": RUNNING}
     resumed = JobMachine(PHASE_NAMES, JobState.DB, statuses)
     resumed.settle()
     assert resumed.state == "BE_MODELS"
@@ -93,25 +95,63 @@ def test_the_critical_path_is_five_phases_then_verify():
 
 def test_phase_lifecycle():
     phase = PhaseMachine("DB")
-    phase.start()
-    phase.interrupt()
-    phase.start()
-    phase.start()  # found running at start: its process died in it
-    phase.complete()
-    assert phase.state == "completed"
+    phase.trigger("start")
+    phase.trigger("interrupt")
+    phase.trigger("start")
+    phase.trigger("crash")  # found running at start: its process died in it
+    phase.trigger("start")
+    phase.trigger("complete")
+    assert phase.status is COMPLETED
     with pytest.raises(MachineError):
-        phase.start()
+        phase.trigger("start")
+    with pytest.raises(AttributeError):
+        phase.trigger("start_again")
     phase.release()
 
 
-def test_released_phase_machines_are_reused_at_the_state_asked_for():
-    first = PhaseMachine.acquire("DB", "completed")
-    first.release()
-    again = PhaseMachine.acquire("BE_CORE", "interrupted")
-    assert again is first and (again.phase, again.state) == ("BE_CORE", "interrupted")
-    again.start()
-    assert again.state == "running"
-    other = PhaseMachine.acquire("FE_CORE")  # while `again` is held: another machine
-    assert other is not again and other.state == "pending"
-    again.release()
-    other.release()
+def test_a_running_phase_cannot_start_again_it_crashes_first():
+    phase = PhaseMachine("DB", RUNNING)
+    with pytest.raises(MachineError):
+        phase.trigger("start")
+    phase.trigger("crash")
+    phase.trigger("start")
+    assert phase.status is RUNNING
+    phase.release()
+
+
+def test_every_status_is_reachable_and_every_trigger_has_sources():
+    reached = {t.dest for t in PHASE_TRANSITIONS} | {PhaseStatus.PENDING}
+    assert reached == set(PhaseStatus)
+    for trigger in {t.trigger for t in PHASE_TRANSITIONS}:
+        assert phase_sources(trigger)
+    with pytest.raises(KeyError):
+        phase_sources("start_again")
+
+
+def test_reopen_runs_the_unfinished_phases_and_verify_again():
+    statuses = {"ARCH": COMPLETED, "DB": FAILED, "CONFIG": COMPLETED, "VERIFY": COMPLETED}
+    machine = JobMachine(["ARCH", "DB", "CONFIG", "VERIFY"], JobState.PARTIAL, statuses)
+    assert machine.reopen() == ["DB", "VERIFY"]
+    assert machine.current is JobState.DB
+    assert machine.status("VERIFY") is PhaseStatus.PENDING and machine.status("CONFIG") is COMPLETED
+    assert machine.failed_phases == [] and machine.done == {"ARCH", "CONFIG"}
+    machine.release()
+
+
+def test_reopen_of_a_completed_job_moves_nothing():
+    statuses = dict.fromkeys(["ARCH", "VERIFY"], COMPLETED)
+    machine = JobMachine(["ARCH", "VERIFY"], JobState.COMPLETED, statuses)
+    assert machine.reopen() == []
+    assert machine.current is JobState.COMPLETED
+    machine.release()
+
+
+def test_a_completed_phase_other_than_verify_is_not_reopened():
+    phase = PhaseMachine("DB", COMPLETED)
+    assert not phase.trigger("reopen")  # the only move from completed is VERIFY's
+    assert phase.status is COMPLETED
+    verify = PhaseMachine("VERIFY", COMPLETED)
+    verify.trigger("reopen")
+    assert verify.status is PhaseStatus.PENDING
+    phase.release()
+    verify.release()

@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from daemon.errors import StoreError
+from daemon.errors import IllegalMove, StoreError
 from daemon.models import Event, GenerationRequest, Usage
 from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
 from daemon.states import JobState
@@ -29,6 +29,35 @@ def test_create_job_is_idempotent(store):
     assert not store.create_job("r1", REQUEST, "t:0:5", ["ARCH", "DB"])
     assert [e.type for e in events(store)] == ["job.accepted"]
     assert store.job("r1").state is JobState.PENDING
+
+
+def test_a_move_the_machine_does_not_allow_raises_and_writes_nothing(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH", "DB"])
+    job = store.job("r1")
+    before = len(events(store))
+    with pytest.raises(IllegalMove, match="cannot complete ARCH, which is pending"):
+        store.complete_phase(job, PhaseOutcome("ARCH", "1", files=[NewFile("a", "x")]), JobState.DB)
+    with pytest.raises(IllegalMove, match="cannot interrupt ARCH, which is pending"):
+        store.interrupt_phase("r1", "ARCH")
+    with pytest.raises(IllegalMove, match="cannot defer DB"):
+        store.defer("r1", "DB", 1.0)
+    assert store.files("r1") == [] and len(events(store)) == before
+    assert store.phase_statuses("r1") == {"ARCH": "pending", "DB": "pending"}
+    store.start_phase(job, "ARCH", "1", JobState.ARCH)
+    with pytest.raises(IllegalMove, match="cannot start ARCH, which is running"):
+        store.start_phase(job, "ARCH", "1", JobState.ARCH)
+
+
+def test_an_ended_job_moves_only_by_reopen(store):
+    store.create_job("r1", REQUEST, "t:0:0", ["ARCH"])
+    job = store.job("r1")
+    store.move(job, JobState.CANCELLED, trigger="cancel")
+    with pytest.raises(IllegalMove, match="cannot advance to COMPLETED from CANCELLED"):
+        store.move(job, JobState.COMPLETED)
+    store.end_job("r1")  # already ended: nothing to do
+    assert [e.type for e in events(store)].count("job.completed") == 1
+    assert store.reopen("r1", "test") == "ARCH"
+    assert store.job("r1").state is JobState.ARCH
 
 
 def test_phase_commit_writes_files_state_and_events_together(store):
@@ -83,7 +112,11 @@ def test_fail_and_reopen_reruns_only_unfinished(store):
     assert events(store)[-1].failed_phases == ["DB"]
     assert store.reopen("r1", "test") == "DB"
     assert store.job("r1").state is JobState.DB
-    assert store.completed_phases("r1") == {"ARCH", "CONFIG"}
+    assert store.phase_statuses("r1") == {
+        "ARCH": "completed",
+        "DB": "pending",
+        "CONFIG": "completed",
+    }
     assert events(store)[-1].type == "job.resumed"
 
 
