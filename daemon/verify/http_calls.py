@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from daemon.checks import _Project
+from daemon.checks.project import _Project
 from daemon.verify.resolve import ScriptResolver
 from daemon.verify.routes import ANY, HTTP_METHODS, HttpCall
 from daemon.verify.scripts import is_script, line, parse_script, string_value, text, tree, walk

@@ -29,7 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.checks import Problem, _Project
+from daemon.checks import Problem
+from daemon.checks.project import _Project
 from daemon.verify.python import PythonResolver
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.checks import _ENTRY_POINTS, Problem
+from daemon.checks import Problem
+from daemon.checks.pool import _ENTRY_POINTS
 from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer
 from daemon.verify.http_calls import http_calls
