@@ -92,7 +92,7 @@ def _frontend(run: _Run) -> bool:
     install = ["npm", "ci" if locked else "install", "--ignore-scripts", "--no-audit", "--no-fund"]
     # cached package metadata is used without asking the registry whether it is current
     install.append("--prefer-offline")
-    outcome = run.step(
+    installed = run.passes(
         _Command(
             "npm install",
             install,
@@ -102,7 +102,7 @@ def _frontend(run: _Run) -> bool:
             lambda outcome: out.npm_findings(outcome.output, package),
         )
     )
-    if outcome is None or not outcome.ok:
+    if not installed:
         return False
     ok = _typecheck(run, folder) if "frontend/tsconfig.json" in run.files else True
     if _has_build_script(run.files[package]):
@@ -125,8 +125,7 @@ def _typecheck(run: _Run, folder: Path) -> bool:
         "frontend/tsconfig.json",
         lambda outcome: out.tsc_findings(outcome.output, run.paths, "frontend"),
     )
-    outcome = run.step(command)
-    return outcome is not None and outcome.ok
+    return run.passes(command)
 
 
 def _build(run: _Run, folder: Path) -> bool:
@@ -138,8 +137,7 @@ def _build(run: _Run, folder: Path) -> bool:
         "frontend/package.json",
         lambda outcome: out.build_findings(outcome.output, run.paths, "frontend"),
     )
-    outcome = run.step(command)
-    return outcome is not None and outcome.ok
+    return run.passes(command)
 
 
 def _has_build_script(package_json: str) -> bool:

@@ -124,8 +124,7 @@ def _install_backend(run: _Run, venv: Path, requirements: str) -> bool:
     spares the seconds ensurepip takes to put a pip into every venv."""
     own_pip = importlib.util.find_spec("pip") is not None
     create = [sys.executable, "-m", "venv", *(["--without-pip"] if own_pip else []), str(venv)]
-    created = run.step(_Command("python -m venv", create, run.project, "boot", ""))
-    if created is None or not created.ok:
+    if not run.passes(_Command("python -m venv", create, run.project, "boot", "")):
         return False
     python = str(venv / "bin" / "python")
     pip = [sys.executable, "-m", "pip", "--python", python] if own_pip else [python, "-m", "pip"]
@@ -140,8 +139,7 @@ def _install_backend(run: _Run, venv: Path, requirements: str) -> bool:
         requirements,
         lambda outcome: out.pip_findings(outcome.output, requirements, text),
     )
-    installed = run.step(command)
-    return installed is not None and installed.ok
+    return run.passes(command)
 
 
 @dataclass(frozen=True)
@@ -166,8 +164,7 @@ def _import_app(run: _Run, python: Path, target: _AppTarget) -> bool:
         lambda outcome: _import_findings(outcome, run, target, f"import {module}"),
         target.env,
     )
-    outcome = run.step(command)
-    return outcome is not None and outcome.ok
+    return run.passes(command)
 
 
 def _import_findings(outcome: _Outcome, run: _Run, target: _AppTarget, name: str) -> list[Finding]:

@@ -138,6 +138,11 @@ class _Run:
             Step(name, ok, round(duration_s, 2), _detail(self.paths.relative(output)))
         )
 
+    def passes(self, command: _Command) -> bool:
+        """Run one command as ``step`` does; whether it ran and exited with status 0."""
+        outcome = self.step(command)
+        return outcome is not None and outcome.ok
+
     def step(self, command: _Command) -> _Outcome | None:
         """Run one command within the budget and record it; None if the budget is spent."""
         if self.remaining_s() <= 0:
