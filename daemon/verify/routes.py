@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,12 +153,21 @@ def _segment_matches(a: str, b: str) -> bool:
 
 def routes_from_openapi(document: Any, source: str = "openapi.json") -> list[Route]:
     """The operations of an OpenAPI document (the running app's ``/openapi.json``)."""
+    return [
+        Route(method.upper(), path, source, 0)
+        for path, method, _ in openapi_operations(document)
+        if method.lower() in HTTP_METHODS
+    ]
+
+
+def openapi_operations(document: Any) -> Iterator[tuple[str, str, Any]]:
+    """(path, method, operation) of each entry under an OpenAPI document's ``paths``, in
+    its order; entries whose path or method is not a string, or whose path item is not an
+    object, are passed over."""
     paths = document.get("paths") if isinstance(document, dict) else None
-    routes = []
     for path, operations in paths.items() if isinstance(paths, dict) else ():
         if not isinstance(path, str) or not isinstance(operations, dict):
             continue
-        for method in operations:
-            if isinstance(method, str) and method.lower() in HTTP_METHODS:
-                routes.append(Route(method.upper(), path, source, 0))
-    return routes
+        for method, operation in operations.items():
+            if isinstance(method, str):
+                yield path, method, operation

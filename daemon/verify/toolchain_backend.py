@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daemon.verify import toolchain_output as out
+from daemon.verify.routes import openapi_operations
 from daemon.verify.toolchain_output import Finding
 from daemon.verify.toolchain_sandbox import (
     OUTPUT_TAIL_BYTES,
@@ -328,18 +329,14 @@ def _get_routes(
 
 def _plain_get_routes(openapi: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(path, operation) of each GET route whose path has no parameter to fill in."""
-    paths = openapi.get("paths")
-    routes = []
-    for path, operations in (paths if isinstance(paths, dict) else {}).items():
-        operation = operations.get("get") if isinstance(operations, dict) else None
-        if (
-            isinstance(path, str)
-            and path.startswith("/")
-            and "{" not in path
-            and isinstance(operation, dict)
-        ):
-            routes.append((path, operation))
-    return routes
+    return [
+        (path, operation)
+        for path, method, operation in openapi_operations(openapi)
+        if method == "get"
+        and path.startswith("/")
+        and "{" not in path
+        and isinstance(operation, dict)
+    ]
 
 
 def _log_since(log: Path, offset: int) -> str:
