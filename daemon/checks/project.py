@@ -10,7 +10,7 @@ from functools import cached_property
 from daemon.checks.content import _content_problems
 from daemon.checks.problem import DEFAULT_MAX_FILE_BYTES, Problem, _parent
 from daemon.checks.python import _parse_module, _PyModule, _PythonImports
-from daemon.checks.scripts import _SCRIPT_SUFFIXES, _ScriptImports
+from daemon.checks.scripts import SCRIPT_SUFFIXES, _ScriptImports
 
 
 def check_files(
@@ -88,7 +88,7 @@ class _Project:
     def import_problems(self, path: str) -> Iterator[Problem]:
         if path.endswith(".py"):
             yield from self.python.problems(path)
-        elif path.endswith(_SCRIPT_SUFFIXES):
+        elif path.endswith(SCRIPT_SUFFIXES):
             yield from self.scripts.problems(path)
 
 

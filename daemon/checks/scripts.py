@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MAX_AMBIENT_PATTERNS = 64  # wildcard ``declare module`` patterns tried per import
 MAX_ALIASES = 64  # path aliases (vite, tsconfig) tried per import
 
-_SCRIPT_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
+SCRIPT_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
 _RESOLVE_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".d.ts", ".json", ".css", ".mjs", ".cjs")
 
 # Left to right, a comment or a string is consumed whole, so an import written inside one

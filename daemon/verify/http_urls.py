@@ -16,12 +16,13 @@ from tree_sitter import Node
 from daemon.verify.routes import ANY
 from daemon.verify.scripts import string_value, text
 
+_ABSOLUTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)  # a scheme: not a path
 _LOCAL_HOST = re.compile(r"^https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0)(?::\d+)?", re.I)
 _PARAM = "{param}"
 
 
 def _located(method: str, url: str) -> tuple[str, str] | None:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I):
+    if _ABSOLUTE.match(url):
         local = _LOCAL_HOST.match(url)
         if local is None:
             return None
@@ -32,7 +33,7 @@ def _located(method: str, url: str) -> tuple[str, str] | None:
 
 
 def _join(base: str, url: str) -> str:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I) or not base:
+    if _ABSOLUTE.match(url) or not base:
         return url
     return base.rstrip("/") + "/" + url.lstrip("/") if url else base
 
