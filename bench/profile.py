@@ -54,7 +54,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "/daemon/prompts.py",
             "/daemon/generation.py",
-            "/daemon/checks.py",
+            "/daemon/checks/",
             "/daemon/paths.py",
             "/daemon/states/",
         ),

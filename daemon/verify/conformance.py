@@ -16,7 +16,8 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping, Sequence
 
-from daemon.checks import Problem, _bound_names
+from daemon.checks import Problem
+from daemon.checks.python import _bound_names
 from daemon.verify.scripts import is_script, parse_script
 
 # What a plan entry needs here: (path, purpose, ((export name, signature), ...)).

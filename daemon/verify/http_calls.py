@@ -26,14 +26,13 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
-from daemon.checks import _Project
+from daemon.checks.project import _Project
+from daemon.verify.http_urls import _constants, _join, _located, _url
 from daemon.verify.resolve import ScriptResolver
 from daemon.verify.routes import ANY, HTTP_METHODS, HttpCall
 from daemon.verify.scripts import is_script, line, parse_script, string_value, text, tree, walk
 
 MAX_CLIENT_HOPS = 5  # re-exports followed to find an imported client or wrapper
-_LOCAL_HOST = re.compile(r"^https?://(?:localhost|127\.0\.0\.1|0\.0\.0\.0)(?::\d+)?", re.I)
-_PARAM = "{param}"
 
 
 @dataclass(frozen=True)
@@ -339,23 +338,6 @@ def _options_method(options: Node, default: str) -> str | None:
     return literal.upper() if literal is not None else None
 
 
-def _located(method: str, url: str) -> tuple[str, str] | None:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I):
-        local = _LOCAL_HOST.match(url)
-        if local is None:
-            return None
-        url = url[local.end() :] or "/"
-    if not url.startswith("/"):
-        return None  # relative to the page, or not a URL at all
-    return method.upper(), url
-
-
-def _join(base: str, url: str) -> str:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I) or not base:
-        return url
-    return base.rstrip("/") + "/" + url.lstrip("/") if url else base
-
-
 def _argument(call: Node, index: int) -> Node | None:
     arguments = call.child_by_field_name("arguments")
     if arguments is None:
@@ -377,100 +359,3 @@ def _property(obj: Node, key: str) -> Node | None:
 def _key(node: Node | None) -> str:
     value = string_value(node)
     return value if value is not None else text(node)
-
-
-def _constants(root: Node) -> dict[str, str]:
-    """Top-level ``const NAME = 'x'`` (also ``env.X ?? 'x'`` and ``env.X || 'x'``)."""
-    constants: dict[str, str] = {}
-    for statement in root.named_children:
-        declaration = statement
-        if statement.type == "export_statement":
-            declaration = statement.child_by_field_name("declaration") or statement
-        if declaration.type not in ("lexical_declaration", "variable_declaration"):
-            continue
-        for declarator in declaration.named_children:
-            name, value = (
-                declarator.child_by_field_name("name"),
-                declarator.child_by_field_name("value"),
-            )
-            if name is None or value is None or name.type != "identifier":
-                continue
-            if (found := _url(value, constants, {})) is not None:
-                constants[text(name)] = found
-    return constants
-
-
-def _url(
-    node: Node | None,
-    constants: Mapping[str, str],
-    params: Mapping[str, int],
-    keep_params: bool = False,
-) -> str | None:
-    """A URL expression's value: substitutions become ``{param}`` segments, or ``**`` where
-    they lead; with ``keep_params``, a function parameter becomes ``\\x00\\x01i\\x01``."""
-    if node is None:
-        return None
-    if (literal := string_value(node)) is not None:
-        return literal
-    if node.type == "parenthesized_expression" and node.named_children:
-        return _url(node.named_children[0], constants, params, keep_params)
-    if node.type in ("identifier", "shorthand_property_identifier"):
-        name = text(node)
-        if keep_params and name in params:
-            return f"\x01{params[name]}\x01\x00"
-        return constants.get(name)
-    if node.type == "binary_expression":
-        operator = text(node.child_by_field_name("operator"))
-        left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
-        if operator in ("??", "||"):
-            return string_value(right) if string_value(right) is not None else None
-        if operator == "+":
-            a = _url(left, constants, params, keep_params)
-            b = _url(right, constants, params, keep_params)
-            if a is None and b is not None:
-                a = "/" + ANY if _leading(b) else _PARAM
-            if b is None and a is not None:
-                b = _PARAM
-            return None if a is None or b is None else a + b
-        return None
-    if node.type == "template_string":
-        return _template(node, constants, params, keep_params)
-    return None
-
-
-def _param_name(node: Node | None) -> str:
-    """``{id}`` for ``${id}`` or ``${car.id}``: the name a model recognises in a message."""
-    words = re.findall(r"\w+", text(node)) if node is not None else []
-    return (
-        f"{{{words[-1]}}}"
-        if words
-        and node is not None
-        and node.type
-        in (
-            "identifier",
-            "member_expression",
-        )
-        else _PARAM
-    )
-
-
-def _leading(rest: str) -> bool:
-    return rest.startswith("/")
-
-
-def _template(
-    node: Node, constants: Mapping[str, str], params: Mapping[str, int], keep_params: bool
-) -> str:
-    parts: list[str] = []
-    for child in node.named_children:
-        if child.type == "template_substitution":
-            inner = child.named_children[0] if child.named_children else None
-            value = _url(inner, constants, params, keep_params) if inner is not None else None
-            if value is None:
-                value = "/" + ANY if not "".join(parts) else _param_name(inner)
-            parts.append(value)
-        elif child.type == "string_fragment":
-            parts.append(text(child))
-        elif child.type == "escape_sequence":
-            parts.append(text(child)[1:])
-    return "".join(parts)

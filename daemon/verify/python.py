@@ -1,9 +1,10 @@
 """Python imports resolved against the project's files, with ``ast``.
 
 The source roots, the module-or-package test and the parse cache are those of
-``daemon.checks`` (one parse per file version serves both). An absolute import whose top
-module is no part of the project is a package's (checks.py judges declared dependencies);
-an import guarded by ``except ImportError`` is optional and not followed.
+``daemon.checks.python`` (one parse per file version serves both). An absolute import whose
+top module is no part of the project is a package's (``daemon.checks.python`` judges
+declared dependencies); an import guarded by ``except ImportError`` is optional and not
+followed.
 
 What a module defines is its top-level bindings (``def``, ``class``, assignments, imports,
 which re-export, loop and ``with`` targets, the names in ``__all__``); a module with
@@ -16,7 +17,9 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterator
 
-from daemon.checks import _join, _Project, _PyImport, _PythonImports
+from daemon.checks.problem import _join
+from daemon.checks.project import _Project
+from daemon.checks.python import _PyImport, _PythonImports
 from daemon.verify.links import Link
 
 
@@ -69,7 +72,7 @@ class PythonResolver:
             base = posixpath.dirname(path)
             for _ in range(item.level - 1):
                 if not base:
-                    return []  # above the project: checks.py says so
+                    return []  # above the project: daemon.checks says so
                 base = posixpath.dirname(base)
             return [base]
         top = item.module.split(".")[0]

@@ -17,7 +17,10 @@ import posixpath
 import re
 from collections.abc import Iterator, Mapping
 
-from daemon.checks import Problem, _normal, _Project, _ScriptImports
+from daemon.checks import Problem
+from daemon.checks.problem import _normal
+from daemon.checks.project import _Project
+from daemon.checks.scripts import _ScriptImports
 from daemon.verify.links import ImportRef, Link
 from daemon.verify.python import PythonResolver
 from daemon.verify.scripts import ScriptImport, ScriptModule, is_script, parse_script

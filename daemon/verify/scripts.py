@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import tree_sitter_typescript
 from tree_sitter import Language, Node, Parser, Tree
 
-SCRIPT_SUFFIXES = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
+from daemon.checks.scripts import SCRIPT_SUFFIXES
+
 _TYPESCRIPT_SUFFIXES = (".ts", ".mts", ".cts")  # no JSX: `<T>x` is a type assertion there
 _NAMED_DECLARATIONS = frozenset(
     {

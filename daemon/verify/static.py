@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from daemon.checks import DEFAULT_MAX_FILE_BYTES, Problem, _content_problems, _Project
+from daemon.checks import DEFAULT_MAX_FILE_BYTES, Problem
+from daemon.checks.content import _content_problems
+from daemon.checks.project import _Project
+from daemon.verify.fastapi_routes import backend_routes
 from daemon.verify.http_calls import http_calls
 from daemon.verify.resolve import ProjectResolver
-from daemon.verify.routes import backend_routes, match_calls
+from daemon.verify.routes import match_calls
 
 _CROSS_KINDS = frozenset({"import", "name"})
 

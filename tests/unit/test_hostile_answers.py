@@ -13,6 +13,8 @@ import pytest
 
 from daemon import checks, prompts
 from daemon.checks import CheckLimits, check_files, check_project, run_checks
+from daemon.checks import content as file_checks
+from daemon.checks import scripts as script_checks
 from daemon.errors import RetryableLLMError
 from daemon.generation import interpret_files, recover_files
 from daemon.llm import LLMAnswer, SseAnswer
@@ -100,7 +102,7 @@ def test_many_ambient_patterns_and_aliases_are_bounded():
     ],
 )
 def test_jsonc_is_stripped_in_one_pass(text, expected):
-    assert checks._strip_jsonc(text) == expected
+    assert file_checks._strip_jsonc(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -120,7 +122,7 @@ def test_jsonc_is_stripped_in_one_pass(text, expected):
     ],
 )
 def test_script_scanner_on_unterminated_and_nested_tokens(text, expected):
-    assert [spec for _, spec in checks._script_imports(text)] == expected
+    assert [spec for _, spec in script_checks._script_imports(text)] == expected
 
 
 class Counting:
@@ -142,11 +144,12 @@ class Counting:
 
 def _work(monkeypatch: pytest.MonkeyPatch, run: Any, text: str) -> int:
     work = [0]
-    for name in ("_SCRIPT_STOP", "_CLAUSE", "_QUOTED_SPEC", "_CALL_SPEC", "_JSONC_STOP"):
-        monkeypatch.setattr(checks, name, Counting(getattr(checks, name), work))
-    monkeypatch.setattr(checks, "_JSON_STRING_STOP", Counting(checks._JSON_STRING_STOP, work))
-    stops = {k: Counting(v, work) for k, v in checks._STRING_STOPS.items()}
-    monkeypatch.setattr(checks, "_STRING_STOPS", stops)
+    for name in ("_SCRIPT_STOP", "_CLAUSE", "_QUOTED_SPEC", "_CALL_SPEC"):
+        monkeypatch.setattr(script_checks, name, Counting(getattr(script_checks, name), work))
+    for name in ("_JSONC_STOP", "_JSON_STRING_STOP"):
+        monkeypatch.setattr(file_checks, name, Counting(getattr(file_checks, name), work))
+    stops = {k: Counting(v, work) for k, v in script_checks._STRING_STOPS.items()}
+    monkeypatch.setattr(script_checks, "_STRING_STOPS", stops)
     run(text)
     monkeypatch.undo()
     return work[0]
@@ -167,7 +170,7 @@ HOSTILE_TEXTS = {
 def test_scanners_do_linear_work(monkeypatch, name):
     """Work, not time: the text the scanners' patterns walk over, for n and 2n copies."""
     text = HOSTILE_TEXTS[name]
-    for run in (lambda t: list(checks._script_imports(t)), checks._strip_jsonc):
+    for run in (lambda t: list(script_checks._script_imports(t)), file_checks._strip_jsonc):
         single, double = _work(monkeypatch, run, text), _work(monkeypatch, run, text * 2)
         assert single <= 4 * len(text) + 10
         assert double <= 2.2 * single, (single, double)

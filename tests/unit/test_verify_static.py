@@ -9,19 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.checks import _ENTRY_POINTS, Problem
+from daemon.checks import Problem
+from daemon.checks.pool import _ENTRY_POINTS
 from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer
+from daemon.verify.fastapi_routes import backend_routes
 from daemon.verify.http_calls import http_calls
 from daemon.verify.interfaces import signatures
 from daemon.verify.resolve import cross_file_problems, cross_imports
-from daemon.verify.routes import (
-    HttpCall,
-    Route,
-    backend_routes,
-    match_calls,
-    routes_from_openapi,
-)
+from daemon.verify.routes import HttpCall, Route, match_calls, routes_from_openapi
 from daemon.verify.static import static_problems
 
 CASSETTE = Path(__file__).parents[2] / "examples" / "cassettes" / "car-management-app"
