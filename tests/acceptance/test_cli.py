@@ -119,9 +119,12 @@ def test_demo_example_without_node_says_the_toolchain_tier_is_off(tmp_path):
     assert "(example answers from examples/cassettes/task-tracker, not live model output)" in log
 
 
+@pytest.mark.toolchain
 @pytest.mark.skipif(toolchain_available() is not None, reason=f"{toolchain_available()}")
 @pytest.mark.timeout(900)  # two toolchain runs: before and after the repairs
 def test_demo_example_runs_the_toolchain_tier_when_node_is_installed(tmp_path):
+    """The task-tracker example through the CLI: the toolchain tier finds what the static
+    tier cannot, the repairs fix it, and the repaired project builds and boots."""
     cache = ROOT / ".venv" / "toolchain-cache"  # warm, shared with tests/integration
     result = run_demo(
         tmp_path, "--example", "task-tracker", timeout=840, CODEGEND_VERIFY__CACHE_DIR=str(cache)

@@ -99,23 +99,6 @@ def test_the_demo_project_builds_boots_and_serves_its_routes() -> None:
     )
 
 
-@pytest.mark.timeout(900)
-def test_the_repaired_task_tracker_builds_boots_and_serves_its_routes() -> None:
-    files = demo_files(FLAWED_CASSETTE)
-    assert "TaskCrd" not in files["frontend/src/pages/TaskListPage.tsx"]  # VERIFY.01's
-
-    report = run(files, timeout_s=900.0)
-
-    assert report.skipped is None
-    assert report.problems == [], [problem.text for problem in report.problems]
-    assert report.builds
-    assert [step.name for step in report.steps if not step.ok] == []
-    assert report.openapi is not None
-    assert {"/api/health", "/api/tasks", "/api/tasks/{task_id}", "/api/auth/me"} <= set(
-        report.openapi["paths"]
-    )
-
-
 # --- one broken project, run once, read by several tests --------------------------------
 
 
