@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from daemon import checks, prompts
+from daemon.answers import interpret_files, recover_files
 from daemon.checks import CheckLimits, check_files, check_project, run_checks
 from daemon.errors import RetryableLLMError
-from daemon.generation import interpret_files, recover_files
 from daemon.llm import LLMAnswer, SseAnswer
 from daemon.models import FileRecord
 from daemon.states.base import GeneratedFile

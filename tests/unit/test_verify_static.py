@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.answers import interpret_files
 from daemon.checks import _ENTRY_POINTS, Problem
-from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer
 from daemon.verify.http_calls import http_calls
 from daemon.verify.interfaces import signatures
