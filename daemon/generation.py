@@ -1,11 +1,11 @@
 """Running one phase: prompt, call, interpret the answer, ask again until the phase is whole.
 
-Each answer is read and folded into the phase by daemon.answers: an answer cut at
-``max_tokens`` keeps every complete file and the next call asks only for the rest, naming
-the files already produced, so a phase finishes whatever its per-call budget; a broken
-answer is asked again with the precise error fed back, a bounded number of times. Every
-call waits its turn at the shared rate limiter. Once the phase's files are in, the code
-checks run over them; files that fail go back to the model once.
+Each call is made through the call policy (see daemon.callpolicy) and each answer read
+and folded into the phase by daemon.answers: an answer cut at ``max_tokens`` keeps every
+complete file and the next call asks only for the rest, naming the files already
+produced, so a phase finishes whatever its per-call budget; a broken answer is asked
+again with the precise error fed back, a bounded number of times. Once the phase's files
+are in, the code checks run over them; files that fail go back to the model once.
 """
 
 from __future__ import annotations
@@ -14,32 +14,25 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import anthropic
 
-from daemon import chaos, prompts
+from daemon import prompts
 from daemon.answers import absorb, interpret, report_continuation, take_streamed, with_file_plan
+from daemon.callpolicy import CallPolicy
 from daemon.checks import CheckLimits, Problem, run_checks
-from daemon.errors import (
-    JobBudgetExceeded,
-    ModelAccessDenied,
-    PermanentLLMError,
-    PhaseFailed,
-    RetryableLLMError,
-    RetryLater,
-)
-from daemon.llm import LLMAnswer, LLMCall, LLMProvider
+from daemon.errors import PhaseFailed
+from daemon.llm import LLMAnswer, LLMCall, LLMProvider, TextSink
 from daemon.metrics import Metrics
 from daemon.models import FileRecord, Usage
 from daemon.paths import PathIndex
-from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
-from daemon.ratelimit import RateLimiter, estimate_tokens
+from daemon.progress import BUILDING, WAITING, Point
+from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
 from daemon.states.base import FilePlanMore, PlannedFile
@@ -48,9 +41,6 @@ from daemon.streaming import FileScanner
 from daemon.verification import Repair, Verifier
 
 log = logging.getLogger(__name__)
-RETRY_BASE_S = 0.5
-RETRY_MAX_S = 30.0
-MODEL_ACCESS_RETRY_S = 300.0
 
 FIX_REQUEST = (
     "These files fail the code checks or the file plan above: send each of them again (or "
@@ -148,11 +138,10 @@ class PhaseRunner:
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
-        self._llm = llm
         self._settings = settings
-        self._slots = call_slots
-        self._limiter = limiter or RateLimiter()
-        self._access_denied: tuple[float, str] | None = None  # (until, reason)
+        self._policy = CallPolicy(
+            llm, settings.llm, call_slots, limiter or RateLimiter(), self._metrics
+        )
 
     async def run(
         self,
@@ -351,125 +340,14 @@ class PhaseRunner:
 
     async def _call(self, run: PhaseRun) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
-        hooks = run.hooks
-        hooks.progress(Point(run.calls + 1, BUILDING))
+        run.hooks.progress(Point(run.calls + 1, BUILDING))
         call = self._build_call(run)
-        scanner = FileScanner() if run.phase.produces_files else None
-        if scanner is not None:  # read afresh: phases running beside this one add files
-            run.paths = PathIndex([*hooks.job_files(), *run.produced])
-        chars = 0
-
-        def on_text(chunk: str) -> None:
-            nonlocal chars
-            chars += len(chunk)
-            hooks.progress(Point(call.call, STREAMING, chars))
-            if scanner is not None:
-                closed = [new for item in scanner.feed(chunk) if (new := take_streamed(item, run))]
-                if closed:
-                    hooks.checkpoint(closed)
-            chaos.point("mid_stream", call.job_id)
-
-        if self._access_denied is not None and time.monotonic() < self._access_denied[0]:
-            raise ModelAccessDenied(self._access_denied[1])  # no call: it would fail alike
-        hooks.progress(Point(call.call, WAITING))
-        estimate = estimate_tokens(call.messages, prompts.SYSTEM)
-        await self._limiter.acquire(estimate, call.max_tokens)
-        started, clock = time.time(), time.monotonic()
-        try:
-            async with self._slots:
-                answer = await self._llm.complete(call, on_text)
-        except ModelAccessDenied as exc:
-            self._metrics.call_failed(call.phase, clock)
-            self._limiter.settle(estimate, 0, call.max_tokens, 0)
-            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
-            self._deny_access(str(exc))
-            raise
-        except (PermanentLLMError, RetryableLLMError) as exc:
-            self._metrics.call_failed(call.phase, clock)
-            self._limiter.settle(estimate, 0, call.max_tokens, 0)
-            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
-            if isinstance(exc, PermanentLLMError):
-                raise PhaseFailed(f"{call.phase}: {exc}") from None
-            hooks.progress(Point(call.call, WAITING))
-            await self._back_off(run, call, exc)
-            return None
-        if self._access_denied is not None:
-            self._access_denied = None
-            self._metrics.readiness.clear("model_access")
-            log.info("the model API accepts the account again")
-        usage = answer.usage.model_copy(
-            update={"cost_usd": self._settings.llm.cost_usd(call.model, answer.usage)}
-        )
-        self._limiter.settle(
-            estimate,
-            usage.input_tokens + usage.cache_creation_input_tokens,
-            call.max_tokens,
-            usage.output_tokens,
-        )
-        self._limiter.observe(answer.rate_limits)
-        hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
-        self._metrics.call_answered(call.phase, clock, usage)
-        run.usage += usage
-        run.answered.add(_digest(call.model, call.max_tokens, call.messages))
-        hooks.progress(Point(call.call, ANSWERED, chars))
-        chaos.point("after_answer", call.job_id)
-        self._check_job_budget(run)
-        return replace(answer, usage=usage)
-
-    def _deny_access(self, reason: str) -> None:
-        """The API refused the account: no job's call is sent for MODEL_ACCESS_RETRY_S
-        (then one tries again); /readyz says why."""
-        if self._access_denied is None:
-            log.error(
-                "the model API refused the account (%s): jobs are put aside, not failed; "
-                "they continue after a restart with a working key, or by themselves once "
-                "the API accepts the account again (tried every %.0f s)",
-                reason,
-                MODEL_ACCESS_RETRY_S,
-            )
-        self._access_denied = (time.monotonic() + MODEL_ACCESS_RETRY_S, reason)
-        self._metrics.readiness.set(
-            "model_access", f"model API refuses the account: {reason}; jobs put aside"
-        )
-
-    def _check_job_budget(self, run: PhaseRun) -> None:
-        tokens_left = run.hooks.tokens_left
-        if tokens_left and run.usage.total_tokens > tokens_left:
-            limit = self._settings.llm.max_tokens_per_job
-            raise JobBudgetExceeded(
-                f"job used more than llm.max_tokens_per_job = {limit} tokens; stopped"
-            )
-
-    async def _back_off(self, run: PhaseRun, call: LLMCall, exc: RetryableLLMError) -> None:
-        """Wait before the next try: as long as the API asked (up to a cap), else
-        exponentially; a rate limit or overload pauses every job's calls."""
-        limits = self._settings.llm
-        run.failures += 1
-        if run.failures > limits.max_retries:
-            raise PhaseFailed(
-                f"{call.phase}: model unavailable after {limits.max_retries} retries: {exc}"
-            )
-        self._metrics.retry(exc.kind)
-        self._limiter.observe(exc.headers)
-        delay_s = exc.retry_after_s
-        if delay_s is None:
-            delay_s = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (run.failures - 1))
-            delay_s *= 1 - 0.25 * random.random()
-        if delay_s > limits.max_retry_after_s:
-            raise RetryLater(
-                f"{call.phase}: the API asked to wait {delay_s:.0f} s", delay_s=delay_s
-            )
-        log.warning(
-            "  model call failed (%s); %d files kept, retrying in %.1f s",
-            exc,
-            len(run.produced),
-            delay_s,
-            extra={"job_id": call.job_id, "phase": call.phase},
-        )
-        if exc.kind in ("rate_limit", "overloaded"):
-            self._limiter.pause(delay_s)  # the next acquire() waits, for every job
-        else:
-            await asyncio.sleep(delay_s)
+        if run.phase.produces_files:  # read afresh: phases running beside this one add files
+            run.paths = PathIndex([*run.hooks.job_files(), *run.produced])
+        answer = await self._policy.complete(run, call, _committer(run))
+        if answer is not None:
+            run.answered.add(_digest(call.model, call.max_tokens, call.messages))
+        return answer
 
 
 def _answer_model(run: PhaseRun) -> type[Any]:
@@ -487,23 +365,16 @@ def _digest(model: str, max_tokens: int, messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _record(
-    call: LLMCall,
-    stop_reason: str | None,
-    error: str | None,
-    usage: Usage,
-    started: float,
-    clock: float,
-) -> CallRecord:
-    return CallRecord(
-        job_id=call.job_id,
-        phase=call.phase,
-        call=call.call,
-        model=call.model,
-        max_tokens=call.max_tokens,
-        stop_reason=stop_reason,
-        error=error,
-        usage=usage,
-        started_at=started,
-        duration_s=time.monotonic() - clock,
-    )
+def _committer(run: PhaseRun) -> TextSink:
+    """What the phase does with each piece of an answer as it streams in: a files phase
+    commits the files that closed in it."""
+    if not run.phase.produces_files:
+        return lambda chunk: None
+    scanner = FileScanner()
+
+    def on_text(chunk: str) -> None:
+        closed = [new for item in scanner.feed(chunk) if (new := take_streamed(item, run))]
+        if closed:
+            run.hooks.checkpoint(closed)
+
+    return on_text

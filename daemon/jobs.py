@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from daemon import chaos
+from daemon.callpolicy import MODEL_ACCESS_RETRY_S
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
@@ -19,7 +20,7 @@ from daemon.errors import (
     StoreError,
     StoreFull,
 )
-from daemon.generation import MODEL_ACCESS_RETRY_S, PhaseHooks, PhaseRunner
+from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage, Verification
