@@ -8,8 +8,8 @@ used is priced and settled with the rate limiter. A passing failure waits before
 phase tries again (as long as the API asked, up to a cap, else exponentially), at most
 ``llm.max_retries`` times; a permanent one fails the phase.
 
-A phase stops after the call that takes the job over its token budget
-(``llm.max_tokens_per_job``).
+The job's token budget (``llm.max_tokens_per_job``) is enforced here too: a phase does not
+start once the job has spent it, and stops after the call that goes over it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ log = logging.getLogger(__name__)
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
 MODEL_ACCESS_RETRY_S = 300.0
+
+
+def budget_refusal(
+    max_tokens_per_job: int, tokens_left: Callable[[], int]
+) -> JobBudgetExceeded | None:
+    """Why the job may not start another phase, if it may not: none of the tokens
+    ``llm.max_tokens_per_job`` allows it are left (0: no limit)."""
+    if max_tokens_per_job and tokens_left() <= 0:
+        return JobBudgetExceeded(
+            f"job used its llm.max_tokens_per_job = {max_tokens_per_job} tokens"
+        )
+    return None
 
 
 @dataclass
