@@ -54,6 +54,8 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "/daemon/prompts.py",
             "/daemon/generation.py",
+            "/daemon/answers.py",
+            "/daemon/callpolicy.py",
             "/daemon/checks/",
             "/daemon/paths.py",
             "/daemon/states/",

@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from daemon.answers import interpret_files, interpret_plan
 from daemon.checks import CheckLimits, run_checks
-from daemon.generation import PhaseHooks, PhaseRunner, interpret_files, interpret_plan
+from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer, ReplayProvider
 from daemon.models import GenerationRequest, Usage
 from daemon.settings import load_settings

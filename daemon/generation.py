@@ -1,11 +1,11 @@
 """Running one phase: prompt, call, interpret the answer, ask again until the phase is whole.
 
-An answer cut at ``max_tokens`` keeps every complete file and the next call asks only for
-the rest, naming the files already produced; a phase therefore finishes whatever its
-per-call budget, as long as one file fits (the budget grows up to a ceiling if not).
-Broken answers (invalid JSON, schema errors, unsafe paths, paths that clash with the job's
-other files, refusals) are asked again with the precise error fed back, a bounded number
-of times.
+Each call is made through the call policy (see daemon.callpolicy) and each answer read
+and folded into the phase by daemon.answers: an answer cut at ``max_tokens`` keeps every
+complete file and the next call asks only for the rest, naming the files already
+produced, so a phase finishes whatever its per-call budget; a broken answer is asked
+again with the precise error fed back, a bounded number of times. Once the phase's files
+are in, the code checks run over them; files that fail go back to the model once.
 """
 
 from __future__ import annotations
@@ -14,234 +14,33 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 import anthropic
-from pydantic import ValidationError
-from pydantic_core import from_json
 
-from daemon import chaos, prompts
+from daemon import prompts
+from daemon.answers import absorb, interpret, report_continuation, take_streamed, with_file_plan
+from daemon.callpolicy import CallPolicy
 from daemon.checks import CheckLimits, Problem, run_checks
-from daemon.errors import (
-    JobBudgetExceeded,
-    ModelAccessDenied,
-    PermanentLLMError,
-    PhaseFailed,
-    RetryableLLMError,
-    RetryLater,
-    UnsafePath,
-)
-from daemon.llm import LLMAnswer, LLMCall, LLMProvider
+from daemon.errors import PhaseFailed
+from daemon.llm import LLMAnswer, LLMCall, LLMProvider, TextSink
 from daemon.metrics import Metrics
-from daemon.models import FileRecord, Usage, field_errors
-from daemon.paths import PathIndex, check_path
-from daemon.progress import ANSWERED, BUILDING, STREAMING, WAITING, Point
-from daemon.ratelimit import RateLimiter, estimate_tokens
+from daemon.models import FileRecord, Usage
+from daemon.paths import PathIndex
+from daemon.progress import BUILDING, WAITING, Point
+from daemon.ratelimit import RateLimiter
 from daemon.settings import Settings
-from daemon.states import FILE_PHASE_NAMES, ArchPlan, Phase
-from daemon.states.base import ArchAnswer, FilePlanMore, GeneratedFile, PhaseFiles, PlannedFile
+from daemon.states import ArchPlan, Phase
+from daemon.states.base import FilePlanMore, PlannedFile
 from daemon.store import CallRecord, JobRecord, NewFile, PhaseOutcome
 from daemon.streaming import FileScanner
 from daemon.verification import Repair, Verifier
 
 log = logging.getLogger(__name__)
-CUT_STOP_REASONS = frozenset({"max_tokens", "model_context_window_exceeded"})
-# Answers in a row that add no file and do not finish the phase, each followed by a call
-# that says so; the next one ends the phase with what it has.
-MAX_STALLS = 2
-RETRY_BASE_S = 0.5
-RETRY_MAX_S = 30.0
-MODEL_ACCESS_RETRY_S = 300.0
-MAX_PLANNED_FILES = 400  # entries of a file plan kept (as many as a manifest lists)
-
-
-@dataclass
-class Interpretation:
-    """What one answer contributed: complete files, whether the phase is done, what was wrong."""
-
-    files: list[NewFile] = field(default_factory=list)
-    plan: ArchPlan | None = None  # the architecture (ARCH's first answer)
-    planned: list[PlannedFile] = field(default_factory=list)  # entries of the file plan
-    done: bool = False
-    cut: bool = False
-    errors: list[str] = field(default_factory=list)
-
-
-def interpret_files(answer: LLMAnswer, known: PathIndex | None = None) -> Interpretation:
-    """What a files answer holds, whatever its text: the errors of a broken one say what is
-    wrong precisely enough for the model to fix it (a lone surrogate, absurd nesting)."""
-    if answer.stop_reason == "refusal":
-        return Interpretation(errors=["the answer was a refusal; produce the files as asked"])
-    errors: list[str] = []
-    if answer.stop_reason in CUT_STOP_REASONS:
-        files = _safe(recover_files(answer.text), errors, known)
-        return Interpretation(files=files, cut=True, errors=errors)
-    try:
-        # The standard parser, then the model: pydantic's own JSON parser refuses a lone
-        # surrogate with a bare "invalid JSON", where GeneratedFile names the file and place.
-        parsed = PhaseFiles.model_validate(json.loads(answer.text))
-    except ValidationError as exc:
-        return Interpretation(errors=[_validation_summary(exc)])
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        return Interpretation(errors=[f"the answer is not valid JSON: {exc.msg} ({where})"])
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        return Interpretation(errors=[f"the answer is not valid JSON: {reason}"[:300]])
-    files = _safe(parsed.files, errors, known)
-    return Interpretation(files=files, done=parsed.complete and not errors, errors=errors)
-
-
-def recover_files(text: str) -> list[GeneratedFile]:
-    """The complete files of a cut answer. Incomplete strings are dropped by the partial
-    parser, so a file object missing its path or content was the one being written. Text
-    the partial parser refuses (invalid Unicode, absurd nesting) is read by the streaming
-    scanner instead, which keeps every file object that closed and is valid."""
-    try:
-        partial = from_json(text, allow_partial=True) if text.strip() else {}
-    except (ValueError, TypeError, RecursionError):  # TypeError: text that is not Unicode
-        return _scanned(text)
-    items = partial.get("files", []) if isinstance(partial, dict) else []
-    recovered = []
-    for item in items if isinstance(items, list) else []:
-        try:
-            recovered.append(GeneratedFile.model_validate(item))
-        except ValidationError:
-            break
-    return recovered
-
-
-def _scanned(text: str) -> list[GeneratedFile]:
-    files = FileScanner().feed(text)
-    return list({file.path: file for file in files}.values())
-
-
-def _safe(
-    files: Sequence[GeneratedFile], errors: list[str], known: PathIndex | None = None
-) -> list[NewFile]:
-    """The files whose paths are safe and fit with the job's other paths (``known``)."""
-    index = known if known is not None else PathIndex()
-    safe = []
-    for item in files:
-        try:
-            safe.append(NewFile(index.admit(check_path(item.path)), item.content))
-        except UnsafePath as exc:
-            errors.append(f"{exc}; use a relative POSIX path inside the project")
-    return safe
-
-
-def interpret_plan(answer: LLMAnswer, first: bool = True) -> Interpretation:
-    """What an ARCH answer holds: the architecture (its ``first`` answer only) and entries
-    of the file plan. A cut answer keeps the architecture if it closed and every planned
-    file before the one being written; the next call asks for the rest of the plan."""
-    if answer.stop_reason == "refusal":
-        return Interpretation(errors=["the answer was a refusal; produce the plan as asked"])
-    if answer.stop_reason in CUT_STOP_REASONS:
-        return _cut_plan(answer.text, first)
-    model: type[ArchAnswer | FilePlanMore] = ArchAnswer if first else FilePlanMore
-    try:
-        parsed = model.model_validate_json(answer.text)
-    except ValidationError as exc:
-        return Interpretation(errors=[_validation_summary(exc)])
-    errors: list[str] = []
-    planned = _planned_entries(parsed.files, errors)
-    plan = _architecture(parsed.model_dump()) if isinstance(parsed, ArchAnswer) else None
-    return Interpretation(
-        plan=plan, planned=planned, done=parsed.complete and not errors, errors=errors
-    )
-
-
-def _cut_plan(text: str, first: bool) -> Interpretation:
-    try:
-        partial = from_json(text, allow_partial=True) if text.strip() else {}
-    except (ValueError, TypeError, RecursionError):
-        return Interpretation(cut=True)
-    if not isinstance(partial, dict):
-        return Interpretation(cut=True)
-    plan = None
-    # The file list follows the architecture: once it began, the architecture had closed.
-    if first and ("files" not in partial or (plan := _architecture(partial)) is None):
-        return Interpretation(cut=True)
-    items = partial.get("files")
-    # The last entry may have been cut inside its final list and still look whole.
-    entries = items[:-1] if isinstance(items, list) else []
-    valid = []
-    for item in entries:
-        try:
-            valid.append(PlannedFile.model_validate(item))
-        except ValidationError:
-            break
-    return Interpretation(plan=plan, planned=_planned_entries(valid, []), cut=True)
-
-
-def _architecture(fields: dict[str, Any]) -> ArchPlan | None:
-    try:
-        return ArchPlan.model_validate(
-            {k: v for k, v in fields.items() if k not in ("files", "complete")}
-        )
-    except ValidationError:
-        return None
-
-
-def _planned_entries(entries: Sequence[PlannedFile], errors: list[str]) -> list[PlannedFile]:
-    """The entries of a file plan that name a file phase and a safe path."""
-    kept = []
-    for entry in entries:
-        if entry.phase not in FILE_PHASE_NAMES:
-            errors.append(
-                f"planned file {entry.path!r} names phase {entry.phase!r}; the phases that "
-                f"write files are {', '.join(FILE_PHASE_NAMES)}"
-            )
-            continue
-        try:
-            kept.append(entry.model_copy(update={"path": check_path(entry.path)}))
-        except UnsafePath as exc:
-            errors.append(f"planned file: {exc}; use a relative POSIX path inside the project")
-    return kept
-
-
-def _validation_summary(exc: ValidationError) -> str:
-    return "the answer is not valid JSON for the schema: " + "; ".join(
-        field_errors(exc, "answer", limit=5)
-    )
-
-
-def _report_continuation(run: PhaseRun, result: Interpretation) -> None:
-    extra = {"job_id": run.job.job_id, "phase": run.phase.state}
-    files = run.phase.produces_files
-    kept = len(result.files) if files else len(result.planned)
-    what = "complete files" if files else "planned files"
-    if result.errors:
-        log.warning("  answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
-    elif result.cut:
-        log.info(
-            "  answer cut at max_tokens: kept %d %s, asking for the rest (max_tokens %d)",
-            kept,
-            what,
-            run.budget,
-            extra=extra,
-        )
-    elif run.stalls:
-        log.warning(
-            "  the answer added no new file without finishing the phase (%d in a row); "
-            "asking for the missing files or complete: true",
-            run.stalls,
-            extra=extra,
-        )
-    else:
-        so_far = len(run.produced) if files else len(run.planned)
-        log.info(
-            "  %d %s so far; asking for the rest",
-            so_far,
-            "files" if files else "planned files",
-            extra=extra,
-        )
-
 
 FIX_REQUEST = (
     "These files fail the code checks or the file plan above: send each of them again (or "
@@ -339,11 +138,10 @@ class PhaseRunner:
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
-        self._llm = llm
         self._settings = settings
-        self._slots = call_slots
-        self._limiter = limiter or RateLimiter()
-        self._access_denied: tuple[float, str] | None = None  # (until, reason)
+        self._policy = CallPolicy(
+            llm, settings.llm, call_slots, limiter or RateLimiter(), self._metrics
+        )
 
     async def run(
         self,
@@ -370,7 +168,7 @@ class PhaseRunner:
             phase=phase.state,
             step=phase.step,
             files=list(run.produced.values()),
-            plan=_with_file_plan(run),
+            plan=with_file_plan(run),
             usage=run.usage,
             duration_s=time.monotonic() - started,
             warnings=warnings,
@@ -411,16 +209,10 @@ class PhaseRunner:
             answer = await self._call(run)
             if answer is None:
                 continue
-            if run.phase.produces_files:
-                result = interpret_files(answer, run.paths)
-                added = [f.path for f in result.files if before.get(f.path) != f or f.path in redo]
-            else:
-                result = interpret_plan(answer, first=run.plan is None)
-                added = [e.path for e in result.planned if run.planned.get(e.path) != e]
-                added += ["(architecture)"] if run.plan is None and result.plan else []
-            if self._absorb(run, result, added):
+            result, added = interpret(run, answer, before, redo)
+            if absorb(run, result, added, self._settings.llm):
                 return
-            _report_continuation(run, result)
+            report_continuation(run, result)
             self._metrics.retry("repair" if result.errors else "continuation")
 
     async def _checked(self, run: PhaseRun) -> list[str]:
@@ -475,79 +267,6 @@ class PhaseRunner:
     def _check_limits(self) -> CheckLimits:
         jobs = self._settings.jobs
         return CheckLimits(jobs.check_timeout_s, jobs.check_max_file_bytes)
-
-    def _absorb(self, run: PhaseRun, result: Interpretation, added: Sequence[str]) -> bool:
-        """Fold one answer into the phase; True when the phase is finished. ``added``: the
-        paths of the answer's files that the phase did not have as they are."""
-        limits, phase = self._settings.llm, run.phase
-        for new in result.files:
-            run.produced[new.path] = new
-            run.redo.discard(new.path)
-        run.plan = result.plan or run.plan
-        for entry in result.planned:
-            run.planned[entry.path] = entry
-        if (result.plan or result.planned) and (plan := _with_file_plan(run)) is not None:
-            run.hooks.checkpoint_plan(plan)
-        repeated_errors = (
-            bool(result.errors) and result.errors == run.feedback[: len(result.errors)]
-        )
-        run.feedback = list(result.errors)
-        if result.errors:
-            run.repairs += 1
-            if run.repairs > limits.max_repairs:
-                raise PhaseFailed(
-                    f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
-                    + "; ".join(result.errors)
-                )
-            if repeated_errors:  # never the same request twice: say it is the same problem
-                run.feedback.append(
-                    f"This is the same problem as in your answer before (repair {run.repairs} "
-                    f"of {limits.max_repairs}): fix it this time."
-                )
-        if result.done:
-            return True
-        if result.cut and not (result.files or result.planned or result.plan):
-            if run.budget >= limits.max_tokens_ceiling:
-                raise PhaseFailed(
-                    f"{phase.state}: one answer does not fit in max_tokens={run.budget} "
-                    f"(llm.max_tokens_ceiling)"
-                )
-            run.budget = min(run.budget * 2, limits.max_tokens_ceiling)
-            return False
-        if added or result.errors:
-            run.stalls = 0
-            return False
-        return self._stalled(run, [f.path for f in result.files] + [e.path for e in result.planned])
-
-    def _stalled(self, run: PhaseRun, repeated: Sequence[str]) -> bool:
-        """An answer that added no file and did not finish the phase (it repeated files,
-        or listed none). Asking the same again would get the same answer: the next call
-        names what happened and asks for the missing files or for ``complete: true``;
-        after MAX_STALLS such answers in a row the phase ends with the files it has."""
-        run.stalls += 1
-        phase = run.phase.state
-        if run.stalls > MAX_STALLS:
-            note = (
-                f"{phase}: the model answered 'not complete' {run.stalls} times in a row "
-                f"without a new file; the phase ends with the {len(run.produced)} files it has"
-            )
-            log.warning("  %s", note, extra={"job_id": run.job.job_id, "phase": phase})
-            run.notes.append(note)
-            return True
-        files = "files" if run.phase.produces_files else "planned files"
-        what = (
-            f"it repeated {files} this phase already has (" + ", ".join(repeated[:20]) + ")"
-            if repeated
-            else "its file list was empty"
-        )
-        listed = "already produced" if run.phase.produces_files else "already planned"
-        run.feedback = [
-            ("Again, your" if run.stalls > 1 else "Your")
-            + f" previous answer added no new file and said complete is false: {what}. Send "
-            f"only {files} this phase still needs and that are not listed as {listed}. "
-            'If the phase needs no more files, answer {"files": [], "complete": true}.'
-        ]
-        return False
 
     def _build_call(self, run: PhaseRun) -> LLMCall:
         job, phase = run.job, run.phase
@@ -621,125 +340,14 @@ class PhaseRunner:
 
     async def _call(self, run: PhaseRun) -> LLMAnswer | None:
         """One call; None when it failed for a passing reason (after waiting to retry)."""
-        hooks = run.hooks
-        hooks.progress(Point(run.calls + 1, BUILDING))
+        run.hooks.progress(Point(run.calls + 1, BUILDING))
         call = self._build_call(run)
-        scanner = FileScanner() if run.phase.produces_files else None
-        if scanner is not None:  # read afresh: phases running beside this one add files
-            run.paths = PathIndex([*hooks.job_files(), *run.produced])
-        chars = 0
-
-        def on_text(chunk: str) -> None:
-            nonlocal chars
-            chars += len(chunk)
-            hooks.progress(Point(call.call, STREAMING, chars))
-            if scanner is not None:
-                closed = [new for item in scanner.feed(chunk) if (new := _take_streamed(item, run))]
-                if closed:
-                    hooks.checkpoint(closed)
-            chaos.point("mid_stream", call.job_id)
-
-        if self._access_denied is not None and time.monotonic() < self._access_denied[0]:
-            raise ModelAccessDenied(self._access_denied[1])  # no call: it would fail alike
-        hooks.progress(Point(call.call, WAITING))
-        estimate = estimate_tokens(call.messages, prompts.SYSTEM)
-        await self._limiter.acquire(estimate, call.max_tokens)
-        started, clock = time.time(), time.monotonic()
-        try:
-            async with self._slots:
-                answer = await self._llm.complete(call, on_text)
-        except ModelAccessDenied as exc:
-            self._metrics.call_failed(call.phase, clock)
-            self._limiter.settle(estimate, 0, call.max_tokens, 0)
-            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
-            self._deny_access(str(exc))
-            raise
-        except (PermanentLLMError, RetryableLLMError) as exc:
-            self._metrics.call_failed(call.phase, clock)
-            self._limiter.settle(estimate, 0, call.max_tokens, 0)
-            hooks.record_call(_record(call, None, str(exc), Usage(), started, clock))
-            if isinstance(exc, PermanentLLMError):
-                raise PhaseFailed(f"{call.phase}: {exc}") from None
-            hooks.progress(Point(call.call, WAITING))
-            await self._back_off(run, call, exc)
-            return None
-        if self._access_denied is not None:
-            self._access_denied = None
-            self._metrics.readiness.clear("model_access")
-            log.info("the model API accepts the account again")
-        usage = answer.usage.model_copy(
-            update={"cost_usd": self._settings.llm.cost_usd(call.model, answer.usage)}
-        )
-        self._limiter.settle(
-            estimate,
-            usage.input_tokens + usage.cache_creation_input_tokens,
-            call.max_tokens,
-            usage.output_tokens,
-        )
-        self._limiter.observe(answer.rate_limits)
-        hooks.record_call(_record(call, answer.stop_reason, None, usage, started, clock))
-        self._metrics.call_answered(call.phase, clock, usage)
-        run.usage += usage
-        run.answered.add(_digest(call.model, call.max_tokens, call.messages))
-        hooks.progress(Point(call.call, ANSWERED, chars))
-        chaos.point("after_answer", call.job_id)
-        self._check_job_budget(run)
-        return replace(answer, usage=usage)
-
-    def _deny_access(self, reason: str) -> None:
-        """The API refused the account: no job's call is sent for MODEL_ACCESS_RETRY_S
-        (then one tries again); /readyz says why."""
-        if self._access_denied is None:
-            log.error(
-                "the model API refused the account (%s): jobs are put aside, not failed; "
-                "they continue after a restart with a working key, or by themselves once "
-                "the API accepts the account again (tried every %.0f s)",
-                reason,
-                MODEL_ACCESS_RETRY_S,
-            )
-        self._access_denied = (time.monotonic() + MODEL_ACCESS_RETRY_S, reason)
-        self._metrics.readiness.set(
-            "model_access", f"model API refuses the account: {reason}; jobs put aside"
-        )
-
-    def _check_job_budget(self, run: PhaseRun) -> None:
-        tokens_left = run.hooks.tokens_left
-        if tokens_left and run.usage.total_tokens > tokens_left:
-            limit = self._settings.llm.max_tokens_per_job
-            raise JobBudgetExceeded(
-                f"job used more than llm.max_tokens_per_job = {limit} tokens; stopped"
-            )
-
-    async def _back_off(self, run: PhaseRun, call: LLMCall, exc: RetryableLLMError) -> None:
-        """Wait before the next try: as long as the API asked (up to a cap), else
-        exponentially; a rate limit or overload pauses every job's calls."""
-        limits = self._settings.llm
-        run.failures += 1
-        if run.failures > limits.max_retries:
-            raise PhaseFailed(
-                f"{call.phase}: model unavailable after {limits.max_retries} retries: {exc}"
-            )
-        self._metrics.retry(exc.kind)
-        self._limiter.observe(exc.headers)
-        delay_s = exc.retry_after_s
-        if delay_s is None:
-            delay_s = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (run.failures - 1))
-            delay_s *= 1 - 0.25 * random.random()
-        if delay_s > limits.max_retry_after_s:
-            raise RetryLater(
-                f"{call.phase}: the API asked to wait {delay_s:.0f} s", delay_s=delay_s
-            )
-        log.warning(
-            "  model call failed (%s); %d files kept, retrying in %.1f s",
-            exc,
-            len(run.produced),
-            delay_s,
-            extra={"job_id": call.job_id, "phase": call.phase},
-        )
-        if exc.kind in ("rate_limit", "overloaded"):
-            self._limiter.pause(delay_s)  # the next acquire() waits, for every job
-        else:
-            await asyncio.sleep(delay_s)
+        if run.phase.produces_files:  # read afresh: phases running beside this one add files
+            run.paths = PathIndex([*run.hooks.job_files(), *run.produced])
+        answer = await self._policy.complete(run, call, _committer(run))
+        if answer is not None:
+            run.answered.add(_digest(call.model, call.max_tokens, call.messages))
+        return answer
 
 
 def _answer_model(run: PhaseRun) -> type[Any]:
@@ -750,12 +358,6 @@ def _answer_model(run: PhaseRun) -> type[Any]:
     return run.phase.output_model
 
 
-def _with_file_plan(run: PhaseRun) -> ArchPlan | None:
-    if run.plan is None:
-        return None
-    return run.plan.model_copy(update={"files": list(run.planned.values())[:MAX_PLANNED_FILES]})
-
-
 def _digest(model: str, max_tokens: int, messages: list[dict[str, Any]]) -> str:
     """What makes two requests of one phase the same (the system prompt and the schema
     are the phase's own and never change)."""
@@ -763,38 +365,16 @@ def _digest(model: str, max_tokens: int, messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _record(
-    call: LLMCall,
-    stop_reason: str | None,
-    error: str | None,
-    usage: Usage,
-    started: float,
-    clock: float,
-) -> CallRecord:
-    return CallRecord(
-        job_id=call.job_id,
-        phase=call.phase,
-        call=call.call,
-        model=call.model,
-        max_tokens=call.max_tokens,
-        stop_reason=stop_reason,
-        error=error,
-        usage=usage,
-        started_at=started,
-        duration_s=time.monotonic() - clock,
-    )
+def _committer(run: PhaseRun) -> TextSink:
+    """What the phase does with each piece of an answer as it streams in: a files phase
+    commits the files that closed in it."""
+    if not run.phase.produces_files:
+        return lambda chunk: None
+    scanner = FileScanner()
 
+    def on_text(chunk: str) -> None:
+        closed = [new for item in scanner.feed(chunk) if (new := take_streamed(item, run))]
+        if closed:
+            run.hooks.checkpoint(closed)
 
-def _take_streamed(item: GeneratedFile, run: PhaseRun) -> NewFile | None:
-    """A file that closed mid-stream: keep it, and return it if it is to be committed
-    (unsafe or conflicting paths wait for the whole answer, whose interpretation reports
-    them)."""
-    try:
-        new = NewFile(run.paths.admit(check_path(item.path)), item.content)
-    except UnsafePath:
-        return None
-    run.redo.discard(new.path)
-    if run.produced.get(new.path) == new:
-        return None
-    run.produced[new.path] = new
-    return new
+    return on_text

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from daemon import chaos
+from daemon.callpolicy import MODEL_ACCESS_RETRY_S, budget_refusal
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
@@ -19,7 +20,7 @@ from daemon.errors import (
     StoreError,
     StoreFull,
 )
-from daemon.generation import MODEL_ACCESS_RETRY_S, PhaseHooks, PhaseRunner
+from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
 from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage, Verification
@@ -414,11 +415,7 @@ class JobRunner:
                 f"phase, each time {where} with no file committed in between "
                 "(jobs.max_phase_crashes); not trying again"
             )
-        if self._max_tokens_per_job and self._tokens_left(job) <= 0:
-            return JobBudgetExceeded(
-                f"job used its llm.max_tokens_per_job = {self._max_tokens_per_job} tokens"
-            )
-        return None
+        return budget_refusal(self._max_tokens_per_job, lambda: self._tokens_left(job))
 
     def _tokens_left(self, job: JobRecord) -> int:
         return self._max_tokens_per_job - self._store.job_usage(job.job_id).total_tokens

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from daemon.generation import interpret_files, interpret_plan  # noqa: E402
+from daemon.answers import interpret_files, interpret_plan  # noqa: E402
 from daemon.llm import LLMAnswer, cassette_entry_name  # noqa: E402
 from daemon.prompts import exports_of  # noqa: E402
 from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE  # noqa: E402

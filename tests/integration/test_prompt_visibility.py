@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daemon.answers import interpret_files
 from daemon.client import Client
-from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer, cassette_entry_name
 from daemon.models import GenerationRequest
 from daemon.outputs import output_folder

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.generation import recover_files
+from daemon.answers import recover_files
 from daemon.verify.toolchain import ToolchainReport, run_toolchain, toolchain_available
 
 ROOT = Path(__file__).parents[2]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.answers import recover_files
 from daemon.checks import Problem, check_files, check_project
-from daemon.generation import recover_files
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "cassettes" / "car-management-app"
 VITE_PACKAGE = json.dumps(

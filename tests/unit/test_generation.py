@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from daemon.answers import interpret_files, recover_files
 from daemon.errors import PermanentLLMError, PhaseFailed
-from daemon.generation import PhaseRunner, interpret_files, recover_files
+from daemon.generation import PhaseRunner
 from daemon.llm import LLMAnswer, LLMCall
 from daemon.models import GenerationRequest, Usage
 from daemon.settings import load_settings

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from daemon import checks, prompts
+from daemon.answers import interpret_files, recover_files
 from daemon.checks import CheckLimits, check_files, check_project, run_checks
 from daemon.checks import content as file_checks
 from daemon.checks import scripts as script_checks
 from daemon.errors import RetryableLLMError
-from daemon.generation import interpret_files, recover_files
 from daemon.llm import LLMAnswer, SseAnswer
 from daemon.models import FileRecord
 from daemon.states.base import GeneratedFile

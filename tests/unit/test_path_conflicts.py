@@ -5,7 +5,8 @@ interface; no network here)."""
 import asyncio
 import json
 
-from daemon.generation import PhaseHooks, PhaseRunner, interpret_files
+from daemon.answers import interpret_files
+from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer
 from daemon.models import GenerationRequest, Usage
 from daemon.paths import PathIndex

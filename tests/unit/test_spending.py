@@ -3,7 +3,8 @@ model that can be called has a price."""
 
 import pytest
 
-from daemon.errors import ConfigError
+from daemon.callpolicy import budget_refusal
+from daemon.errors import ConfigError, JobBudgetExceeded
 from daemon.settings import DEFAULT_PRICES, load_settings
 
 PRICE = {"input": 1.0, "output": 2.0, "cache_read": 0.1, "cache_write": 1.0}
@@ -58,3 +59,15 @@ def _usage(**tokens):
     from daemon.models import Usage
 
     return Usage(**tokens)
+
+
+def test_a_job_with_no_tokens_left_may_not_start_a_phase():
+    def never() -> int:
+        raise AssertionError("without a limit the tokens left are not looked up")
+
+    assert budget_refusal(0, never) is None
+    assert budget_refusal(1000, lambda: 1) is None
+    refusal = budget_refusal(1000, lambda: 0)
+    assert isinstance(refusal, JobBudgetExceeded)
+    assert str(refusal) == "job used its llm.max_tokens_per_job = 1000 tokens"
+    assert isinstance(budget_refusal(1000, lambda: -5), JobBudgetExceeded)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.answers import interpret_files
 from daemon.checks import Problem
 from daemon.checks.pool import _ENTRY_POINTS
-from daemon.generation import interpret_files
 from daemon.llm import LLMAnswer
 from daemon.verify.fastapi_routes import backend_routes
 from daemon.verify.http_calls import http_calls
