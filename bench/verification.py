@@ -23,10 +23,10 @@ from daemon.checks import CheckLimits, run_checks
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer, ReplayProvider
 from daemon.models import GenerationRequest, Usage
+from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES, JobState
 from daemon.states.base import ArchPlan
-from daemon.store import JobRecord
 from daemon.verify import toolchain
 from daemon.verify.static import static_problems
 

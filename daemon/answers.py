@@ -26,10 +26,10 @@ from daemon.errors import PhaseFailed, UnsafePath
 from daemon.llm import LLMAnswer
 from daemon.models import field_errors
 from daemon.paths import PathIndex, check_path
+from daemon.records import NewFile
 from daemon.settings import LLMSettings
 from daemon.states import FILE_PHASE_NAMES, ArchPlan
 from daemon.states.base import ArchAnswer, FilePlanMore, GeneratedFile, PhaseFiles, PlannedFile
-from daemon.store import NewFile
 from daemon.streaming import FileScanner
 
 if TYPE_CHECKING:

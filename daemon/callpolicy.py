@@ -36,8 +36,8 @@ from daemon.metrics import Metrics
 from daemon.models import Usage
 from daemon.progress import ANSWERED, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
+from daemon.records import CallRecord
 from daemon.settings import LLMSettings
-from daemon.store import CallRecord
 
 if TYPE_CHECKING:
     from daemon.generation import PhaseRun

@@ -33,10 +33,10 @@ from daemon.models import FileRecord, Usage
 from daemon.paths import PathIndex
 from daemon.progress import BUILDING, WAITING, Point
 from daemon.ratelimit import RateLimiter
+from daemon.records import CallRecord, JobRecord, NewFile, PhaseOutcome
 from daemon.settings import Settings
 from daemon.states import ArchPlan, Phase
 from daemon.states.base import FilePlanMore, PlannedFile
-from daemon.store import CallRecord, JobRecord, NewFile, PhaseOutcome
 from daemon.streaming import FileScanner
 from daemon.verification import Repair, Verifier
 

@@ -26,8 +26,9 @@ from daemon.metrics import Metrics, Readiness
 from daemon.models import FileRecord, Usage, Verification
 from daemon.outputs import OutputWriter
 from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
+from daemon.records import JobRecord, PhaseOutcome
 from daemon.states import PHASE_BY_STATE, JobState, Phase, PhaseStatus, needs_closure
-from daemon.store import Death, JobRecord, PhaseOutcome, Store
+from daemon.store import Death, Store
 
 log = logging.getLogger(__name__)
 SCHEDULER_POLL_S = 1.0

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 from daemon.checks import CheckLimits, Problem, run_checks
 from daemon.errors import PhaseFailed
 from daemon.models import FileRecord, Usage, Verification
+from daemon.records import JobRecord, NewFile, PhaseOutcome
 from daemon.settings import VerifySettings
 from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE, Phase
-from daemon.store import JobRecord, NewFile, PhaseOutcome
 
 if TYPE_CHECKING:
     from daemon.generation import PhaseHooks, PhaseRunner

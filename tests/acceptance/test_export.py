@@ -10,8 +10,9 @@ import subprocess
 import pytest
 
 from daemon.models import GenerationRequest
+from daemon.records import NewFile
 from daemon.states import PHASE_NAMES
-from daemon.store import NewFile, Store
+from daemon.store import Store
 from tests.proc import CODEGEND, ROOT
 
 FILES = {

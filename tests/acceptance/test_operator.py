@@ -104,8 +104,8 @@ def test_status_shows_markup_in_model_strings_literally(env, tmp_path):
 
 def _store_failed_job(path, job_id: str, error: str) -> None:
     from daemon.models import GenerationRequest
+    from daemon.records import PhaseOutcome
     from daemon.states import JobState
-    from daemon.store import PhaseOutcome
 
     store = Store(path)
     try:

@@ -14,8 +14,9 @@ from daemon.kafka import make_producer
 from daemon.metrics import Metrics
 from daemon.models import Event, GenerationRequest
 from daemon.outbox import OutboxRelay
+from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState
-from daemon.store import NewFile, PhaseOutcome, Store
+from daemon.store import Store
 from tests.integration.conftest import raw_events, running
 
 

@@ -10,9 +10,9 @@ from daemon.errors import PermanentLLMError, PhaseFailed
 from daemon.generation import PhaseRunner
 from daemon.llm import LLMAnswer, LLMCall
 from daemon.models import GenerationRequest, Usage
+from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, JobState
-from daemon.store import JobRecord
 
 FILES = [{"path": f"backend/app/m{i}.py", "content": f"X{i} = {i}\n" * 5} for i in range(4)]
 

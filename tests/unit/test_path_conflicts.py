@@ -10,9 +10,9 @@ from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer
 from daemon.models import GenerationRequest, Usage
 from daemon.paths import PathIndex
+from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, JobState
-from daemon.store import JobRecord
 
 EARLIER = {"frontend/src/App.tsx": "export default 1\n", "backend/app/db": "x\n"}
 

@@ -12,6 +12,7 @@ import pytest
 
 from daemon.errors import ConfigError, JobNotFound
 from daemon.models import GenerationRequest
+from daemon.records import NewFile, PhaseOutcome
 from daemon.retention import (
     EVENTS_PER_TRANSACTION,
     JOBS_PER_TRANSACTION,
@@ -20,7 +21,7 @@ from daemon.retention import (
     prune,
 )
 from daemon.states import JobState
-from daemon.store import NewFile, PhaseOutcome, Pruned, Store
+from daemon.store import Pruned, Store
 
 DAY_S = 86_400.0
 
@@ -131,7 +132,7 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
 
 def _call(job_id: str):
     from daemon.models import Usage
-    from daemon.store import CallRecord
+    from daemon.records import CallRecord
 
     return CallRecord(job_id, "ARCH", 1, "m", 100, "end_turn", None, Usage(), time.time(), 1.0)
 

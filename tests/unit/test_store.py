@@ -5,8 +5,9 @@ import pytest
 from daemon.errors import IllegalMove, StoreError
 from daemon.models import Event, GenerationRequest, Usage
 from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
+from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState
-from daemon.store import SCHEMA_VERSION, NewFile, PhaseOutcome, Store
+from daemon.store import SCHEMA_VERSION, Store
 
 REQUEST = GenerationRequest.model_validate(
     {"request_id": "r1", "project_name": "p", "mockup": {"kind": "text", "description": "d"}}

@@ -6,10 +6,10 @@ import json
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer
 from daemon.models import GenerationRequest, Usage
+from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, JobState
 from daemon.states.base import ArchPlan, PlannedFile
-from daemon.store import JobRecord
 from tests.unit.test_generation import Scripted
 
 PAGE = "frontend/src/pages/Home.tsx"

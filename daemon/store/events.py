@@ -1,0 +1,87 @@
+"""The outbox: every event is written in the transaction of the change it announces, with
+the job's next ``seq``; the relay publishes the rows and marks them published."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.models import Event, utc_now
+from daemon.store.base import StoreBase, _marks
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    job_id: str
+    type: str
+    payload: bytes
+
+
+class Events(StoreBase):
+    """Appending events to the outbox and reading them back for the relay."""
+
+    def _emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
+        """Append an event to the outbox; call inside a transaction."""
+        row = self.db.conn.execute(
+            "INSERT INTO sequences (job_id, last_seq) VALUES (?, 1) "
+            "ON CONFLICT(job_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+            (job_id,),
+        ).fetchone()
+        event = Event(
+            event_id=uuid.uuid4().hex,
+            type=type_,
+            job_id=job_id,
+            request_id=request_id,  # type: ignore[arg-type]
+            seq=row[0],
+            ts=utc_now(),
+            **fields,
+        )
+        self.db.conn.execute(
+            "INSERT INTO outbox (event_id, job_id, seq, type, payload, created_at) VALUES (?,?,?,?,?,?)",
+            (event.event_id, job_id, event.seq, type_, event.to_json(), time.time()),
+        )
+        return event
+
+    def emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
+        with self.transaction():
+            return self._emit(job_id, request_id, type_, **fields)
+
+    def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
+        """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
+        wait behind one the broker refused)."""
+        skipped = list(skip_jobs)
+        rows = self.db.conn.execute(
+            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL "
+            f"AND job_id NOT IN ({_marks(skipped)}) ORDER BY id LIMIT ?",
+            (*skipped, limit),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def unpublished_events(self, type_: str) -> Iterator[Event]:
+        """The committed events of one type that are not published yet, oldest first."""
+        cursor = self.db.conn.execute(
+            "SELECT payload FROM outbox WHERE published_at IS NULL AND type = ? ORDER BY id",
+            (type_,),
+        )
+        for (payload,) in cursor.fetchall():
+            yield Event.model_validate_json(payload)
+
+    def mark_published(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        with self.transaction():
+            self.db.conn.executemany(
+                "UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
+            )
+
+    def replace_payload(self, row_id: int, payload: bytes) -> None:
+        with self.transaction():
+            self.db.conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (payload, row_id))
+
+    def outbox_backlog(self) -> int:
+        return self.db.conn.execute(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        ).fetchone()[0]

@@ -1,0 +1,158 @@
+"""The store's schema: one migration per version, in version order, each run in a
+transaction of its own. A store file records its version in ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from daemon.errors import StoreError
+from daemon.models import Usage
+
+USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
+TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(
+        {
+            "job_id": str,
+            "request_id": str,
+            "project_name": str,
+            "request": str,
+            "source": str,
+            "state": str,
+            "planned": str,
+            "plan": str,
+            "cancel_requested": int,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="job_id",
+    )
+    db["phases"].create(
+        {
+            "job_id": str,
+            "phase": str,
+            "status": str,
+            "attempts": int,
+            **{name: int for name in TOKEN_COLUMNS},
+            "started_at": float,
+            "finished_at": float,
+            "duration_s": float,
+            "error": str,
+            "warnings": str,
+        },
+        pk=("job_id", "phase"),
+        not_null={"attempts", *TOKEN_COLUMNS},
+        defaults={"attempts": 0, **{name: 0 for name in TOKEN_COLUMNS}},
+        foreign_keys=[("job_id", "jobs", "job_id")],
+    )
+    db["files"].create(
+        {"job_id": str, "path": str, "phase": str, "content": str, "sha256": str, "size": int},
+        pk=("job_id", "path"),
+        foreign_keys=[("job_id", "jobs", "job_id")],
+    )
+    db["sequences"].create({"job_id": str, "last_seq": int}, pk="job_id")
+    db["outbox"].create(
+        {
+            "id": int,
+            "event_id": str,
+            "job_id": str,
+            "seq": int,
+            "type": str,
+            "payload": bytes,
+            "created_at": float,
+            "published_at": float,
+        },
+        pk="id",
+    )
+    db["outbox"].create_index(["published_at", "id"])
+    db["outbox"].create_index(["job_id", "seq"], unique=True)
+    db["jobs"].create_index(["state", "created_at"])
+
+
+def _add_interruptions(db: sqlite_utils.Database) -> None:
+    # How often a phase was left running by a process that died in it.
+    db["phases"].add_column("interruptions", int, not_null_default=0)
+
+
+def _add_file_times(db: sqlite_utils.Database) -> None:
+    # When a file was first committed (a re-run of its phase keeps the first time).
+    db["files"].add_column("committed_at", float)
+
+
+def _add_calls_and_costs(db: sqlite_utils.Database) -> None:
+    db["phases"].add_column("cost_usd", float, not_null_default=0.0)
+    # A job waiting out a long retry-after is not picked up before this time.
+    db["jobs"].add_column("not_before", float)
+    db["calls"].create(
+        {
+            "id": int,
+            "job_id": str,
+            "phase": str,
+            "call": int,
+            "model": str,
+            "max_tokens": int,
+            "stop_reason": str,
+            "error": str,
+            **{name: int for name in TOKEN_COLUMNS if name != "calls"},
+            "cost_usd": float,
+            "started_at": float,
+            "duration_s": float,
+        },
+        pk="id",
+    )
+    db["calls"].create_index(["job_id", "phase"])
+
+
+def _add_sync_points(db: sqlite_utils.Database) -> None:
+    # One row: when the store was last synced and the outbox rows that covered.
+    db["sync_points"].create({"id": int, "at": float, "outbox_id": int}, pk="id")
+
+
+def _add_death_points(db: sqlite_utils.Database) -> None:
+    phases = db["phases"]
+    # Where the phase was when a process last died in it, how many files it had then,
+    # and how many deaths in a row came at that same point (see daemon.progress).
+    for name in ("death_call", "death_stage", "death_chars", "death_files"):
+        phases.add_column(name, int)
+    phases.add_column("deaths_in_a_row", int, not_null_default=0)
+    # Why a job is put aside until the next start or its not_before (model access).
+    db["jobs"].add_column("held", str)
+    # The ids of pruned jobs: a request redelivered after its job was pruned is still a
+    # duplicate, never a second job.
+    db["pruned_jobs"].create({"job_id": str, "pruned_at": float}, pk="job_id")
+
+
+def _add_verification(db: sqlite_utils.Database) -> None:
+    # VERIFY's summary (models.Verification as JSON), repeated in job.completed.
+    db["jobs"].add_column("verification", str)
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _create_v1,
+    _add_interruptions,
+    _add_file_times,
+    _add_calls_and_costs,
+    _add_sync_points,
+    _add_death_points,
+    _add_verification,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION, one version per transaction."""
+    version = db.conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}, newer than this codegend "
+            f"({SCHEMA_VERSION}); upgrade codegend"
+        )
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with db.atomic():
+            MIGRATIONS[target - 1](db)
+            db.conn.execute(f"PRAGMA user_version = {target}")
