@@ -28,6 +28,7 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
+from daemon.errors import BrokerError
 from daemon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ CHILD_ENV_PREFIXES = ("LC_",)
 BIND_FAILURE_MARKERS = ("AddrInUse", "Address in use")
 # Room above the largest message for the record batch's own bytes (headers, key, framing).
 TOPIC_HEADROOM_BYTES = 64 * 1024
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be started, or was used before it was started."""
 
 
 class _BindFailed(Exception):

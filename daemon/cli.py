@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from daemon import __version__
-from daemon.errors import CodegendError
+from daemon.errors import CodegendError, UsageError
 from daemon.logs import LogFormat, setup_logging
 from daemon.models import IMAGE_MEDIA_TYPES, Event, GenerationRequest, ImageMockup, field_errors
 from daemon.settings import Settings, load_settings
@@ -163,10 +163,6 @@ IMAGE_SIGNATURES = (
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
-
-
-class UsageError(CodegendError):
-    """The command was not given what it needs."""
 
 
 def _read_request(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
-from daemon.errors import StoreFull
+from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler, record_deaths
@@ -41,7 +41,7 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
     provider: LLMProvider
     if llm.provider == "replay":
         if llm.cassette_dir is None:
-            raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
+            raise ConfigError("llm.provider = 'replay' needs llm.cassette_dir")
         provider = ReplayProvider(llm.cassette_dir)
     else:
         provider = AnthropicProvider(

@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 import daemon.broker as broker_mod
-from daemon.broker import BrokerError, EmbeddedBroker, ensure_topics
+from daemon.broker import EmbeddedBroker, ensure_topics
+from daemon.errors import BrokerError
 
 
 def _pid_alive(pid: int) -> bool:
