@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
+from daemon.broker import EmbeddedBroker
 from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
@@ -25,6 +25,7 @@ from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
 from daemon.settings import Settings
 from daemon.store import Store
+from daemon.topics import ensure_topics, topic_configs
 
 log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
