@@ -13,9 +13,9 @@ from typing import Any, get_args
 from pydantic.json_schema import models_json_schema
 
 from daemon import __version__
-from daemon.broker import TOPIC_HEADROOM_BYTES
 from daemon.models import REQUEST_ID_PATTERN, REQUIRED_BY_TYPE, Event, EventType, GenerationRequest
 from daemon.settings import KafkaSettings
+from daemon.topics import TOPIC_HEADROOM_BYTES
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"

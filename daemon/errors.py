@@ -10,6 +10,10 @@ class CodegendError(Exception):
         super().__init__(message or (self.__doc__ or "").strip())
 
 
+class UsageError(CodegendError):
+    """The command was not given what it needs."""
+
+
 class ConfigError(CodegendError):
     """The configuration is not valid."""
 
@@ -29,6 +33,10 @@ class IllegalMove(StoreError):
 
 class JobNotFound(CodegendError):
     """No such job."""
+
+
+class BrokerError(CodegendError):
+    """The broker could not be started or used."""
 
 
 class BadRequest(CodegendError):

@@ -10,8 +10,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.broker import EmbeddedBroker, ensure_topics, topic_configs
-from daemon.errors import StoreFull
+from daemon.broker import EmbeddedBroker
+from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, Scheduler, record_deaths
@@ -25,6 +25,7 @@ from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
 from daemon.settings import Settings
 from daemon.store import Store
+from daemon.topics import ensure_topics, topic_configs
 
 log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
@@ -41,7 +42,7 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
     provider: LLMProvider
     if llm.provider == "replay":
         if llm.cassette_dir is None:
-            raise ValueError("llm.provider = 'replay' needs llm.cassette_dir")
+            raise ConfigError("llm.provider = 'replay' needs llm.cassette_dir")
         provider = ReplayProvider(llm.cassette_dir)
     else:
         provider = AnthropicProvider(

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from daemon.broker import ensure_topics
+from daemon.topics import ensure_topics
 from tests.acceptance.test_cli import codegend
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from daemon.broker import ensure_topics
 from daemon.models import Event, FileRecord, Usage
+from daemon.topics import ensure_topics
 from tests.acceptance.test_cli import codegend
 
 T0 = datetime(2026, 12, 1, 15, 30, 0, tzinfo=UTC)

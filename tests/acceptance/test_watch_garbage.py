@@ -11,9 +11,9 @@ import subprocess
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from daemon.broker import ensure_topics
 from daemon.client import Client
 from daemon.settings import load_settings
+from daemon.topics import ensure_topics
 from tests.acceptance.test_watch import job_events
 from tests.proc import CODEGEND, ROOT, wait_for
 

@@ -14,7 +14,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 import daemon.broker as broker_mod
-from daemon.broker import BrokerError, EmbeddedBroker, ensure_topics
+from daemon.broker import EmbeddedBroker
+from daemon.errors import BrokerError
+from daemon.topics import ensure_topics
 
 
 def _pid_alive(pid: int) -> bool:
@@ -158,7 +160,7 @@ async def test_ensure_topics_leaves_an_existing_topic_and_warns(
     kafka_bootstrap: str, topic_names, caplog: pytest.LogCaptureFixture
 ) -> None:
     await ensure_topics(kafka_bootstrap, [topic_names.events], partitions=2)
-    with caplog.at_level(logging.WARNING, logger="daemon.broker"):
+    with caplog.at_level(logging.WARNING, logger="daemon.topics"):
         await ensure_topics(kafka_bootstrap, [topic_names.events, topic_names.dlq], partitions=1)
     counts = await _partition_counts(kafka_bootstrap, [topic_names.events, topic_names.dlq])
     assert counts == {topic_names.events: 2, topic_names.dlq: 1}

@@ -9,7 +9,6 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from daemon.broker import TOPIC_HEADROOM_BYTES, ensure_topics, topic_configs
 from daemon.kafka import make_producer
 from daemon.metrics import Metrics
 from daemon.models import Event, GenerationRequest
@@ -17,6 +16,7 @@ from daemon.outbox import OutboxRelay
 from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState
 from daemon.store import Store
+from daemon.topics import TOPIC_HEADROOM_BYTES, ensure_topics, topic_configs
 from tests.integration.conftest import raw_events, running
 
 
