@@ -23,6 +23,7 @@ STOP_TIMEOUT_S = 60.0
 POLL_S = 0.01
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 DAEMON_COMMAND = (sys.executable, "-m", "daemon", "run")
+MESSAGES_SERVER = "tests.support.messages_server"  # run with python -m
 
 
 class BenchError(Exception):
@@ -82,7 +83,7 @@ def _terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s:
 
 
 class ModelServer:
-    """``tests/fake_anthropic.py`` in a process of its own, answering after ``latency_s``."""
+    """The local Messages API server in a process of its own, answering after ``latency_s``."""
 
     def __init__(self, latency_s: float, log_path: Path) -> None:
         self.latency_s = latency_s
@@ -101,7 +102,7 @@ class ModelServer:
 
     def __enter__(self) -> ModelServer:
         self._log = self._log_path.open("ab")
-        command = [sys.executable, "-m", "tests.fake_anthropic", "--latency-s", str(self.latency_s)]
+        command = [sys.executable, "-m", MESSAGES_SERVER, "--latency-s", str(self.latency_s)]
         self._proc = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True
         )

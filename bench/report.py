@@ -27,7 +27,7 @@ from bench.scenarios import (
     OverheadResult,
     ThroughputResult,
 )
-from tests.fake_anthropic import STREAM_CHUNK_CHARS
+from tests.support.messages_server import STREAM_CHUNK_CHARS
 
 LATENCY_GOAL = 0.5
 LATENCY_LIMIT = 5 / 11
@@ -635,7 +635,7 @@ def render(results: Results, scratch: Path) -> str:
         "benchmark itself; every comparison below was measured side by side in that run.",
         "",
         "Real daemon subprocesses (`python -m daemon run`), the real SDK against the local "
-        "Messages API server (`python -m tests.fake_anthropic`, a process of its own), an "
+        "Messages API server (`python -m tests.support.messages_server`, a process of its own), an "
         "embedded tansu broker, distinct topics and a fresh store per daemon, requests "
         "submitted and events followed with `daemon.client.Client`.",
         "",

@@ -12,7 +12,7 @@ import pytest
 from daemon.models import GenerationRequest
 from daemon.states import PHASE_NAMES
 from daemon.store import NewFile, Store
-from tests.proc import CODEGEND, ROOT
+from tests.support.processes import CODEGEND, ROOT
 
 FILES = {
     "README.md": "# shop\n",

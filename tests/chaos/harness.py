@@ -27,11 +27,17 @@ from daemon.models import Event
 from daemon.outputs import output_folder
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 from daemon.store import Store
-from tests.conftest import TopicNames
-from tests.fake_anthropic import CHARS_PER_TOKEN, MessagesServer, Recorded, request_text
-from tests.integration.conftest import raw_events
-from tests.integration.test_flow import produce
-from tests.proc import daemon_env, kill, settings_from, spawn, starts_logged, stop, wait_running
+from tests.support.messages_server import CHARS_PER_TOKEN, MessagesServer, Recorded, request_text
+from tests.support.processes import (
+    daemon_env,
+    kill,
+    settings_from,
+    spawn,
+    starts_logged,
+    stop,
+    wait_running,
+)
+from tests.support.topics import TopicNames, produce, raw_events
 
 PROJECT_LINE = re.compile(r"^Project: (\S+)$", re.MULTILINE)
 FILE_PHASES = tuple(name for name in PHASE_NAMES if PHASE_BY_STATE[name].produces_files)
@@ -51,6 +57,12 @@ def phase_files(per_phase: int, chars: int) -> dict[str, list[tuple[str, str]]]:
             listing.append((path, line * max(1, chars // len(line))))
         files[phase] = listing
     return files
+
+
+def hook(point: str, after: int) -> dict[str, str]:
+    """The environment that arms a daemon's chaos hook: it kills itself the ``after``-th time
+    it passes ``point``."""
+    return {"CODEGEND_CHAOS_POINT": point, "CODEGEND_CHAOS_AFTER": str(after)}
 
 
 def file_object(path: str, content: str) -> str:

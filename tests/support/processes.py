@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from daemon.settings import Settings, load_settings
-from tests.conftest import BOOTSTRAP_ENV, TopicNames
+from tests.support.topics import BOOTSTRAP_ENV, TopicNames
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CODEGEND = [sys.executable, "-m", "daemon"]
 RUNNING_LINE = "codegend running"
 START_TIMEOUT_S = 30.0
