@@ -108,6 +108,17 @@ def run(
             help="Record every model answer into this cassette directory.",
         ),
     ] = None,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ready-file",
+            envvar="CODEGEND_READY_FILE",
+            show_envvar=True,
+            dir_okay=False,
+            help="Once intake runs, write this file (the pid and the metrics URL, as JSON); "
+            "removed when the daemon stops.",
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon: consume requests, run jobs, publish events; SIGTERM/SIGINT stop it cleanly."""
     from daemon.worker import Daemon
@@ -116,7 +127,7 @@ def run(
     settings = _settings(config)
     _require_model_credentials(settings)
     try:
-        asyncio.run(Daemon(settings, record_dir=record).run())
+        asyncio.run(Daemon(settings, record_dir=record, ready_file=ready_file).run())
     except CodegendError as exc:
         raise _fail(exc) from None
 
