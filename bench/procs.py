@@ -16,8 +16,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.support.readiness import READY_FILE_ENV, is_ready
+
 ROOT = Path(__file__).resolve().parents[1]
-RUNNING_LINE = "codegend running"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 POLL_S = 0.01
@@ -128,12 +129,14 @@ class ModelServer:
 
 
 class DaemonProcess:
-    """``codegend run`` (or ``command``) with ``env``, its output appended to ``log_path``."""
+    """``codegend run`` (or ``command``) with ``env``, its output appended to ``log_path``,
+    its ready file beside it."""
 
     def __init__(
         self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = DAEMON_COMMAND
     ) -> None:
-        self.env = env
+        self.ready_file = log_path.with_name("codegend.ready")
+        self.env = {**env, READY_FILE_ENV: str(self.ready_file)}
         self.log_path = log_path
         self.command = command
         self.started_at = 0.0  # time.time() when the process was spawned
@@ -157,11 +160,6 @@ class DaemonProcess:
     def rss_kib(self) -> int:
         return status_kib(self.pid, "VmRSS")
 
-    def _starts_logged(self) -> int:
-        if not self.log_path.exists():
-            return 0
-        return self.log_path.read_text(errors="replace").count(RUNNING_LINE)
-
     def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
@@ -170,14 +168,14 @@ class DaemonProcess:
             )
 
     async def start(self) -> float:
-        """Spawn and wait until the daemon logs that it runs; returns the seconds that took."""
-        before = self._starts_logged()
+        """Spawn and wait until the daemon is ready; returns the seconds that took."""
         self.spawn()
-        return await self.wait_running(before)
+        return await self.wait_ready()
 
-    async def wait_running(self, starts_before: int) -> float:
+    async def wait_ready(self) -> float:
+        """Until the ready file names this process; the seconds since it was spawned."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        while self._starts_logged() <= starts_before:
+        while not is_ready(self.ready_file, self.pid):
             if not self.alive:
                 raise BenchError(f"the daemon exited at start:\n{log_tail(self.log_path)}")
             if time.monotonic() > deadline:

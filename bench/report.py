@@ -591,7 +591,7 @@ def crash_section(crash: CrashResult) -> list[str]:
         "daemon dies with SIGKILL, either sent from outside after 12 phases completed or by "
         "itself at a chaos point (`CODEGEND_CHAOS_POINT`, see daemon/chaos.py, after the "
         "n-th pass); then a new daemon starts on the same store. Times are from the new "
-        "process's start: to its `codegend running` log line, to its first `job.resumed` and "
+        "process's start: to its ready file (written once intake runs), to its first `job.resumed` and "
         "first `phase.started` (the events' own timestamps), and to the client receiving "
         "that phase.started. Every job is then followed to its end. For scale: a fresh "
         f"interpreter importing the daemon's modules takes {_s(crash.import_s)}"
