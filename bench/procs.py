@@ -16,13 +16,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from tests.support.readiness import READY_FILE_ENV, is_ready
+
 ROOT = Path(__file__).resolve().parents[1]
-RUNNING_LINE = "codegend running"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 POLL_S = 0.01
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 DAEMON_COMMAND = (sys.executable, "-m", "daemon", "run")
+MESSAGES_SERVER = "tests.support.messages_server"  # run with python -m
 
 
 class BenchError(Exception):
@@ -82,7 +84,7 @@ def _terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s:
 
 
 class ModelServer:
-    """``tests/fake_anthropic.py`` in a process of its own, answering after ``latency_s``."""
+    """The local Messages API server in a process of its own, answering after ``latency_s``."""
 
     def __init__(self, latency_s: float, log_path: Path) -> None:
         self.latency_s = latency_s
@@ -101,7 +103,7 @@ class ModelServer:
 
     def __enter__(self) -> ModelServer:
         self._log = self._log_path.open("ab")
-        command = [sys.executable, "-m", "tests.fake_anthropic", "--latency-s", str(self.latency_s)]
+        command = [sys.executable, "-m", MESSAGES_SERVER, "--latency-s", str(self.latency_s)]
         self._proc = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log, text=True
         )
@@ -127,12 +129,14 @@ class ModelServer:
 
 
 class DaemonProcess:
-    """``codegend run`` (or ``command``) with ``env``, its output appended to ``log_path``."""
+    """``codegend run`` (or ``command``) with ``env``, its output appended to ``log_path``,
+    its ready file beside it."""
 
     def __init__(
         self, env: dict[str, str], log_path: Path, command: tuple[str, ...] = DAEMON_COMMAND
     ) -> None:
-        self.env = env
+        self.ready_file = log_path.with_name("codegend.ready")
+        self.env = {**env, READY_FILE_ENV: str(self.ready_file)}
         self.log_path = log_path
         self.command = command
         self.started_at = 0.0  # time.time() when the process was spawned
@@ -156,11 +160,6 @@ class DaemonProcess:
     def rss_kib(self) -> int:
         return status_kib(self.pid, "VmRSS")
 
-    def _starts_logged(self) -> int:
-        if not self.log_path.exists():
-            return 0
-        return self.log_path.read_text(errors="replace").count(RUNNING_LINE)
-
     def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.started_at = time.time()
@@ -169,14 +168,14 @@ class DaemonProcess:
             )
 
     async def start(self) -> float:
-        """Spawn and wait until the daemon logs that it runs; returns the seconds that took."""
-        before = self._starts_logged()
+        """Spawn and wait until the daemon is ready; returns the seconds that took."""
         self.spawn()
-        return await self.wait_running(before)
+        return await self.wait_ready()
 
-    async def wait_running(self, starts_before: int) -> float:
+    async def wait_ready(self) -> float:
+        """Until the ready file names this process; the seconds since it was spawned."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        while self._starts_logged() <= starts_before:
+        while not is_ready(self.ready_file, self.pid):
             if not self.alive:
                 raise BenchError(f"the daemon exited at start:\n{log_tail(self.log_path)}")
             if time.monotonic() > deadline:

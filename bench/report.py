@@ -27,7 +27,7 @@ from bench.scenarios import (
     OverheadResult,
     ThroughputResult,
 )
-from tests.fake_anthropic import STREAM_CHUNK_CHARS
+from tests.support.messages_server import STREAM_CHUNK_CHARS
 
 LATENCY_GOAL = 0.5
 LATENCY_LIMIT = 5 / 11
@@ -591,7 +591,7 @@ def crash_section(crash: CrashResult) -> list[str]:
         "daemon dies with SIGKILL, either sent from outside after 12 phases completed or by "
         "itself at a chaos point (`CODEGEND_CHAOS_POINT`, see daemon/chaos.py, after the "
         "n-th pass); then a new daemon starts on the same store. Times are from the new "
-        "process's start: to its `codegend running` log line, to its first `job.resumed` and "
+        "process's start: to its ready file (written once intake runs), to its first `job.resumed` and "
         "first `phase.started` (the events' own timestamps), and to the client receiving "
         "that phase.started. Every job is then followed to its end. For scale: a fresh "
         f"interpreter importing the daemon's modules takes {_s(crash.import_s)}"
@@ -635,7 +635,7 @@ def render(results: Results, scratch: Path) -> str:
         "benchmark itself; every comparison below was measured side by side in that run.",
         "",
         "Real daemon subprocesses (`python -m daemon run`), the real SDK against the local "
-        "Messages API server (`python -m tests.fake_anthropic`, a process of its own), an "
+        "Messages API server (`python -m tests.support.messages_server`, a process of its own), an "
         "embedded tansu broker, distinct topics and a fresh store per daemon, requests "
         "submitted and events followed with `daemon.client.Client`.",
         "",

@@ -25,7 +25,7 @@ from daemon.client import Client
 from daemon.models import GenerationRequest
 from daemon.settings import load_settings
 from daemon.worker import Daemon
-from tests.fake_anthropic import MessagesServer, Reply
+from tests.support.messages_server import MessagesServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
 CUT_SHARE = 0.10

@@ -472,7 +472,7 @@ async def _sample_peak(daemon: DaemonProcess) -> int:
 class CrashRun:
     case: str
     in_flight: int  # jobs started and not completed when the daemon died
-    to_running_s: float  # process start to the "codegend running" log line
+    to_running_s: float  # process start to its ready file
     to_resumed_s: float | None  # process start to the first job.resumed (its ts)
     to_first_phase_s: float  # process start to the first phase.started (its ts)
     to_first_phase_seen_s: float  # ... as the client received it

@@ -7,8 +7,8 @@ fed at the instrumentation points, one line each; what the store and the consume
 
 The endpoint runs in the daemon's event loop on ``metrics.host:metrics.port`` (loopback by
 default): ``/metrics`` (the text format), ``/healthz`` (200 while the loop answers) and
-``/readyz`` (200 while the broker answers a metadata request and the store a query, else
-503 with the reason). No label carries a setting, a path or anything secret.
+``/readyz`` (200 once intake runs, while the broker answers a metadata request and the
+store a query, else 503 with the reason). No label carries a setting, a path or anything secret.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
-"""The daemon: intake, scheduler and outbox relay around one store, until told to stop."""
+"""The daemon: intake, scheduler and outbox relay around one store, until told to stop.
+
+Once intake has started, ``/readyz`` stops answering ``starting`` and the ready file (when
+one is asked for) holds ``{"pid": ..., "metrics": URL or null}``; it is removed when the
+daemon starts stopping, and a stale one (a daemon killed) when the next one starts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -51,14 +57,29 @@ def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProv
     return RecordingProvider(provider, record_dir) if record_dir else provider
 
 
+def write_ready_file(path: Path, metrics_url: str | None) -> None:
+    """This process's pid and its metrics URL, written whole: a reader never sees part of it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(json.dumps({"pid": os.getpid(), "metrics": metrics_url}) + "\n")
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ConfigError(f"--ready-file: cannot write {path} ({exc.strerror or exc})") from None
+
+
 class Daemon:
     """``await Daemon(settings).run()`` consumes, runs jobs and publishes until SIGTERM/SIGINT
     (or ``request_stop()``), then drains and closes everything in order."""
 
     def __init__(
-        self, settings: Settings, llm: LLMProvider | None = None, record_dir: Path | None = None
+        self,
+        settings: Settings,
+        llm: LLMProvider | None = None,
+        record_dir: Path | None = None,
+        ready_file: Path | None = None,
     ) -> None:
         self.settings = settings
+        self._ready_file = ready_file
         self._llm = llm or make_provider(settings, record_dir)
         self._stop = asyncio.Event()
         self._resources = contextlib.AsyncExitStack()
@@ -67,6 +88,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.metrics = Metrics()
         self.metrics_port: int | None = None  # bound by _serve_health
+        self.metrics.readiness.set("start", "starting")
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -77,6 +99,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal)
         try:
             await self._start()
+            self._announce_ready()
             self.started.set()
             await self._wait_for_stop()
         finally:
@@ -100,6 +123,7 @@ class Daemon:
 
     async def _start(self) -> None:
         settings, kafka, resources = self.settings, self.settings.kafka, self._resources
+        self._withdraw_ready()  # left by a daemon that was killed
         resources.push_async_callback(self._llm.aclose)
         self.store = Store(settings.store.path)
         resources.callback(self.store.close)
@@ -208,6 +232,19 @@ class Daemon:
             return held
         return await not_ready(self.store, self.producer)
 
+    def _announce_ready(self) -> None:
+        """Intake runs: /readyz no longer says ``starting``, and the ready file is written."""
+        self.metrics.readiness.clear("start")
+        if self._ready_file is None:
+            return
+        host = self.settings.metrics.host
+        url = f"http://{host}:{self.metrics_port}" if self.metrics_port else None
+        write_ready_file(self._ready_file, url)
+
+    def _withdraw_ready(self) -> None:
+        if self._ready_file is not None:
+            self._ready_file.unlink(missing_ok=True)
+
     def _on_new_work(self) -> None:
         self.scheduler.wake()
         self.relay.wake()
@@ -253,6 +290,7 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Stop intake, let running phases finish within the grace period, publish what is
         committed, then close consumer, producer, store and broker (in that order)."""
+        self._withdraw_ready()
         if self._tasks:
             self.intake.stop()
             await self.scheduler.drain(self.settings.jobs.shutdown_grace_s)

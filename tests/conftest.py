@@ -1,4 +1,6 @@
-"""Shared fixtures: one Kafka-protocol broker for the whole session, unique topic names per test.
+"""Shared fixtures: one Kafka-protocol broker for the whole session, unique topic names per
+test, a broker of its own behind a proxy, the local Messages API server, and the settings of
+a daemon in-process on all of them (the integration and hostile tiers run theirs so).
 
 Set ``CODEGEND_TEST_BOOTSTRAP=host:port`` to run against a broker you started yourself;
 otherwise an embedded tansu is started on a free 127.0.0.1 port and stopped at the end.
@@ -12,15 +14,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from daemon.broker import EmbeddedBroker, free_port
-from tests.tcp_proxy import TcpProxy
-
-BOOTSTRAP_ENV = "CODEGEND_TEST_BOOTSTRAP"
+from daemon.settings import Settings, load_settings
+from tests.support.messages_server import MessagesServer
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.topics import BOOTSTRAP_ENV, TopicNames
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +39,6 @@ def kafka_bootstrap() -> Iterator[str]:
         yield broker.bootstrap_servers
     finally:
         broker.stop_sync()
-
-
-@dataclass(frozen=True)
-class TopicNames:
-    """Topic names that no other test uses (they share one broker)."""
-
-    suffix: str
-    requests: str
-    events: str
-    dlq: str
-
-    def all(self) -> list[str]:
-        """The three names, requests first."""
-        return [self.requests, self.events, self.dlq]
 
 
 @pytest.fixture
@@ -76,3 +65,50 @@ def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
             yield broker.bootstrap_servers, proxy
     finally:
         broker.stop_sync()
+
+
+@pytest.fixture
+def messages_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MessagesServer]:
+    """The local Messages API server, and the SDK's environment pointing at it."""
+    with MessagesServer() as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-never-logged")
+        yield server
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path, kafka_bootstrap, topic_names, messages_server
+) -> Callable[..., Settings]:
+    """``make(section={key: value})``: this test's topics, store and output folder, the
+    session's broker and the local Messages API server, with the sections given merged in."""
+
+    def make(**sections: dict[str, Any]) -> Settings:
+        base: dict[str, dict[str, Any]] = {
+            "kafka": {
+                "bootstrap_servers": kafka_bootstrap,
+                "requests_topic": topic_names.requests,
+                "events_topic": topic_names.events,
+                "dead_letter_topic": topic_names.dlq,
+                "group_id": f"codegend-{topic_names.suffix}",
+                "topic_partitions": 2,
+                # tansu holds a group's join for half the session timeout: keep it short
+                # (real Kafka wants >= 6000, see group.min.session.timeout.ms).
+                "session_timeout_ms": 6000 if os.environ.get(BOOTSTRAP_ENV) else 2000,
+                "heartbeat_interval_ms": 500,
+            },
+            "store": {"path": tmp_path / "codegend.db"},
+            "llm": {"provider": "anthropic", "timeout_s": 20},
+            # CODEGEND_TEST_EXECUTION=parallel runs the same tests in parallel mode.
+            "jobs": {
+                "shutdown_grace_s": 10,
+                "execution": os.environ.get("CODEGEND_TEST_EXECUTION", "sequential"),
+            },
+            "output": {"dir": tmp_path / "out"},
+            "metrics": {"port": 0},  # a free port: daemons side by side do not collide
+        }
+        for name, values in sections.items():
+            base[name] = {**base.get(name, {}), **values}
+        return load_settings(**base)
+
+    return make

@@ -33,6 +33,16 @@ def run(
             **env("RECORD"),
         ),
     ] = None,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ready-file",
+            dir_okay=False,
+            help="Once intake runs, write this file (the pid and the metrics URL, as JSON); "
+            "removed when the daemon stops.",
+            **env("READY_FILE"),
+        ),
+    ] = None,
 ) -> None:
     """Run the daemon: consume requests, run jobs, publish events; SIGTERM/SIGINT stop it cleanly."""
     from daemon.worker import Daemon
@@ -40,7 +50,7 @@ def run(
     setup_logging(log_format_of(log_format))
     settings = load(config)
     require_model_credentials(settings)
-    asyncio.run(Daemon(settings, record_dir=record).run())
+    asyncio.run(Daemon(settings, record_dir=record, ready_file=ready_file).run())
 
 
 def require_model_credentials(settings: Settings) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 
 import pytest
@@ -12,18 +11,21 @@ import pytest
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
 from daemon.verify.toolchain import toolchain_available
-from tests.fake_anthropic import MessagesServer
-from tests.integration.conftest import collect, raw_events
-from tests.proc import (
+from tests.support.daemons import collect
+from tests.support.messages_server import MessagesServer
+from tests.support.processes import (
     CODEGEND,
     ROOT,
     codegend,
     daemon_env,
+    demo_env,
     settings_from,
     start_daemon,
     stop,
     wait_for,
 )
+from tests.support.sample_requests import write_request
+from tests.support.topics import raw_events
 
 
 @pytest.fixture
@@ -31,28 +33,6 @@ def env(tmp_path, kafka_bootstrap, topic_names):
     server = MessagesServer(latency_s=0.15).start()
     yield daemon_env(tmp_path, kafka_bootstrap, topic_names, server.url), server
     server.stop()
-
-
-def write_request(tmp_path, request_id):
-    path = tmp_path / f"{request_id}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "request_id": request_id,
-                "project_name": "shop",
-                "mockup": {"kind": "text", "description": "A shop"},
-            }
-        )
-    )
-    return path
-
-
-def demo_env(**settings: str) -> dict[str, str]:
-    """The environment of a user's shell: none of the suite's settings, no key."""
-    variables = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))
-    }
-    return {**variables, "PYTHONPATH": str(ROOT), **settings}
 
 
 def run_demo(tmp_path, *args: str, timeout: float = 120, **settings: str):
@@ -234,7 +214,7 @@ def test_sigterm_then_restart_finishes_without_redoing_phases(env, tmp_path):
 
 
 def test_sigterm_past_the_grace_period_interrupts_the_phase(env, tmp_path):
-    from tests.fake_anthropic import Reply
+    from tests.support.messages_server import Reply
 
     variables, server = env
     variables = {**variables, "CODEGEND_JOBS__SHUTDOWN_GRACE_S": "0.5"}
@@ -299,7 +279,7 @@ def _completed_phases(settings, job_id):
 
 
 def test_resume_reruns_the_failed_phase_and_cancel_stops_a_job(env, tmp_path):
-    from tests.fake_anthropic import Reply
+    from tests.support.messages_server import Reply
 
     variables, server = env
     server.enqueue("FE_PAGES", Reply(status=400, error_type="invalid_request_error"))

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.acceptance.test_cli import codegend
+from tests.support.processes import codegend
 
 PASSWORD = "s3cret-sasl-password"
 

@@ -13,7 +13,7 @@ from daemon.models import GenerationRequest
 from daemon.records import NewFile
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
-from tests.proc import CODEGEND, ROOT
+from tests.support.processes import CODEGEND, ROOT
 
 FILES = {
     "README.md": "# shop\n",

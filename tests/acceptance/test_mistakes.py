@@ -7,8 +7,7 @@ from __future__ import annotations
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.acceptance.test_cli import demo_env
-from tests.proc import CODEGEND, ROOT
+from tests.support.processes import CODEGEND, ROOT, demo_env
 
 CASSETTE = ROOT / "examples" / "cassettes" / "car-management-app"
 

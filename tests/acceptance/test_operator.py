@@ -10,10 +10,9 @@ import time
 import pytest
 
 from daemon.store import Store
-from tests.acceptance.test_cli import write_request
-from tests.fake_anthropic import MessagesServer
-from tests.integration.conftest import collect
-from tests.proc import (
+from tests.support.daemons import collect
+from tests.support.messages_server import MessagesServer
+from tests.support.processes import (
     CODEGEND,
     ROOT,
     codegend,
@@ -22,6 +21,7 @@ from tests.proc import (
     start_daemon,
     stop,
 )
+from tests.support.sample_requests import write_request
 
 CASSETTE = ROOT / "examples" / "cassettes" / "car-management-app"
 CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_PROFILE")

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemon.topics import ensure_topics
-from tests.acceptance.test_cli import codegend
+from tests.support.processes import codegend
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 

@@ -9,74 +9,16 @@ import os
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from daemon.models import Event, FileRecord, Usage
+from daemon.models import Event
 from daemon.topics import ensure_topics
-from tests.acceptance.test_cli import codegend
+from tests.support.processes import codegend
+from tests.support.watch_events import T0, job_events
 
-T0 = datetime(2026, 12, 1, 15, 30, 0, tzinfo=UTC)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def job_events(job_id: str, status: str) -> list[Event]:
-    """A two-phase job that ends ``status``; DB fails unless it completes."""
-    fields = [
-        ("job.accepted", {"project_name": "shop", "phases": ["ARCH", "DB"]}),
-        ("phase.started", {"phase": "ARCH", "step": "1", "attempt": 1}),
-        (
-            "phase.completed",
-            {
-                "phase": "ARCH",
-                "step": "1",
-                "files": [FileRecord(path="a.md", sha256="0" * 64, size=1, content="x")],
-                "usage": Usage(output_tokens=1630, calls=1),
-                "duration_s": 6.1,
-                "warnings": [],
-            },
-        ),
-        ("phase.started", {"phase": "DB", "step": "2", "attempt": 1}),
-    ]
-    if status == "completed":
-        fields.append(
-            (
-                "phase.completed",
-                {
-                    "phase": "DB",
-                    "step": "2",
-                    "files": [],
-                    "usage": Usage(output_tokens=900, calls=1),
-                    "duration_s": 3.0,
-                    "warnings": [],
-                },
-            )
-        )
-    elif status != "cancelled":
-        fields.append(
-            ("phase.failed", {"phase": "DB", "step": "2", "error": "boom", "attempts": 3})
-        )
-    failed = [] if status in ("completed", "cancelled") else ["DB"]
-    fields.append(
-        (
-            "job.completed",
-            {"status": status, "files_total": 1, "failed_phases": failed, "usage": Usage()},
-        )
-    )
-    return [
-        Event(
-            event_id=uuid.uuid4().hex,
-            type=kind,
-            job_id=job_id,
-            request_id=job_id,
-            seq=seq,
-            ts=T0 + timedelta(seconds=seq),
-            **values,
-        )
-        for seq, (kind, values) in enumerate(fields, start=1)
-    ]
 
 
 STATUSES = ("completed", "failed", "partial", "cancelled")

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 from daemon.client import Client
 from daemon.settings import load_settings
 from daemon.topics import ensure_topics
-from tests.acceptance.test_watch import job_events
-from tests.proc import CODEGEND, ROOT, wait_for
+from tests.support.processes import CODEGEND, ROOT, wait_for
+from tests.support.watch_events import job_events
 
 JOB = "job-garbage"
 GARBAGE: list[bytes | None] = [

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from tests.chaos.harness import Chaos, phase_files
-from tests.fake_anthropic import Json, MessagesServer, Reply
+from tests.support.messages_server import Json, MessagesServer, Reply
 
 
 def slow_server(

@@ -27,11 +27,16 @@ from daemon.models import Event
 from daemon.outputs import output_folder
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 from daemon.store import Store
-from tests.conftest import TopicNames
-from tests.fake_anthropic import CHARS_PER_TOKEN, MessagesServer, Recorded, request_text
-from tests.integration.conftest import raw_events
-from tests.integration.test_flow import produce
-from tests.proc import daemon_env, kill, settings_from, spawn, starts_logged, stop, wait_running
+from tests.support.messages_server import CHARS_PER_TOKEN, MessagesServer, Recorded, request_text
+from tests.support.processes import (
+    daemon_env,
+    kill,
+    settings_from,
+    spawn,
+    stop,
+    wait_ready,
+)
+from tests.support.topics import TopicNames, produce, raw_events
 
 PROJECT_LINE = re.compile(r"^Project: (\S+)$", re.MULTILINE)
 FILE_PHASES = tuple(name for name in PHASE_NAMES if PHASE_BY_STATE[name].produces_files)
@@ -53,6 +58,12 @@ def phase_files(per_phase: int, chars: int) -> dict[str, list[tuple[str, str]]]:
     return files
 
 
+def hook(point: str, after: int) -> dict[str, str]:
+    """The environment that arms a daemon's chaos hook: it kills itself the ``after``-th time
+    it passes ``point``."""
+    return {"CODEGEND_CHAOS_POINT": point, "CODEGEND_CHAOS_AFTER": str(after)}
+
+
 def file_object(path: str, content: str) -> str:
     """A file as it appears in the server's answer text."""
     return json.dumps({"path": path, "content": content})
@@ -64,8 +75,7 @@ class Start:
 
     process: subprocess.Popen[bytes]
     spawned_at: float
-    logged_before: int
-    running_at: float | None = None
+    ready_at: float | None = None
     ended_at: float | None = None
     returncode: int | None = None
 
@@ -86,7 +96,7 @@ class Figures:
     cut_tail_chars: int
     kills_cutting_calls: int
     restart_to_first_call_s: list[float] = field(default_factory=list)
-    restart_to_running_s: list[float] = field(default_factory=list)
+    restart_to_ready_s: list[float] = field(default_factory=list)
 
     @property
     def respent_file_tokens(self) -> int:
@@ -121,7 +131,7 @@ class Figures:
             f"{self.cut_tail_chars} chars), "
             f"{self.respent_plan_tokens} on ARCH plans ({self.respent_plan_chars} chars)",
             f"restart to first resumed model call: {spread(self.restart_to_first_call_s)}",
-            f"restart to 'codegend running': {spread(self.restart_to_running_s)}",
+            f"restart to ready: {spread(self.restart_to_ready_s)}",
         ]
         if wall_s is not None:
             lines.append(f"wall time: {wall_s:.1f} s")
@@ -178,21 +188,20 @@ class Chaos:
 
     def spawn(self, **env: str) -> subprocess.Popen[bytes]:
         """Start a daemon (``env`` arms its chaos hook, say); do not wait for it."""
-        before = starts_logged(self.log_path)
         process = spawn({**self.variables, **env}, self.log_path)
-        self.starts.append(Start(process, time.time(), logged_before=before))
+        self.starts.append(Start(process, time.time()))
         return process
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
-        """Start a daemon and wait until it runs."""
+        """Start a daemon and wait until it is ready."""
         process = self.spawn(**env)
-        self.wait_running(process)
+        self.wait_ready(process)
         return process
 
-    def wait_running(self, process: subprocess.Popen[bytes]) -> None:
+    def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         start = self._start_of(process)
-        wait_running(process, self.log_path, start.logged_before)
-        start.running_at = time.time()
+        wait_ready(process, self.variables, self.log_path)
+        start.ready_at = time.time()
 
     def _start_of(self, process: subprocess.Popen[bytes]) -> Start:
         return next(s for s in self.starts if s.process is process)
@@ -314,7 +323,7 @@ class Chaos:
             cut_tail_chars=tails,
             kills_cutting_calls=self._kills_cutting_calls(requests),
             restart_to_first_call_s=self._restart_to_first_call(requests),
-            restart_to_running_s=self._restart_to_running(),
+            restart_to_ready_s=self._restart_to_ready(),
         )
 
     def _check_jobs(self, store: Store, status: str) -> dict[str, str]:
@@ -405,11 +414,11 @@ class Chaos:
             )
         )
 
-    def _restart_to_running(self) -> list[float]:
+    def _restart_to_ready(self) -> list[float]:
         return [
-            start.running_at - start.spawned_at
+            start.ready_at - start.spawned_at
             for before, start in zip(self.starts, self.starts[1:], strict=False)
-            if before.returncode == -9 and start.running_at is not None
+            if before.returncode == -9 and start.ready_at is not None
         ]
 
 

@@ -35,7 +35,7 @@ def test_random_kills_lose_nothing_and_repeat_no_committed_file(make_chaos):
         if rng.random() < 0.2:  # now and then during start-up
             time.sleep(rng.uniform(0.0, 1.5))
         else:
-            chaos.wait_running(process)
+            chaos.wait_ready(process)
             time.sleep(rng.uniform(0.1, 2.5))
         assert chaos.kill(process) == -9
     chaos.finish()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.proc import wait_for
+from tests.support.processes import wait_for
 
 CUT_S = 5.0
 

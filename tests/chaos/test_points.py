@@ -15,12 +15,8 @@ import pytest
 
 from daemon.generation import api_schema
 from daemon.states import PHASE_BY_STATE
-from tests.chaos.harness import Chaos, file_object
-from tests.fake_anthropic import STREAM_CHUNK_CHARS, example_for_schema, planned_files
-
-
-def hook(point: str, after: int) -> dict[str, str]:
-    return {"CODEGEND_CHAOS_POINT": point, "CODEGEND_CHAOS_AFTER": str(after)}
+from tests.chaos.harness import Chaos, file_object, hook
+from tests.support.messages_server import STREAM_CHUNK_CHARS, example_for_schema, planned_files
 
 
 def sequential(**env: str) -> dict[str, Any]:

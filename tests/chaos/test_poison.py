@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.chaos.test_points import hook
-from tests.integration.conftest import raw_events
-from tests.proc import wait_for
+from tests.chaos.harness import hook
+from tests.support.processes import wait_for
+from tests.support.topics import raw_events
 
 MAX_CRASHES = 2
 

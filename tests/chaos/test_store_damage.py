@@ -11,7 +11,7 @@ from pathlib import Path
 from subprocess import PIPE
 
 from daemon.store import SCHEMA_VERSION, Store
-from tests.proc import CODEGEND, ROOT, daemon_env
+from tests.support.processes import CODEGEND, ROOT, daemon_env
 
 PAGE_BYTES = 4096
 

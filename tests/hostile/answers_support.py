@@ -10,7 +10,7 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from tests.fake_anthropic import (
+from tests.support.messages_server import (
     Json,
     MessagesServer,
     Recorded,

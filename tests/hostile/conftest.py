@@ -4,8 +4,8 @@ the real SDK against the local Messages API server, SQLite in tmp_path), fed wit
 ``hostile`` is that daemon with helpers: ``send`` produces raw records (any bytes, headers,
 a chosen partition), ``dead_letters`` reads the dead-letter topic, ``wait_committed`` waits
 until the daemon's group has committed past records, ``get`` asks the health endpoint,
-``completed`` follows a job to its end. Settings are the integration tier's (the defaults,
-and the broker-specific values that tier explains).
+``completed`` follows a job to its end. Settings come from ``make_settings`` of
+tests/conftest.py (the defaults, and the broker-specific values explained there).
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ from aiokafka.structs import RecordMetadata
 from daemon.models import Event
 from daemon.settings import Settings
 from daemon.worker import Daemon
-from tests.fake_anthropic import MessagesServer
-from tests.integration.conftest import (  # noqa: F401 - fixtures, shared with the integration tier
-    collect,
-    make_settings,
-    messages_server,
-    running,
-)
-from tests.integration.test_metrics import get
+from tests.support.daemons import collect, running
+from tests.support.health import get
+from tests.support.messages_server import MessagesServer
 
 WAIT_S = 30.0
 
@@ -144,7 +139,7 @@ def _header(record: ConsumerRecord, name: str) -> bytes:
 
 
 @pytest.fixture
-async def hostile(make_settings, messages_server) -> AsyncIterator[Hostile]:  # noqa: F811
+async def hostile(make_settings, messages_server) -> AsyncIterator[Hostile]:
     """One running daemon at the integration tier's settings, with the helpers above."""
     settings = make_settings()
     async with running(settings) as daemon:

@@ -14,16 +14,11 @@ import pytest
 
 from daemon.models import Event
 from daemon.store import Store
-from tests.fake_anthropic import Reply, files_answer
 from tests.hostile.answers_support import HealthPoller, PerJobScript
-from tests.integration import conftest as integration
-from tests.integration.conftest import collect, running
-from tests.integration.test_flow import produce, request_bytes
-
-# The integration tier's fixtures (a fake Messages server, the settings of a daemon on the
-# session's broker); tests/hostile/conftest.py is another test family's.
-make_settings = integration.make_settings
-messages_server = integration.messages_server
+from tests.support.daemons import collect, running
+from tests.support.messages_server import Reply, files_answer
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 HEALTH_LIMIT_S = 1.0
 MIB = 1024 * 1024

@@ -10,7 +10,7 @@ import json
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile_requests import ANY_MESSAGE, NAMED, good_request
+from tests.support.hostile_requests import ANY_MESSAGE, NAMED, good_request
 
 FORGED_HEADERS = [("error", b"none"), ("source", b"x:0:0"), ("truncated", b"0"), ("t", b"1")]
 

@@ -5,32 +5,13 @@ from __future__ import annotations
 import base64
 import json
 
-from aiokafka import AIOKafkaProducer
-
 from daemon.models import GenerationRequest
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
-from tests.fake_anthropic import Reply
-from tests.integration.conftest import collect, raw_events, running
-
-TEXT_REQUEST = {
-    "project_name": "car-app",
-    "mockup": {"kind": "text", "description": "A car list page"},
-}
-
-
-async def produce(settings, *values: bytes, key: bytes | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send_and_wait(settings.kafka.requests_topic, value, key=key)
-    finally:
-        await producer.stop()
-
-
-def request_bytes(**changes) -> bytes:
-    return json.dumps({**TEXT_REQUEST, **changes}).encode()
+from tests.support.daemons import collect, running
+from tests.support.messages_server import Reply
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce, raw_events
 
 
 def by_type(events, kind):

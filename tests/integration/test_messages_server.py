@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from daemon.states.base import ArchAnswer, PhaseFiles
-from tests.fake_anthropic import CHARS_PER_TOKEN, MessagesServer, Reply
+from tests.support.messages_server import CHARS_PER_TOKEN, MessagesServer, Reply
 
 MODEL = "claude-sonnet-5-5"
 FILES_FORMAT = {"format": {"type": "json_schema", "schema": PhaseFiles.model_json_schema()}}

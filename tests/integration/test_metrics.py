@@ -11,23 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.states import PHASE_NAMES
-from tests.fake_anthropic import Reply, extract_phase
-from tests.integration.conftest import running
-from tests.integration.test_flow import produce, request_bytes
+from tests.support.daemons import running
+from tests.support.health import get
+from tests.support.messages_server import Reply, extract_phase
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    try:
-        answer = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = answer.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 async def scrape(port: int) -> Samples:

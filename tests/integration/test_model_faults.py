@@ -9,31 +9,13 @@ import json
 import pytest
 
 from daemon.store import Store
-from tests.fake_anthropic import Reply, produced_paths
-from tests.integration.conftest import collect, running
-from tests.integration.test_flow import produce, request_bytes
-
-FILES = [
-    ("backend/app/models/car.py", 'class Car:\n    """A car."""\n    name = "a\\\\b"\n' * 4),
-    ("backend/app/models/owner.py", "class Owner:\n    pass\n" * 6),
-    ("backend/app/models/trip.py", "class Trip:\n    pass\n" * 6),
-]
+from tests.support.daemons import phase_event, run_job
+from tests.support.messages_server import Reply, produced_paths
+from tests.support.scripted_files import FILES
 
 
 def full_answer() -> str:
     return json.dumps({"files": [{"path": p, "content": c} for p, c in FILES], "complete": True})
-
-
-def phase_event(events, phase):
-    return next(
-        e for e in events if e.phase == phase and e.type in ("phase.completed", "phase.failed")
-    )
-
-
-async def run_job(settings, job_id):
-    async with running(settings):
-        await produce(settings, request_bytes(request_id=job_id))
-        return await collect(settings, job_id)
 
 
 def cut_points() -> dict[str, int]:

@@ -11,47 +11,13 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from daemon.kafka import make_producer
 from daemon.metrics import Metrics
-from daemon.models import Event, GenerationRequest
+from daemon.models import Event
 from daemon.outbox import OutboxRelay
-from daemon.records import NewFile, PhaseOutcome
-from daemon.states import JobState
 from daemon.store import Store
 from daemon.topics import TOPIC_HEADROOM_BYTES, ensure_topics, topic_configs
-from tests.integration.conftest import raw_events, running
-
-
-def _job(store: Store, job_id: str, content: str = "x", error: str | None = None) -> None:
-    """A job with four events: accepted, ARCH started, ARCH completed (its file holds
-    ``content``) or failed (with ``error``), DB started."""
-    request = GenerationRequest.model_validate(
-        {
-            "request_id": job_id,
-            "project_name": "shop",
-            "mockup": {"kind": "text", "description": "x"},
-        }
-    )
-    store.create_job(job_id, request, "test", ["ARCH", "DB"])
-    job = store.job(job_id)
-    store.start_phase(job, "ARCH", "1", JobState.ARCH)
-    outcome = PhaseOutcome(phase="ARCH", step="1", files=[NewFile("a.txt", content)])
-    if error is None:
-        store.complete_phase(job, outcome, JobState.DB)
-    else:
-        store.fail_phase(job, outcome, error, JobState.DB)
-    store.start_phase(job, "DB", "2", JobState.DB)
-
-
-def _resize(store: Store, job_id: str, seq: int, size: int) -> None:
-    """Make the file content of that event such that its payload is ``size`` bytes."""
-    row_id, payload = store.db.conn.execute(
-        "SELECT id, payload FROM outbox WHERE job_id = ? AND seq = ?", (job_id, seq)
-    ).fetchone()
-    event = Event.model_validate_json(payload)
-    file = event.files[0]
-    grown = len(file.content) + size - len(payload)
-    bigger = event.model_copy(update={"files": [file.model_copy(update={"content": "x" * grown})]})
-    store.replace_payload(row_id, bigger.to_json())
-    assert len(bigger.to_json()) == size
+from tests.support.daemons import running
+from tests.support.store_records import job_with_four_events, resize_event
+from tests.support.topics import raw_events
 
 
 async def _publish_all(relay: OutboxRelay, store: Store, rounds: int = 10) -> None:
@@ -76,9 +42,9 @@ async def test_an_event_the_producer_refuses_goes_out_smaller_in_order(make_sett
     store = Store(settings.store.path)
     # Just under kafka.max_publish_bytes: the relay's own size check lets it through, and the
     # producer refuses it (its limit counts the record's key, headers and framing too).
-    _job(store, "big-1")
-    _resize(store, "big-1", 3, kafka.max_publish_bytes - 20)
-    _job(store, "small-1")
+    job_with_four_events(store, "big-1")
+    resize_event(store, "big-1", 3, kafka.max_publish_bytes - 20)
+    job_with_four_events(store, "small-1")
     producer = make_producer(kafka, kafka.bootstrap_servers)
     await producer.start()
     try:
@@ -111,8 +77,8 @@ async def test_an_event_refused_at_its_smallest_holds_only_its_own_job(make_sett
         kafka.bootstrap_servers, [kafka.events_topic], 2, configs=topic_configs(kafka)
     )
     store = Store(settings.store.path)
-    _job(store, "stuck-1" + "x" * 120, error="e" * 5000)
-    _job(store, "fine-1")
+    job_with_four_events(store, "stuck-1" + "x" * 120, error="e" * 5000)
+    job_with_four_events(store, "fine-1")
     metrics = Metrics()
     producer = make_producer(kafka, kafka.bootstrap_servers)
     await producer.start()

@@ -6,9 +6,10 @@ import json
 
 from daemon.states import PHASE_BY_STATE, PHASE_NAMES
 from daemon.store import Store
-from tests.fake_anthropic import Reply
-from tests.integration.conftest import collect, running
-from tests.integration.test_flow import produce, request_bytes
+from tests.support.daemons import collect, running
+from tests.support.messages_server import Reply
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 
 def starts_and_ends(events):

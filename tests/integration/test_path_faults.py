@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 from daemon.store import Store
-from tests.fake_anthropic import Reply, default_phase_files
-from tests.integration.test_model_faults import FILES, phase_event, run_job
+from tests.support.daemons import phase_event, run_job
+from tests.support.messages_server import Reply, default_phase_files
+from tests.support.scripted_files import FILES
 
 DB_FIRST, DB_SECOND = (path for path, _ in default_phase_files("DB")[:2])
 BAD = {

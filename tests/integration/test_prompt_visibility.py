@@ -26,8 +26,8 @@ from daemon.models import GenerationRequest
 from daemon.outputs import output_folder
 from daemon.states import FILE_PHASE_NAMES
 from daemon.verify.resolve import cross_imports
-from tests.fake_anthropic import Reply, extract_phase, request_text
-from tests.integration.conftest import collect, running
+from tests.support.daemons import collect, running
+from tests.support.messages_server import Reply, extract_phase, request_text
 
 ROOT = Path(__file__).parents[2]
 CASSETTE = ROOT / "examples" / "cassettes" / "car-management-app"

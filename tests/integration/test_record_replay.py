@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from daemon.llm import AnthropicProvider, RecordingProvider
-from tests.fake_anthropic import Reply
-from tests.integration.conftest import collect, replay_settings, running
-from tests.integration.test_flow import produce, request_bytes
+from tests.support.daemons import collect, replay_settings, running
+from tests.support.messages_server import Reply
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 
 async def test_recorded_run_replays_the_same_files(make_settings, messages_server, tmp_path):

@@ -9,18 +9,18 @@ import pytest
 
 from daemon.errors import JobNotFound
 from daemon.store import Store
-from tests.integration.conftest import running
-from tests.unit.test_retention import DAY_S, _finished_job, _publish
+from tests.support.daemons import running
+from tests.support.store_records import DAY_S, finished_job, publish_job
 
 
 async def test_the_daemon_prunes_old_finished_jobs_soon_after_start(make_settings):
     settings = make_settings()
     assert settings.store.retention_days == 30
     store = Store(settings.store.path)
-    _finished_job(store, "old-1")
-    _publish(store, "old-1", time.time() - 31 * DAY_S)
-    _finished_job(store, "recent-1")
-    _publish(store, "recent-1", time.time() - 29 * DAY_S)
+    finished_job(store, "old-1")
+    publish_job(store, "old-1", time.time() - 31 * DAY_S)
+    finished_job(store, "recent-1")
+    publish_job(store, "recent-1", time.time() - 29 * DAY_S)
     store.close()
     async with running(settings) as daemon:
         async with asyncio.timeout(30):

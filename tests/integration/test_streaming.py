@@ -6,9 +6,10 @@ import json
 
 from daemon.llm import AnthropicProvider, RecordingProvider
 from daemon.store import Store
-from tests.fake_anthropic import Reply, produced_paths
-from tests.integration.conftest import collect, replay_settings, running
-from tests.integration.test_flow import produce, request_bytes
+from tests.support.daemons import collect, replay_settings, running
+from tests.support.messages_server import Reply, produced_paths
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 PAGES = [
     (f"frontend/src/pages/P{i}.tsx", f"export default function P{i}() {{}}\n" * 8) for i in range(5)

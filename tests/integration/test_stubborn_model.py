@@ -10,9 +10,10 @@ from collections import Counter
 import httpx2
 
 from daemon.store import Store
-from tests.fake_anthropic import Reply, stalling_responder
-from tests.integration.conftest import collect, running
-from tests.integration.test_flow import produce, request_bytes
+from tests.support.daemons import collect, running
+from tests.support.messages_server import Reply, stalling_responder
+from tests.support.sample_requests import request_bytes
+from tests.support.topics import produce
 
 JOBS = 16
 STALL_RATE = 0.3

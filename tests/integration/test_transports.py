@@ -6,7 +6,7 @@ import pytest
 
 from daemon.errors import PermanentLLMError, RetryableLLMError
 from daemon.llm import AnthropicProvider, LLMCall
-from tests.fake_anthropic import Reply
+from tests.support.messages_server import Reply
 
 pytestmark = pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 

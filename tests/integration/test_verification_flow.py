@@ -19,8 +19,8 @@ import pytest
 from daemon.llm import LLMAnswer, LLMCall, ReplayProvider, TextSink
 from daemon.models import Event
 from daemon.store import Store
-from tests.integration.conftest import collect, running
-from tests.integration.test_flow import produce
+from tests.support.daemons import collect, running
+from tests.support.topics import produce
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "task-tracker.json"

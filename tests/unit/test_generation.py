@@ -8,22 +8,14 @@ import pytest
 from daemon.answers import interpret_files, recover_files
 from daemon.errors import PermanentLLMError, PhaseFailed
 from daemon.generation import PhaseRunner
-from daemon.llm import LLMAnswer, LLMCall
+from daemon.llm import LLMAnswer
 from daemon.models import GenerationRequest, Usage
 from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, JobState
+from tests.support.scripted_llm import Scripted, answer
 
 FILES = [{"path": f"backend/app/m{i}.py", "content": f"X{i} = {i}\n" * 5} for i in range(4)]
-
-
-def answer(obj, stop_reason="end_turn", cut_at=None):
-    text = json.dumps(obj)
-    if cut_at is not None:
-        text = text[:cut_at]
-    return LLMAnswer(
-        text=text, stop_reason=stop_reason, usage=Usage(input_tokens=10, output_tokens=5, calls=1)
-    )
 
 
 def cut_inside_file(index):
@@ -32,24 +24,6 @@ def cut_inside_file(index):
     marker = json.dumps(FILES[index]["content"])[:8]
     position = text.index(marker, text.index(FILES[index]["path"])) + 5
     return text[:position]
-
-
-class Scripted:
-    def __init__(self, *answers):
-        self.answers = list(answers)
-        self.calls: list[LLMCall] = []
-
-    async def complete(self, call, on_text):
-        self.calls.append(call)
-        item = self.answers.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        for start in range(0, len(item.text), 10):
-            on_text(item.text[start : start + 10])
-        return item
-
-    async def aclose(self):
-        pass
 
 
 def job():
@@ -219,7 +193,7 @@ async def test_permanent_error_fails_the_phase():
 def architecture(files=(), complete=True):
     from daemon.generation import api_schema
     from daemon.states.base import ArchAnswer
-    from tests.fake_anthropic import example_for_schema
+    from tests.support.messages_server import example_for_schema
 
     plan = example_for_schema(api_schema(ArchAnswer))
     plan.update(files=list(files), complete=complete)

@@ -22,7 +22,7 @@ from daemon.intake import DISK_RETRY_FIRST_S, DISK_RETRY_MAX_S, Intake
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings, load_settings
 from daemon.store import Store
-from tests.hostile_requests import ANY_MESSAGE, NAMED, good_request
+from tests.support.hostile_requests import ANY_MESSAGE, NAMED, good_request
 
 TOPIC = "codegen.requests"
 TP = TopicPartition(TOPIC, 0)

@@ -15,7 +15,7 @@ from daemon.outputs import OutputWriter
 from daemon.settings import load_settings
 from daemon.states import JobState, plan_phases
 from daemon.store import Store
-from tests.unit.test_generation import Scripted, answer
+from tests.support.scripted_llm import Scripted, answer
 
 REQUEST = GenerationRequest.model_validate(
     {"request_id": "j1", "project_name": "p", "mockup": {"kind": "text", "description": "d"}}

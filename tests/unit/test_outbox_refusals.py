@@ -13,7 +13,7 @@ from daemon.metrics import Metrics
 from daemon.models import Event
 from daemon.outbox import OutboxRelay
 from daemon.store import Store
-from tests.integration.test_outbox_sizes import _job, _resize
+from tests.support.store_records import job_with_four_events, resize_event
 
 LIMIT_BYTES = 600 * 1024
 
@@ -51,9 +51,9 @@ async def _drain(relay: OutboxRelay, store: Store) -> int:
 
 async def test_a_refused_event_goes_out_smaller_and_is_never_overtaken(tmp_path):
     store = Store(tmp_path / "s.db")
-    _job(store, "big-1")
-    _resize(store, "big-1", 3, 2 * LIMIT_BYTES)
-    _job(store, "small-1")
+    job_with_four_events(store, "big-1")
+    resize_event(store, "big-1", 3, 2 * LIMIT_BYTES)
+    job_with_four_events(store, "small-1")
     broker = RefusingBroker(LIMIT_BYTES)
     relay = OutboxRelay(store, broker, "events", metrics=Metrics())  # type: ignore[arg-type]
     await _drain(relay, store)
@@ -75,7 +75,7 @@ async def test_a_refused_event_goes_out_smaller_and_is_never_overtaken(tmp_path)
 
 async def test_refused_without_contents_it_is_cut_to_its_own_fields(tmp_path):
     store = Store(tmp_path / "s.db")
-    _job(store, "warn-1")
+    job_with_four_events(store, "warn-1")
     row_id, payload = store.db.conn.execute(
         "SELECT id, payload FROM outbox WHERE job_id = 'warn-1' AND seq = 3"
     ).fetchone()
@@ -113,7 +113,7 @@ async def test_readyz_says_when_events_cannot_be_published(tmp_path, monkeypatch
     monkeypatch.setattr(outbox, "UNREADY_AFTER_S", 0.3)
     monkeypatch.setattr(outbox, "RETRY_BACKOFF_MAX_S", 0.1)
     store = Store(tmp_path / "s.db")
-    _job(store, "j-1")
+    job_with_four_events(store, "j-1")
     broker, metrics = DownBroker(LIMIT_BYTES), Metrics()
     relay = OutboxRelay(store, broker, "events", metrics=metrics)  # type: ignore[arg-type]
     task = asyncio.create_task(relay.run())
@@ -148,7 +148,7 @@ class FlakyBroker(RefusingBroker):
 
 async def test_a_failed_delivery_is_not_overtaken_by_its_jobs_later_events(tmp_path):
     store = Store(tmp_path / "s.db")
-    _job(store, "j-1")
+    job_with_four_events(store, "j-1")
     broker = FlakyBroker(LIMIT_BYTES)
     relay = OutboxRelay(store, broker, "events", metrics=Metrics())  # type: ignore[arg-type]
     for _ in range(3):

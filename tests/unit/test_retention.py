@@ -11,8 +11,6 @@ import time
 import pytest
 
 from daemon.errors import ConfigError, JobNotFound
-from daemon.models import GenerationRequest
-from daemon.records import NewFile, PhaseOutcome
 from daemon.retention import (
     EVENTS_PER_TRANSACTION,
     JOBS_PER_TRANSACTION,
@@ -22,8 +20,7 @@ from daemon.retention import (
 )
 from daemon.states import JobState
 from daemon.store import Pruned, Store
-
-DAY_S = 86_400.0
+from tests.support.store_records import DAY_S, finished_job, publish_job, sample_request
 
 
 def _mode(path) -> int:
@@ -58,31 +55,6 @@ def test_an_existing_folder_keeps_its_mode(tmp_path, loose_umask):
     assert _mode(folder / "codegend.db") == 0o600
 
 
-def _request(job_id: str) -> GenerationRequest:
-    return GenerationRequest.model_validate(
-        {"request_id": job_id, "project_name": "p", "mockup": {"kind": "text", "description": "d"}}
-    )
-
-
-def _finished_job(store: Store, job_id: str, state: JobState = JobState.COMPLETED) -> None:
-    store.create_job(job_id, _request(job_id), "t", ["ARCH"])
-    job = store.job(job_id)
-    store.start_phase(job, "ARCH", "1", JobState.ARCH)
-    outcome = PhaseOutcome("ARCH", "1", files=[NewFile("a.txt", "x" * 1000)])
-    if state is JobState.COMPLETED:
-        store.complete_phase(job, outcome, state)
-    else:
-        store.fail_phase(job, outcome, "boom", state)
-
-
-def _publish(store: Store, job_id: str, at: float) -> None:
-    """Mark the job's events published at ``at`` and the job last changed then."""
-    rows = [row.id for row in store.unpublished(10_000) if row.job_id == job_id]
-    store.mark_published(rows)
-    store.db.conn.execute("UPDATE outbox SET published_at = ? WHERE job_id = ?", (at, job_id))
-    store.db.conn.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", (at, job_id))
-
-
 def _count(store: Store, table: str, job_id: str) -> int:
     query = f"SELECT count(*) FROM {table} WHERE job_id = ?"
     return store.db.conn.execute(query, (job_id,)).fetchone()[0]
@@ -92,16 +64,16 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
     store = Store(tmp_path / "s.db")
     now = time.time()
     old, before = now - 40 * DAY_S, now - 30 * DAY_S
-    _finished_job(store, "old-done")
-    _finished_job(store, "old-failed", JobState.FAILED)
-    _finished_job(store, "new-done")
-    _finished_job(store, "old-unpublished")
-    store.create_job("old-running", _request("old-running"), "t", ["ARCH", "DB"])
+    finished_job(store, "old-done")
+    finished_job(store, "old-failed", JobState.FAILED)
+    finished_job(store, "new-done")
+    finished_job(store, "old-unpublished")
+    store.create_job("old-running", sample_request("old-running"), "t", ["ARCH", "DB"])
     store.start_phase(store.job("old-running"), "ARCH", "1", JobState.ARCH)
     store.record_call(_call("old-done"))
     for job_id in ("old-done", "old-failed", "old-unpublished", "old-running"):
-        _publish(store, job_id, old)
-    _publish(store, "new-done", now)
+        publish_job(store, job_id, old)
+    publish_job(store, "new-done", now)
     # a late event of an old finished job, not yet published: that job stays, whole
     store.emit("old-unpublished", "old-unpublished", "job.resumed", from_phase="ARCH", reason="r")
     assert _count(store, "calls", "old-done") == 1
@@ -126,7 +98,7 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
     assert pruned.events == 4 + 4 + 4 + 2  # two pruned jobs', and the older events of two others
     assert prune(store, before) == Pruned()
     # a request redelivered after its job was pruned is still a duplicate
-    assert not store.create_job("old-done", _request("old-done"), "t", ["ARCH"])
+    assert not store.create_job("old-done", sample_request("old-done"), "t", ["ARCH"])
     store.close()
 
 
@@ -139,12 +111,12 @@ def _call(job_id: str):
 
 def test_seq_and_row_ids_go_on_after_a_prune(tmp_path):
     store = Store(tmp_path / "s.db")
-    _finished_job(store, "a")
-    _finished_job(store, "b")
+    finished_job(store, "a")
+    finished_job(store, "b")
     last_id = max(row.id for row in store.unpublished(100))
     old = time.time() - 40 * DAY_S
-    _publish(store, "a", old)
-    _publish(store, "b", old)
+    publish_job(store, "a", old)
+    publish_job(store, "b", old)
     assert prune(store, time.time() - 30 * DAY_S) == Pruned(jobs=2, events=7)
     newest = store.db.conn.execute("SELECT id, job_id, seq FROM outbox").fetchall()
     assert newest == [(last_id, "b", 4)]  # the newest row stays: ids never restart
@@ -159,11 +131,11 @@ def test_prune_works_in_small_transactions(tmp_path):
     old = time.time() - 40 * DAY_S
     jobs = JOBS_PER_TRANSACTION * 2 + 3
     for index in range(jobs):
-        _finished_job(store, f"j{index}")
-        _publish(store, f"j{index}", old)
+        finished_job(store, f"j{index}")
+        publish_job(store, f"j{index}", old)
     for _ in range(EVENTS_PER_TRANSACTION * 2 + 5):
         store.emit("noisy", None, "job.rejected", error="x")
-    _publish(store, "noisy", old)
+    publish_job(store, "noisy", old)
     calls: list[tuple[str, int, float]] = []
     prune_jobs, prune_events = store.prune_jobs, store.prune_events
 

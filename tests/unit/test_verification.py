@@ -10,7 +10,7 @@ from daemon.records import JobRecord
 from daemon.settings import load_settings
 from daemon.states import PHASE_BY_STATE, JobState
 from daemon.states.base import ArchPlan, PlannedFile
-from tests.unit.test_generation import Scripted
+from tests.support.scripted_llm import Scripted
 
 PAGE = "frontend/src/pages/Home.tsx"
 CARD = "frontend/src/components/Card.tsx"

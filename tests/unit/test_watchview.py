@@ -2,73 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from rich.console import Console
 
-from daemon.models import Event, FileRecord, Usage
+from daemon.models import Event
 from daemon.states import PHASE_NAMES
-from daemon.watchview import WatchState, follow, render, spinner_frame
-
-T0 = datetime(2026, 12, 1, 15, 30, 0, tzinfo=UTC)
-
-
-class Script:
-    """Events of one job, numbered as the daemon numbers them."""
-
-    def __init__(self, job_id: str = "shop-1") -> None:
-        self.job_id = job_id
-        self.seq = 0
-
-    def __call__(self, type_: str, at_s: float, **fields) -> Event:
-        self.seq += 1
-        return Event(
-            event_id=uuid.uuid4().hex,
-            type=type_,
-            job_id=self.job_id,
-            request_id=self.job_id,
-            seq=self.seq,
-            ts=T0 + timedelta(seconds=at_s),
-            **fields,
-        )
-
-    def accepted(self, phases=PHASE_NAMES) -> Event:
-        return self("job.accepted", 0, project_name="shop", phases=list(phases))
-
-    def started(self, phase: str, at_s: float, attempt: int = 1) -> Event:
-        return self("phase.started", at_s, phase=phase, step="?", attempt=attempt)
-
-    def completed(self, phase: str, at_s: float, files: int, tokens: int, **extra) -> Event:
-        return self(
-            "phase.completed",
-            at_s,
-            phase=phase,
-            step="?",
-            files=[_file(i) for i in range(files)],
-            usage=Usage(output_tokens=tokens, calls=1),
-            duration_s=extra.pop("duration_s", 2.0),
-            warnings=extra.pop("warnings", []),
-        )
-
-    def failed(self, phase: str, at_s: float, error: str) -> Event:
-        return self("phase.failed", at_s, phase=phase, step="?", error=error, attempts=3)
-
-    def ended(self, status: str, at_s: float, failed=()) -> Event:
-        return self(
-            "job.completed",
-            at_s,
-            status=status,
-            files_total=0,
-            failed_phases=list(failed),
-            usage=Usage(),
-        )
-
-
-def _file(index: int) -> FileRecord:
-    return FileRecord(path=f"backend/f{index}.py", sha256="0" * 64, size=1, content="x")
+from daemon.watchview import WatchState, follow, spinner_frame
+from tests.support.watch_events import T0, Script, screen
 
 
 def mid_run(script: Script) -> list[Event]:
@@ -84,20 +26,6 @@ def mid_run(script: Script) -> list[Event]:
         script.completed("BE_MODELS", 24.0, files=7, tokens=3702, warnings=["F401"]),
         script.started("BE_ROUTES", 24.1, attempt=2),
     ]
-
-
-def screen(state: WatchState, at_s: float, width: int = 100) -> str:
-    console = Console(record=True, width=width, color_system=None, file=_Null())
-    console.print(render(state, T0 + timedelta(seconds=at_s)))
-    return console.export_text()
-
-
-class _Null:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def row(text: str, phase: str) -> str:

@@ -3,7 +3,8 @@ literally by the watch view: rich markup in them is text, never a style or a cra
 
 from __future__ import annotations
 
-from tests.unit.test_watchview import Script, WatchState, screen
+from daemon.watchview import WatchState
+from tests.support.watch_events import Script, screen
 
 MARKUP = "[/x] [bold red]boom[/]"
 

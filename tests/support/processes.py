@@ -1,4 +1,5 @@
-"""The ``codegend`` command in subprocesses: its environment, runs, and the daemon's life.
+"""The ``codegend`` command in subprocesses: its environment, runs, and the daemon's life
+(started, ready once its ready file names it, stopped).
 
 Every process here is one the test started; it is signalled by its own pid only.
 """
@@ -14,11 +15,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from daemon.settings import Settings, load_settings
-from tests.conftest import BOOTSTRAP_ENV, TopicNames
+from tests.support.readiness import READY_FILE_ENV, is_ready
+from tests.support.topics import BOOTSTRAP_ENV, TopicNames
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CODEGEND = [sys.executable, "-m", "daemon"]
-RUNNING_LINE = "codegend running"
 START_TIMEOUT_S = 30.0
 
 Env = dict[str, str]
@@ -32,7 +33,8 @@ def daemon_env(
     **overrides: str,
 ) -> Env:
     """The environment of a daemon on this test's topics, store and output folder, talking
-    to the local Messages API server; ``overrides`` adds or replaces variables."""
+    to the local Messages API server, its ready file in ``tmp_path``; ``overrides`` adds or
+    replaces variables."""
     return {
         **os.environ,
         "ANTHROPIC_BASE_URL": anthropic_url,
@@ -48,6 +50,7 @@ def daemon_env(
         "CODEGEND_STORE__PATH": str(tmp_path / "codegend.db"),
         "CODEGEND_OUTPUT__DIR": str(tmp_path / "out"),
         "CODEGEND_METRICS__PORT": "0",  # a free port: daemons side by side do not collide
+        READY_FILE_ENV: str(tmp_path / "codegend.ready"),
         "PYTHONPATH": str(ROOT),
         **overrides,
     }
@@ -90,11 +93,6 @@ def codegend(
     return result
 
 
-def starts_logged(log_path: Path) -> int:
-    """How many daemons writing to ``log_path`` reached their running state."""
-    return log_path.read_text().count(RUNNING_LINE) if log_path.exists() else 0
-
-
 def spawn(variables: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start ``codegend run`` with its output appended to ``log_path``; do not wait."""
     with log_path.open("a") as log:
@@ -103,22 +101,21 @@ def spawn(variables: Mapping[str, str], log_path: Path) -> subprocess.Popen[byte
         )
 
 
-def wait_running(
-    process: subprocess.Popen[bytes], log_path: Path, starts_before: int
+def wait_ready(
+    process: subprocess.Popen[bytes], variables: Mapping[str, str], log_path: Path
 ) -> subprocess.Popen[bytes]:
-    """Wait until the daemon logged that it runs; fail with its log if it exited instead."""
+    """Wait until the daemon's ready file names it; fail with its log if it exited instead."""
+    ready_file = Path(variables[READY_FILE_ENV])
     wait_for(
-        lambda: starts_logged(log_path) > starts_before or process.poll() is not None,
-        START_TIMEOUT_S,
+        lambda: is_ready(ready_file, process.pid) or process.poll() is not None, START_TIMEOUT_S
     )
     assert process.poll() is None, log_path.read_text()
     return process
 
 
 def start_daemon(variables: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``codegend run`` and return once it is running."""
-    starts = starts_logged(log_path)
-    return wait_running(spawn(variables, log_path), log_path, starts)
+    """Start ``codegend run`` and return once it is ready."""
+    return wait_ready(spawn(variables, log_path), variables, log_path)
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -134,8 +131,17 @@ def kill(process: subprocess.Popen[bytes]) -> int:
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float, poll_s: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(poll_s)
+
+
+def demo_env(**settings: str) -> dict[str, str]:
+    """The environment of a user's shell: none of the suite's settings, no key."""
+    variables = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CODEGEND_", "ANTHROPIC_"))
+    }
+    return {**variables, "PYTHONPATH": str(ROOT), **settings}

@@ -9,8 +9,8 @@ The server is a thread, so it serves in-process async tests and daemons started 
 subprocesses alike. Token counts are approximations: ``ceil(chars / CHARS_PER_TOKEN)``.
 
 It also runs as a process of its own (the benchmarks keep its CPU apart from the daemon's):
-``python -m tests.fake_anthropic --port 0 --latency-s 0.2`` prints its URL on one line and
-serves with the default responder until SIGTERM or SIGINT.
+``python -m tests.support.messages_server --port 0 --latency-s 0.2`` prints its URL on one
+line and serves with the default responder until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -794,7 +794,7 @@ class MessagesServer:
 def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM/SIGINT; the URL is the first line printed."""
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_anthropic",
+        prog="python -m tests.support.messages_server",
         description="A local Messages API server answering with the default responder.",
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")

@@ -1,0 +1,66 @@
+"""The session broker's topics as the tests use them: names no other test shares, requests
+produced onto them, and every event read back raw."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from daemon.models import Event
+from daemon.settings import Settings
+
+BOOTSTRAP_ENV = "CODEGEND_TEST_BOOTSTRAP"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Topic names that no other test uses (they share one broker)."""
+
+    suffix: str
+    requests: str
+    events: str
+    dlq: str
+
+    def all(self) -> list[str]:
+        """The three names, requests first."""
+        return [self.requests, self.events, self.dlq]
+
+
+async def produce(settings: Settings, *values: bytes, key: bytes | None = None) -> None:
+    """Each value onto the requests topic, as it is."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(settings.kafka.requests_topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def raw_events(settings: Settings, timeout_s: float = 5.0) -> list[Event]:
+    """Everything on the events topic now, duplicates included."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [
+            TopicPartition(settings.kafka.events_topic, p)
+            for p in sorted(consumer.partitions_for_topic(settings.kafka.events_topic) or [])
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[Event] = []
+        async with asyncio.timeout(timeout_s):
+            while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    found.extend(Event.model_validate_json(r.value) for r in records)
+        return found
+    finally:
+        await consumer.stop()
