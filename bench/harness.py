@@ -21,7 +21,7 @@ from typing import Any
 from bench.procs import ROOT, BenchError, DaemonProcess, ModelServer, cpu_s
 from daemon.broker import EmbeddedBroker
 from daemon.client import Client
-from daemon.models import Event, GenerationRequest
+from daemon.contract import Event, GenerationRequest
 from daemon.settings import Settings, load_settings
 
 Config = dict[str, dict[str, Any]]

@@ -68,7 +68,7 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "/daemon/machine.py",
             "/transitions/",
             "/daemon/ratelimit.py",
-            "/daemon/worker.py",
+            "/daemon/service.py",
         ),
     ),
     ("logging (logging, daemon.logs)", ("/logging/", "/daemon/logs.py")),

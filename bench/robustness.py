@@ -22,9 +22,9 @@ from pathlib import Path
 
 from daemon.broker import EmbeddedBroker
 from daemon.client import Client
-from daemon.models import GenerationRequest
+from daemon.contract import GenerationRequest
+from daemon.service import Daemon
 from daemon.settings import load_settings
-from daemon.worker import Daemon
 from tests.support.messages_server import MessagesServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -489,7 +489,7 @@ class CrashResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-IMPORTS = "import os, daemon.cli, daemon.worker; os._exit(0)"
+IMPORTS = "import os, daemon.cli, daemon.service; os._exit(0)"
 
 
 async def import_time_s() -> tuple[float, list[tuple[str, float]]]:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from daemon.answers import interpret_files, interpret_plan
 from daemon.checks import CheckLimits, run_checks
+from daemon.contract import GenerationRequest, Usage
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer, ReplayProvider
-from daemon.models import GenerationRequest, Usage
 from daemon.records import JobRecord
 from daemon.settings import load_settings
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES, JobState
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES, JobState
 from daemon.states.base import ArchPlan
 from daemon.verify import toolchain
 from daemon.verify.static import static_problems
@@ -95,7 +95,7 @@ async def _replay_verify(directory: Path, plan: ArchPlan | None, files: dict[str
     project = dict(files)
     hooks = PhaseHooks(job_files=lambda: dict(project))
     started = time.perf_counter()
-    outcome = await runner.verify(job, PHASE_BY_STATE["VERIFY"], project, writers, [], hooks)
+    outcome = await runner.verify(job, PHASE_BY_NAME["VERIFY"], project, writers, [], hooks)
     return outcome.verification, time.perf_counter() - started
 
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from daemon.contract import field_errors
 from daemon.errors import PhaseFailed, UnsafePath
 from daemon.llm import LLMAnswer
-from daemon.models import field_errors
 from daemon.paths import PathIndex, check_path
 from daemon.records import NewFile
 from daemon.settings import LLMSettings
@@ -212,7 +212,7 @@ def interpret(
 
 
 def report_continuation(run: PhaseRun, result: Interpretation) -> None:
-    extra = {"job_id": run.job.job_id, "phase": run.phase.state}
+    extra = {"job_id": run.job.job_id, "phase": run.phase.name}
     files = run.phase.produces_files
     kept = len(result.files) if files else len(result.planned)
     what = "complete files" if files else "planned files"
@@ -263,7 +263,7 @@ def absorb(
         run.repairs += 1
         if run.repairs > limits.max_repairs:
             raise PhaseFailed(
-                f"{phase.state}: still invalid after {limits.max_repairs} repairs: "
+                f"{phase.name}: still invalid after {limits.max_repairs} repairs: "
                 + "; ".join(result.errors)
             )
         if repeated_errors:  # never the same request twice: say it is the same problem
@@ -276,7 +276,7 @@ def absorb(
     if result.cut and not (result.files or result.planned or result.plan):
         if run.budget >= limits.max_tokens_ceiling:
             raise PhaseFailed(
-                f"{phase.state}: one answer does not fit in max_tokens={run.budget} "
+                f"{phase.name}: one answer does not fit in max_tokens={run.budget} "
                 f"(llm.max_tokens_ceiling)"
             )
         run.budget = min(run.budget * 2, limits.max_tokens_ceiling)
@@ -293,7 +293,7 @@ def _stalled(run: PhaseRun, repeated: Sequence[str]) -> bool:
     names what happened and asks for the missing files or for ``complete: true``;
     after MAX_STALLS such answers in a row the phase ends with the files it has."""
     run.stalls += 1
-    phase = run.phase.state
+    phase = run.phase.name
     if run.stalls > MAX_STALLS:
         note = (
             f"{phase}: the model answered 'not complete' {run.stalls} times in a row "

@@ -13,7 +13,13 @@ from typing import Any, get_args
 from pydantic.json_schema import models_json_schema
 
 from daemon import __version__
-from daemon.models import REQUEST_ID_PATTERN, REQUIRED_BY_TYPE, Event, EventType, GenerationRequest
+from daemon.contract import (
+    REQUEST_ID_PATTERN,
+    REQUIRED_BY_TYPE,
+    Event,
+    EventType,
+    GenerationRequest,
+)
 from daemon.settings import KafkaSettings
 from daemon.topics import TOPIC_HEADROOM_BYTES
 

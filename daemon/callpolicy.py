@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from daemon import chaos, prompts
+from daemon.contract import Usage
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
@@ -33,7 +34,6 @@ from daemon.errors import (
 )
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider, TextSink
 from daemon.metrics import Metrics
-from daemon.models import Usage
 from daemon.progress import ANSWERED, STREAMING, WAITING, Point
 from daemon.ratelimit import RateLimiter, estimate_tokens
 from daemon.records import CallRecord

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from daemon.contract import Event, GenerationRequest, is_derived_job_id
 from daemon.errors import BadRequest, ConfigError
 from daemon.kafka import client_options, make_producer
-from daemon.models import Event, GenerationRequest, is_derived_job_id
 from daemon.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,33 +1,280 @@
-"""The JSON Schema files of the contract, generated from the pydantic models."""
+"""The messages at the edges: what arrives on the requests topic and what leaves on the events topic.
+
+These pydantic models are the contract of Part 1 of DESIGN.md; the JSON Schema files
+under ``schemas/`` are generated from them (``codegend schemas``) and a test fails if
+they drift apart.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from pathlib import Path
-from typing import Any
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from daemon.models import Event, GenerationRequest
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-SCHEMA_FILES: dict[str, type] = {
-    "generation-request.schema.json": GenerationRequest,
-    "event.schema.json": Event,
+from daemon.logs import printable
+from daemon.states import PHASE_NAMES, ArchPlan
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# The job id of a request without a request_id: where it was read (topic:partition:offset).
+# A request_id of this form could take the job id of a later request without one, so intake
+# rejects it.
+DERIVED_JOB_ID_PATTERN = r"^[A-Za-z0-9._-]+:[0-9]+:[0-9]+$"
+REQUEST_ID_DESCRIPTION = (
+    "The idempotency key and the job id: the same request_id never makes a second job. "
+    "Without it the job id is where the message was read, topic:partition:offset, so a "
+    "request_id of that form (name:digits:digits) is rejected (dead-lettered): it could "
+    "take the job id of another request."
+)
+PROJECT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+MAX_TOKENS_PER_CALL_LIMIT = 128_000
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextMockup(_Message):
+    kind: Literal["text"]
+    description: str = Field(min_length=1, max_length=100_000)
+    notes: str | None = Field(default=None, max_length=20_000)
+
+
+class ImageMockup(_Message):
+    kind: Literal["image"]
+    media_type: Literal["image/png", "image/jpeg", "image/webp", "image/gif"]
+    data: str = Field(min_length=1, description="base64 of the image; its size is capped by config")
+    notes: str | None = Field(default=None, max_length=20_000)
+
+    @field_validator("data")
+    @classmethod
+    def _is_base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("data must be standard base64") from exc
+        return value
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data) * 3 // 4 - self.data[-2:].count("=")
+
+
+Mockup = Annotated[TextMockup | ImageMockup, Field(discriminator="kind")]
+
+
+class Stack(_Message):
+    backend: str = Field(default="fastapi", min_length=1, max_length=64)
+    frontend: str = Field(default="react-vite", min_length=1, max_length=64)
+    database: str = Field(default="postgresql", min_length=1, max_length=64)
+
+
+class RequestOptions(_Message):
+    max_tokens: dict[str, Annotated[int, Field(ge=256, le=MAX_TOKENS_PER_CALL_LIMIT)]] = Field(
+        default_factory=dict, description="per-phase max_tokens overrides, keyed by phase state"
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    phases: list[str] | None = Field(
+        default=None, min_length=1, description="a subset of phases to run; ARCH always runs"
+    )
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _known_budget_phases(cls, value: dict[str, int]) -> dict[str, int]:
+        _check_phase_names(value)
+        return value
+
+    @field_validator("phases")
+    @classmethod
+    def _known_phases(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            _check_phase_names(value)
+        return value
+
+
+def _check_phase_names(names: Any) -> None:
+    unknown = sorted(set(names) - set(PHASE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown phase(s) {unknown}; known: {list(PHASE_NAMES)}")
+
+
+class GenerationRequest(_Message):
+    """A request to generate one project, as produced to the requests topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GenerationRequest")
+
+    request_id: str | None = Field(
+        default=None, pattern=REQUEST_ID_PATTERN, description=REQUEST_ID_DESCRIPTION
+    )
+    project_name: str = Field(pattern=PROJECT_NAME_PATTERN)
+    mockup: Mockup
+    stack: Stack = Field(default_factory=Stack)
+    options: RequestOptions = Field(default_factory=RequestOptions)
+
+
+# ---------------------------------------------------------------------------
+# Events
+
+EventType = Literal[
+    "job.accepted",
+    "job.rejected",
+    "phase.started",
+    "phase.completed",
+    "phase.failed",
+    "job.resumed",
+    "job.completed",
+]
+JobStatus = Literal["completed", "partial", "failed", "cancelled"]
+
+
+class Usage(_Message):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    calls: int = 0
+    cost_usd: float = Field(default=0.0, description="estimate from the llm.prices table")
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_input_tokens
+            + self.cache_creation_input_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(**{k: getattr(self, k) + getattr(other, k) for k in Usage.model_fields})
+
+
+class Verification(_Message):
+    """What the VERIFY state found and fixed (in VERIFY's phase.completed and job.completed)."""
+
+    tiers: list[str] = Field(description="the tiers run: static, toolchain")
+    problems_before: int = Field(ge=0, description="problems found before any repair")
+    problems_after: int = Field(ge=0, description="problems that remain")
+    rounds: int = Field(ge=0, description="repair rounds run (verify.max_rounds at most)")
+    repair_calls: int = Field(ge=0)
+    builds: bool | None = Field(
+        default=None,
+        description="the toolchain tier's verdict: the frontend builds and the backend boots; "
+        "null when that tier did not run",
+    )
+    remaining: list[str] = Field(description="each remaining problem, one line")
+    toolchain_skipped: str | None = Field(
+        default=None, description="why the toolchain tier did not run, if it was asked for"
+    )
+
+
+class FileRecord(_Message):
+    path: str
+    sha256: str
+    size: int
+    content: str
+
+
+class Event(_Message):
+    """One event on the events topic. Fields beyond the common six depend on ``type``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Event")
+
+    event_id: str
+    type: EventType
+    job_id: str
+    request_id: str | None
+    seq: int = Field(ge=1)
+    ts: datetime
+    # job.accepted
+    project_name: str | None = None
+    phases: list[str] | None = None
+    # job.rejected / phase.failed
+    error: str | None = None
+    # phase.*
+    phase: str | None = None
+    step: str | None = None
+    attempt: int | None = None
+    attempts: int | None = None
+    files: list[FileRecord] | None = None
+    usage: Usage | None = None
+    duration_s: float | None = None
+    warnings: list[str] | None = None
+    # job.resumed
+    from_phase: str | None = None
+    reason: str | None = None
+    # job.completed
+    status: JobStatus | None = None
+    files_total: int | None = None
+    failed_phases: list[str] | None = None
+    # VERIFY's phase.completed, and job.completed of a job that ran VERIFY
+    verification: Verification | None = None
+    # ARCH's phase.completed: the architecture and the project's file plan
+    plan: ArchPlan | None = None
+
+    @model_validator(mode="after")
+    def _has_fields_of_its_type(self) -> Event:
+        missing = [name for name in REQUIRED_BY_TYPE[self.type] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.type} event lacks {missing}")
+        return self
+
+    def to_json(self) -> bytes:
+        """The wire form: the fields of the event's type; request_id always, null if none."""
+        fields = self.model_dump(mode="json", exclude_none=True)
+        fields.setdefault("request_id", None)
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "job.accepted": ("project_name", "phases"),
+    "job.rejected": ("error",),
+    "phase.started": ("phase", "step", "attempt"),
+    "phase.completed": ("phase", "step", "files", "usage", "duration_s", "warnings"),
+    "phase.failed": ("phase", "step", "error", "attempts"),
+    "job.resumed": ("from_phase", "reason"),
+    "job.completed": ("status", "files_total", "failed_phases", "usage"),
 }
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
-def schema_of(model: Any) -> dict[str, Any]:
-    return {"$schema": JSON_SCHEMA_DIALECT, **model.model_json_schema()}
+def is_derived_job_id(request_id: str) -> bool:
+    """Whether ``request_id`` has the form of a derived job id (``topic:partition:offset``)."""
+    return re.match(DERIVED_JOB_ID_PATTERN, request_id) is not None
 
 
-def render(model: Any) -> str:
-    return json.dumps(schema_of(model), indent=2, ensure_ascii=False) + "\n"
+def field_errors(exc: ValidationError, root: str, limit: int | None = None) -> list[str]:
+    """One ``location: message`` line per validation error (``root`` when it has none). The
+    location may quote the input's own keys: each part is shortened, and control characters
+    are escaped, so a line stays one line."""
+    return [
+        f"{'.'.join(_shown_part(part) for part in error['loc']) or root}: "
+        f"{printable(_shortened(error['msg'], MAX_ERROR_MESSAGE_CHARS))}"
+        for error in exc.errors(include_url=False, include_input=False)[:limit]
+    ]
 
 
-def write_schemas(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, model in SCHEMA_FILES.items():
-        path = directory / name
-        path.write_text(render(model), encoding="utf-8")
-        written.append(path)
-    return written
+MAX_LOCATION_PART_CHARS = 80
+MAX_ERROR_MESSAGE_CHARS = 500
+
+
+def _shown_part(part: str | int) -> str:
+    return printable(_shortened(str(part), MAX_LOCATION_PART_CHARS))
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

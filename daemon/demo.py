@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.client import Client
-from daemon.models import Event, GenerationRequest, Verification
+from daemon.contract import Event, GenerationRequest, Verification
 from daemon.outputs import output_folder
+from daemon.service import Daemon
 from daemon.settings import load_settings
-from daemon.worker import Daemon
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -26,10 +26,10 @@ from daemon import prompts
 from daemon.answers import absorb, interpret, report_continuation, take_streamed, with_file_plan
 from daemon.callpolicy import CallPolicy
 from daemon.checks import CheckLimits, Problem, run_checks
+from daemon.contract import FileRecord, Usage
 from daemon.errors import PhaseFailed
 from daemon.llm import LLMAnswer, LLMCall, LLMProvider, TextSink
 from daemon.metrics import Metrics
-from daemon.models import FileRecord, Usage
 from daemon.paths import PathIndex
 from daemon.progress import BUILDING, WAITING, Point
 from daemon.ratelimit import RateLimiter
@@ -151,7 +151,7 @@ class PhaseRunner:
         committed: Sequence[FileRecord] = (),
         hooks: PhaseHooks | None = None,
     ) -> PhaseOutcome:
-        budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
+        budget = self._settings.max_tokens_for(phase.name, job.request.options.max_tokens)
         run = PhaseRun(job, phase, manifest, hooks or PhaseHooks(), budget)
         run.produced = {f.path: NewFile(f.path, f.content) for f in committed}
         if not phase.produces_files and job.plan is not None:  # ARCH cut short: continue it
@@ -165,7 +165,7 @@ class PhaseRunner:
             exc.usage = run.usage
             raise
         return PhaseOutcome(
-            phase=phase.state,
+            phase=phase.name,
             step=phase.step,
             files=list(run.produced.values()),
             plan=with_file_plan(run),
@@ -194,7 +194,7 @@ class PhaseRunner:
         Returns the files it sent, what it cost, and VERIFY's calls so far (``calls``
         before it): VERIFY's calls are numbered across its repairs, for the call records
         and the cassettes, and ``llm.max_calls_per_phase`` bounds them all."""
-        budget = self._settings.max_tokens_for(phase.state, job.request.options.max_tokens)
+        budget = self._settings.max_tokens_for(phase.name, job.request.options.max_tokens)
         run = PhaseRun(job, phase, (), hooks, budget, calls=calls, repair=repair)
         try:
             await self._until_done(run)
@@ -229,7 +229,7 @@ class PhaseRunner:
             log.info(
                 "  %d files fail the code checks; asking for a fix",
                 len({p.path for p in fixable}),
-                extra={"job_id": run.job.job_id, "phase": run.phase.state},
+                extra={"job_id": run.job.job_id, "phase": run.phase.name},
             )
             run.feedback = [p.text for p in fixable + _off_plan(problems)] + [FIX_REQUEST]
             run.redo = {p.path for p in fixable}
@@ -240,7 +240,7 @@ class PhaseRunner:
         skipped = [p for p in problems if p.kind == "skipped"]
         for problem in skipped + _off_plan(problems):
             log.warning(
-                "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.state}
+                "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.name}
             )
         return [p.text for p in fixable + _off_plan(problems) + skipped]
 
@@ -249,14 +249,14 @@ class PhaseRunner:
         run.hooks.progress(Point(run.calls, WAITING))  # the checks run in a worker process
         problems = await run_checks("check_files", self._check_limits(), new, existing)
         plan = run.job.plan
-        planned = plan.planned_for(run.phase.state) if plan is not None else []
+        planned = plan.planned_for(run.phase.name) if plan is not None else []
         if planned:  # conformance to the file plan
             entries = [
                 (e.path, e.purpose, tuple((x.name, x.signature) for x in e.exports))
                 for e in planned
             ]
             problems += await run_checks(
-                "check_plan", self._check_limits(), run.phase.state, entries, new
+                "check_plan", self._check_limits(), run.phase.name, entries, new
             )
         return problems
 
@@ -274,16 +274,16 @@ class PhaseRunner:
         limit = self._settings.llm.max_calls_per_phase
         if run.calls > limit:
             raise PhaseFailed(
-                f"{phase.state}: not complete after {limit} calls (llm.max_calls_per_phase)"
+                f"{phase.name}: not complete after {limit} calls (llm.max_calls_per_phase)"
             )
-        model = self._settings.model_for(phase.state, job.request.options.model)
+        model = self._settings.model_for(phase.name, job.request.options.model)
         caching = self._settings.llm.prompt_caching
         messages = self._messages(run)
         if _digest(model, run.budget, messages) in run.answered:
             # Nothing above should lead here; should it, the request still changes.
             log.warning(
                 "  the next call would repeat an answered request; saying so",
-                extra={"job_id": job.job_id, "phase": phase.state},
+                extra={"job_id": job.job_id, "phase": phase.name},
             )
             run.feedback.append(
                 f"This request was answered before (call {run.calls}) without finishing "
@@ -292,14 +292,14 @@ class PhaseRunner:
             messages = self._messages(run)
         return LLMCall(
             job_id=job.job_id,
-            phase=phase.state,
+            phase=phase.name,
             call=run.calls,
             model=model,
             max_tokens=run.budget,
             system=prompts.system_blocks(caching),
             messages=messages,
             schema=api_schema(_answer_model(run)),
-            timeout_s=self._settings.timeout_for(phase.state),
+            timeout_s=self._settings.timeout_for(phase.name),
         )
 
     def _messages(self, run: PhaseRun) -> list[dict[str, Any]]:

@@ -32,16 +32,16 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeToo
 from pydantic import ValidationError
 
 from daemon import chaos
-from daemon.errors import JobNotFound, StoreFull
-from daemon.logs import printable
-from daemon.metrics import Metrics
-from daemon.models import (
+from daemon.contract import (
     REQUEST_ID_PATTERN,
     GenerationRequest,
     ImageMockup,
     field_errors,
     is_derived_job_id,
 )
+from daemon.errors import JobNotFound, StoreFull
+from daemon.logs import printable
+from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
 from daemon.store import Store

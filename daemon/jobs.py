@@ -1,124 +1,34 @@
-"""Running jobs: one task per job walks its state machine; the scheduler keeps
-``jobs.max_concurrent`` of them in flight. Jobs waiting their turn stay rows in SQLite,
-not coroutines holding prompts."""
+"""Running one job: its task walks the job's state machine, runs each phase (one after
+another, or every phase whose needs are done at once), and commits each step."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from daemon import chaos
 from daemon.callpolicy import MODEL_ACCESS_RETRY_S, budget_refusal
+from daemon.contract import Usage
 from daemon.errors import (
     JobBudgetExceeded,
     ModelAccessDenied,
     PhaseFailed,
     RetryLater,
     StoreError,
-    StoreFull,
 )
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.machine import JobMachine
-from daemon.metrics import Metrics, Readiness
-from daemon.models import FileRecord, Usage, Verification
+from daemon.metrics import Metrics
 from daemon.outputs import OutputWriter
 from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
 from daemon.records import JobRecord, PhaseOutcome
-from daemon.states import PHASE_BY_STATE, JobState, Phase, PhaseStatus, needs_closure
+from daemon.states import PHASE_BY_NAME, JobState, Phase, PhaseStatus, needs_closure
+from daemon.steplog import StepReporter
 from daemon.store import Death, Store
 
 log = logging.getLogger(__name__)
-SCHEDULER_POLL_S = 1.0
-STORE_FULL_RETRY_S = 5.0
-BANNER = "=" * 60
-
-
-class StepReporter:
-    """Logs a job's progress the way the seed did: step banners, per-phase and per-step counts."""
-
-    def __init__(self, job: JobRecord, store: Store) -> None:
-        self._job = job
-        self._store = store
-        self._extra = {"job_id": job.job_id}
-        self._groups = [PHASE_BY_STATE[name].group for name in job.planned]
-        self._steps_total = max(group.number for group in self._groups)
-        self._announced: set[int] = set()
-
-    def phase_starting(self, phase: Phase) -> None:
-        group = phase.group
-        if group.number not in self._announced:
-            self._announced.add(group.number)
-            log.info(BANNER, extra=self._extra)
-            log.info("STEP %d: %s", group.number, group.title, extra=self._extra)
-            log.info(BANNER, extra=self._extra)
-        log.info("Step %s: %s...", phase.step, phase.progress, extra=self._extra)
-
-    def phase_done(
-        self,
-        phase: Phase,
-        files: list[FileRecord],
-        done: set[str],
-        verification: Verification | None = None,
-    ) -> None:
-        """After a phase: its file count (VERIFY: what it found and fixed), and the step's
-        once all its phases are done."""
-        if verification is not None:
-            self._verified(verification, len(files))
-        elif phase.produces_files:
-            log.info("✓ Generated %d %s files", len(files), phase.noun, extra=self._extra)
-        group = phase.group
-        members = [n for n in self._job.planned if PHASE_BY_STATE[n].group == group]
-        if all(name in done for name in members):
-            count = self._store.count_files(self._job.job_id, members)
-            suffix = f" ({count} files)" if phase.writes_planned_files else ""
-            log.info(
-                "✓ Step %d/%d: %s%s",
-                group.number,
-                self._steps_total,
-                group.done,
-                suffix,
-                extra=self._extra,
-            )
-
-    def _verified(self, summary: Verification, repaired: int) -> None:
-        tiers = " and ".join(summary.tiers)
-        fixed = summary.problems_before - summary.problems_after
-        log.info(
-            "✓ Verified (%s): %d problems found, %d fixed in %d files by %d repair calls "
-            "(%s), %d remain%s",
-            tiers,
-            summary.problems_before,
-            max(fixed, 0),
-            repaired,
-            summary.repair_calls,
-            "1 round" if summary.rounds == 1 else f"{summary.rounds} rounds",
-            summary.problems_after,
-            "" if summary.builds is None else f"; builds: {'yes' if summary.builds else 'no'}",
-            extra=self._extra,
-        )
-        if summary.toolchain_skipped:
-            log.warning(
-                "  toolchain tier not run: %s", summary.toolchain_skipped, extra=self._extra
-            )
-
-    def phase_failed(self, phase: Phase, error: str) -> None:
-        log.error("✗ Step %s failed: %s", phase.step, error, extra=self._extra)
-
-    def job_done(self, state: JobState) -> None:
-        total = self._store.count_files(self._job.job_id)
-        if state is JobState.COMPLETED:
-            log.info("Chained generation completed: %d files generated", total, extra=self._extra)
-        else:
-            log.warning(
-                "Chained generation ended %s: %d files generated, failed phases: %s",
-                state.name.lower(),
-                total,
-                ", ".join(self._job.failed_phases) or "none",
-                extra=self._extra,
-            )
 
 
 def record_deaths(store: Store, progress: ProgressFile | NoProgress) -> int:
@@ -257,7 +167,7 @@ class JobRunner:
     ) -> bool:
         """Run one phase and commit its outcome; False when the job was put aside to wait
         out a long retry-after."""
-        phase = PHASE_BY_STATE[name]
+        phase = PHASE_BY_NAME[name]
         in_a_row = self._deaths_in_a_row(job, machine, phase)
         refusal = self._refusal(job, phase, in_a_row)
         if refusal is not None:
@@ -276,23 +186,23 @@ class JobRunner:
         """How many deaths in a row the phase brought about, counting the one it was found
         in now, if any. A phase found running that this process started was put aside by
         an error of its own (a full disk), not by a death."""
-        store, key = self._store, (job.job_id, phase.state)
-        if machine.status(phase.state) is not PhaseStatus.RUNNING:
+        store, key = self._store, (job.job_id, phase.name)
+        if machine.status(phase.name) is not PhaseStatus.RUNNING:
             return store.deaths_in_a_row(*key)
         if key in self._ran_here:
-            machine.fire(phase.state, "interrupt")
+            machine.fire(phase.name, "interrupt")
             store.interrupt_phase(*key)
             return store.deaths_in_a_row(*key)
-        machine.fire(phase.state, "crash")
+        machine.fire(phase.name, "crash")
         death = store.record_death(
-            *key, self._progress.previous.get((job_key(job.job_id), phase.state))
+            *key, self._progress.previous.get((job_key(job.job_id), phase.name))
         )
         if death is None:
             return store.deaths_in_a_row(*key)
         log.warning(
             "%s: the daemon died while this phase ran (%s; %d in a row at that point "
             "without progress, %d in all)",
-            phase.state,
+            phase.name,
             death.point.describe() if death.point else "where is not known",
             death.in_a_row,
             death.total,
@@ -306,11 +216,11 @@ class JobRunner:
     ) -> bool:
         store = self._store
         report.phase_starting(phase)
-        slot = self._progress.enter(job.job_id, phase.state)  # before 'running' is on disk
+        slot = self._progress.enter(job.job_id, phase.name)  # before 'running' is on disk
         try:
-            machine.fire(phase.state, "start")
-            store.start_phase(job, phase.state, phase.step, machine.current)
-            self._ran_here.add((job.job_id, phase.state))
+            machine.fire(phase.name, "start")
+            store.start_phase(job, phase.name, phase.step, machine.current)
+            self._ran_here.add((job.job_id, phase.name))
             self._on_commit()
             return await self._perform(job, machine, phase, report, slot)
         except asyncio.CancelledError:
@@ -334,39 +244,39 @@ class JobRunner:
         try:
             outcome = await self._generate(job, machine, phase, slot)
         except asyncio.CancelledError:
-            self._metrics.phase_ended(phase.state, "interrupted", started)
+            self._metrics.phase_ended(phase.name, "interrupted", started)
             raise
         except RetryLater as exc:
-            self._metrics.phase_ended(phase.state, "deferred", started)
-            machine.fire(phase.state, "defer")
-            store.defer(job.job_id, phase.state, exc.delay_s)
+            self._metrics.phase_ended(phase.name, "deferred", started)
+            machine.fire(phase.name, "defer")
+            store.defer(job.job_id, phase.name, exc.delay_s)
             log.warning(
                 "%s; job put aside for %.0f s", exc, exc.delay_s, extra={"job_id": job.job_id}
             )
             return False
         except ModelAccessDenied as exc:
-            self._metrics.phase_ended(phase.state, "deferred", started)
-            machine.fire(phase.state, "defer")
-            store.hold(job.job_id, phase.state, str(exc), MODEL_ACCESS_RETRY_S)
-            log.warning("%s: job put aside (%s)", phase.state, exc, extra={"job_id": job.job_id})
+            self._metrics.phase_ended(phase.name, "deferred", started)
+            machine.fire(phase.name, "defer")
+            store.hold(job.job_id, phase.name, str(exc), MODEL_ACCESS_RETRY_S)
+            log.warning("%s: job put aside (%s)", phase.name, exc, extra={"job_id": job.job_id})
             return False
         except PhaseFailed as exc:
-            self._metrics.phase_ended(phase.state, "failed", started)
+            self._metrics.phase_ended(phase.name, "failed", started)
             await self._fail(job, machine, phase, exc)
             report.phase_failed(phase, str(exc))
             return True
-        self._metrics.phase_ended(phase.state, "completed", started)
+        self._metrics.phase_ended(phase.name, "completed", started)
         if machine.finished:  # the job failed meanwhile (a sibling phase ran out of budget)
             self._interrupt(job, machine, phase)  # not left running in an ended job
             return True
         slot.mark(Point(0, WAITING))  # the project checks run in a worker process
         if outcome.verification is not None:  # VERIFY ran the project checks, and more
             final = list(outcome.verification.remaining)
-        elif machine.finishes_with(phase.state):
+        elif machine.finishes_with(phase.name):
             final = await self._project_warnings(job, outcome)
         else:
             final = []
-        machine.phase_done(phase.state)
+        machine.phase_done(phase.name)
         machine.settle()
         records = store.complete_phase(job, outcome, machine.current, final)
         chaos.point("after_commit", job.job_id)
@@ -387,32 +297,30 @@ class JobRunner:
                     phase,
                     files=store.file_contents(job.job_id),
                     writers=store.file_phases(job.job_id),
-                    committed=store.files(job.job_id, phase.state),
+                    committed=store.files(job.job_id, phase.name),
                     hooks=self._hooks(job, machine, phase, slot),
                 )
             return await self._phases.run(
                 job,
                 phase,
-                manifest=store.files_of_phases(job.job_id, needs_closure(phase.state)),
-                committed=store.files(job.job_id, phase.state),
+                manifest=store.files_of_phases(job.job_id, needs_closure(phase.name)),
+                committed=store.files(job.job_id, phase.name),
                 hooks=self._hooks(job, machine, phase, slot),
             )
         except (PhaseFailed, RetryLater, ModelAccessDenied, StoreError):
             raise
         except Exception as exc:
-            log.exception("%s: internal error", phase.state, extra={"job_id": job.job_id})
-            raise PhaseFailed(
-                f"{phase.state}: internal error: {type(exc).__name__}: {exc}"
-            ) from exc
+            log.exception("%s: internal error", phase.name, extra={"job_id": job.job_id})
+            raise PhaseFailed(f"{phase.name}: internal error: {type(exc).__name__}: {exc}") from exc
 
     def _refusal(self, job: JobRecord, phase: Phase, in_a_row: int) -> PhaseFailed | None:
         """Why the phase must not run again, if it must not: it killed the daemon too
         often at the same point, or the job has no tokens left."""
         if in_a_row >= self._max_crashes:
-            death = self._last_death.get((job.job_id, phase.state))
+            death = self._last_death.get((job.job_id, phase.name))
             where = death.point.describe() if death and death.point else "at one point"
             return PhaseFailed(
-                f"{phase.state}: the daemon died {in_a_row} times in a row while running this "
+                f"{phase.name}: the daemon died {in_a_row} times in a row while running this "
                 f"phase, each time {where} with no file committed in between "
                 "(jobs.max_phase_crashes); not trying again"
             )
@@ -427,15 +335,15 @@ class JobRunner:
         store = self._store
         return PhaseHooks(
             progress=slot.mark,
-            checkpoint=lambda new: store.stage_files(job.job_id, phase.state, new),
+            checkpoint=lambda new: store.stage_files(job.job_id, phase.name, new),
             checkpoint_plan=lambda plan: store.stage_plan(job.job_id, plan),
             record_call=store.record_call,
             tokens_left=self._tokens_left(job) if self._max_tokens_per_job else 0,
             job_files=lambda: store.file_contents(job.job_id),
             pending_areas=frozenset(
-                PHASE_BY_STATE[name].area
+                PHASE_BY_NAME[name].area
                 for name in machine.planned
-                if name not in machine.done and name != phase.state and PHASE_BY_STATE[name].area
+                if name not in machine.done and name != phase.name and PHASE_BY_NAME[name].area
             ),
         )
 
@@ -447,12 +355,12 @@ class JobRunner:
             return
         ends_job = phase.critical or isinstance(exc, JobBudgetExceeded)
         usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
-        outcome = PhaseOutcome(phase=phase.state, step=phase.step, usage=usage)
-        if ends_job or machine.finishes_with(phase.state):
+        outcome = PhaseOutcome(phase=phase.name, step=phase.step, usage=usage)
+        if ends_job or machine.finishes_with(phase.name):
             final = await self._project_warnings(job, outcome)
         else:
             final = []
-        machine.phase_done(phase.state, failed=True)
+        machine.phase_done(phase.name, failed=True)
         if ends_job:
             machine.fail()
         else:
@@ -461,9 +369,9 @@ class JobRunner:
 
     def _interrupt(self, job: JobRecord, machine: JobMachine, phase: Phase) -> None:
         """Stop a phase cleanly, if it is running: it runs again at the next start."""
-        if machine.status(phase.state) is PhaseStatus.RUNNING:
-            machine.fire(phase.state, "interrupt")
-            self._store.interrupt_phase(job.job_id, phase.state)
+        if machine.status(phase.name) is PhaseStatus.RUNNING:
+            machine.fire(phase.name, "interrupt")
+            self._store.interrupt_phase(job.job_id, phase.name)
 
     async def _project_warnings(self, job: JobRecord, last: PhaseOutcome) -> list[str]:
         """The cross-file checks over the whole project, once the job is done."""
@@ -488,90 +396,3 @@ class JobRunner:
                 self._outputs.write_now(event.job_id, self._store.files(event.job_id, event.phase))
                 restored += 1
         return restored
-
-
-class Scheduler:
-    """Keeps up to ``max_concurrent`` jobs running, oldest first; the rest wait in the store."""
-
-    def __init__(
-        self,
-        store: Store,
-        runner: JobRunner,
-        max_concurrent: int,
-        readiness: Readiness | None = None,
-    ) -> None:
-        self._store = store
-        self._runner = runner
-        self._max = max_concurrent
-        self._tasks: dict[str, asyncio.Task[JobState]] = {}
-        self._broken: set[str] = set()
-        self._cooling: dict[str, float] = {}  # jobs stopped by a full disk: when to retry
-        self._readiness = readiness or Readiness()
-        self._wake = asyncio.Event()
-        self._accepting = True
-
-    @property
-    def running(self) -> list[str]:
-        return list(self._tasks)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while self._accepting:
-            self._fill()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), SCHEDULER_POLL_S)
-
-    def _fill(self) -> None:
-        free = self._max - len(self._tasks)
-        if free <= 0:
-            return
-        now = time.monotonic()
-        cooling = [job_id for job_id, until in self._cooling.items() if until > now]
-        exclude = [*self._tasks, *self._broken, *cooling]
-        for job_id in self._store.runnable_jobs(exclude=exclude, limit=free):
-            task = asyncio.create_task(self._runner.run(job_id), name=f"job:{job_id}")
-            self._tasks[job_id] = task
-            task.add_done_callback(lambda t, job_id=job_id: self._finished(job_id, t))
-
-    def _finished(self, job_id: str, task: asyncio.Task[JobState]) -> None:
-        self._tasks.pop(job_id, None)
-        error = None if task.cancelled() else task.exception()
-        if isinstance(error, StoreFull):
-            # Nothing was written; the job runs again once the disk has room.
-            self._cooling[job_id] = time.monotonic() + STORE_FULL_RETRY_S
-            self._readiness.set("disk:jobs", f"store: {error}; jobs wait")
-            log.warning(
-                "%s; job tried again in %.0f s", error, STORE_FULL_RETRY_S, extra={"job_id": job_id}
-            )
-        elif error is not None:
-            self._end_broken(job_id, error)
-        elif self._cooling.pop(job_id, None) is not None or not self._cooling:
-            self._readiness.clear("disk:jobs")
-        self.wake()
-
-    def _end_broken(self, job_id: str, error: BaseException) -> None:
-        """A job whose runner failed outside any phase ends failed, announced; it is not
-        run again in this process, so a job that breaks the runner cannot loop."""
-        self._broken.add(job_id)
-        log.error("job stopped by an internal error", exc_info=error, extra={"job_id": job_id})
-        try:
-            self._store.end_job(job_id)
-        except Exception:
-            log.exception("the failed job could not be ended", extra={"job_id": job_id})
-
-    async def drain(self, grace_s: float) -> None:
-        """Stop starting jobs; give running phases ``grace_s`` to finish, then cancel them.
-        A cancelled phase stays checkpointed as running and resumes at the next start."""
-        self._accepting = False
-        self._runner.stop_after_phase()
-        self.wake()
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)

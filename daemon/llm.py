@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import anthropic
 import httpx2
 
+from daemon.contract import Usage
 from daemon.errors import ModelAccessDenied, PermanentLLMError, ReplayMissing, RetryableLLMError
-from daemon.models import Usage
 from daemon.paths import folder_name
 
 log = logging.getLogger(__name__)

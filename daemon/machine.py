@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from transitions import EventData, Machine
 
-from daemon.states import DONE_STATUSES, PHASE_BY_STATE, TERMINAL, JobState, PhaseStatus
+from daemon.states import DONE_STATUSES, PHASE_BY_NAME, TERMINAL, JobState, PhaseStatus
 
 PENDING, RUNNING = PhaseStatus.PENDING, PhaseStatus.RUNNING
 COMPLETED, FAILED, INTERRUPTED = (
@@ -151,9 +151,7 @@ class JobMachine:
             name
             for name in self.planned
             if name not in busy
-            and all(
-                need in self.done for need in PHASE_BY_STATE[name].needs if need in self.planned
-            )
+            and all(need in self.done for need in PHASE_BY_NAME[name].needs if need in self.planned)
         ]
 
     def phase_done(self, phase: str, failed: bool = False) -> None:
@@ -233,7 +231,7 @@ class PhaseMachine:
         self, phase: str, initial: PhaseStatus = PENDING, job: JobMachine | None = None
     ) -> None:
         self.phase = phase
-        self.verifies = PHASE_BY_STATE[phase].verifies
+        self.verifies = PHASE_BY_NAME[phase].verifies
         self._job = job
         _PHASE_MACHINE.add_model(self, initial=initial.value)
         if job is not None:

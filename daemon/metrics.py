@@ -34,8 +34,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from daemon.contract import Usage
 from daemon.errors import ConfigError, StoreError
-from daemon.models import Usage
 from daemon.settings import MetricsSettings
 from daemon.states import JobState
 from daemon.store import Store

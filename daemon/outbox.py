@@ -32,9 +32,9 @@ from aiokafka.errors import (
 )
 
 from daemon import chaos
+from daemon.contract import Event
 from daemon.errors import StoreFull
 from daemon.metrics import Metrics
-from daemon.models import Event
 from daemon.store import OutboxRow, Store
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from daemon.contract import FileRecord
 from daemon.errors import UnsafePath
-from daemon.models import FileRecord
 from daemon.paths import Tree, folder_name
 
 log = logging.getLogger(__name__)

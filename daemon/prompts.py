@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from daemon.models import FileRecord, GenerationRequest, ImageMockup
-from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE, ArchPlan, Phase
+from daemon.contract import FileRecord, GenerationRequest, ImageMockup
+from daemon.states import FILE_PHASE_NAMES, PHASE_BY_NAME, ArchPlan, Phase
 from daemon.states.base import PlannedFile
 from daemon.verify.interfaces import signatures
 from daemon.verify.scripts import is_script, parse_script
@@ -105,10 +105,10 @@ def phase_text(
         parts.append(
             "Files produced by earlier phases (path: exports):\n" + render_manifest(manifest)
         )
-    parts.append(f"PHASE: {phase.state}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}")
+    parts.append(f"PHASE: {phase.name}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}")
     if not phase.produces_files:
         parts.append("The phases that write the files, in order:\n" + _file_phases())
-    mine = plan.planned_for(phase.state) if plan is not None else []
+    mine = plan.planned_for(phase.name) if plan is not None else []
     if mine:
         parts.append(
             "Your files, as the file plan gives them: write each of them, define every "
@@ -174,8 +174,8 @@ def repair_text(
 ) -> str:
     writer = repair.writer
     parts = [
-        f"PHASE: {phase.state}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}",
-        f"These files were written by phase {writer.state} ({writer.title}) and fail "
+        f"PHASE: {phase.name}\nStep {phase.step}: {phase.title}\n\n{phase.instructions}",
+        f"These files were written by phase {writer.name} ({writer.title}) and fail "
         "verification:\n" + "\n".join(f"- {problem.text}" for problem in repair.problems),
     ]
     budget = MAX_REPAIR_CHARS
@@ -215,7 +215,7 @@ def _file_blocks(files: Mapping[str, str], budget: int) -> tuple[str, int]:
 
 def _file_phases() -> str:
     return "\n".join(
-        f"- {name} (step {PHASE_BY_STATE[name].step}): {PHASE_BY_STATE[name].title}"
+        f"- {name} (step {PHASE_BY_NAME[name].step}): {PHASE_BY_NAME[name].title}"
         for name in FILE_PHASE_NAMES
     )
 

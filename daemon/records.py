@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from daemon.models import FileRecord, GenerationRequest, Usage, Verification
+from daemon.contract import FileRecord, GenerationRequest, Usage, Verification
 from daemon.states import ArchPlan, JobState
 
 

@@ -24,9 +24,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from daemon.contract import Usage
 from daemon.errors import ConfigError
-from daemon.models import Usage
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         configured = self.phases.get(state)
         if configured and configured.max_tokens:
             return configured.max_tokens
-        return PHASE_BY_STATE[state].max_tokens
+        return PHASE_BY_NAME[state].max_tokens
 
     def timeout_for(self, state: str) -> float:
         configured = self.phases.get(state)

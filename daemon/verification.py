@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from daemon.checks import CheckLimits, Problem, run_checks
+from daemon.contract import FileRecord, Usage, Verification
 from daemon.errors import PhaseFailed
-from daemon.models import FileRecord, Usage, Verification
 from daemon.records import JobRecord, NewFile, PhaseOutcome
 from daemon.settings import VerifySettings
-from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE, Phase
+from daemon.states import FILE_PHASE_NAMES, PHASE_BY_NAME, Phase
 
 if TYPE_CHECKING:
     from daemon.generation import PhaseHooks, PhaseRunner
@@ -91,8 +91,8 @@ class Verifier:
                 rounds,
                 len(found.problems),
                 len({p.path for p in found.problems}),
-                ", ".join(r.writer.state for r in repairs),
-                extra={"job_id": job.job_id, "phase": phase.state},
+                ", ".join(r.writer.name for r in repairs),
+                extra={"job_id": job.job_id, "phase": phase.name},
             )
             try:
                 for repair in repairs:
@@ -129,9 +129,9 @@ class Verifier:
             toolchain_skipped=found.skipped,
         )
         for note in notes:
-            log.warning("  %s", note, extra={"job_id": job.job_id, "phase": phase.state})
+            log.warning("  %s", note, extra={"job_id": job.job_id, "phase": phase.name})
         return PhaseOutcome(
-            phase=phase.state,
+            phase=phase.name,
             step=phase.step,
             files=list(repaired.values()),
             usage=usage,
@@ -201,7 +201,7 @@ class Verifier:
                 for ref in getattr(p, "refs", ())
                 if ref in files and ref not in failing
             }
-            repairs.append(Repair(PHASE_BY_STATE[name], tuple(items), failing, refs))
+            repairs.append(Repair(PHASE_BY_NAME[name], tuple(items), failing, refs))
         return repairs
 
 

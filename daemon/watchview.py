@@ -24,8 +24,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from daemon.models import Event, Usage, utc_now
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES
+from daemon.contract import Event, Usage, utc_now
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 
 PhaseStatus = Literal["waiting", "running", "done", "failed"]
 JobStatus = Literal["running", "completed", "partial", "failed", "cancelled", "rejected"]
@@ -95,7 +95,7 @@ class JobView:
 
     def phase(self, name: str) -> PhaseView:
         if name not in self.phases:
-            known = PHASE_BY_STATE.get(name)
+            known = PHASE_BY_NAME.get(name)
             self.phases[name] = PhaseView(name, known.step if known else "?")
         return self.phases[name]
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from daemon.answers import interpret_files, interpret_plan  # noqa: E402
 from daemon.llm import LLMAnswer, cassette_entry_name  # noqa: E402
 from daemon.prompts import exports_of  # noqa: E402
-from daemon.states import FILE_PHASE_NAMES, PHASE_BY_STATE  # noqa: E402
+from daemon.states import FILE_PHASE_NAMES, PHASE_BY_NAME  # noqa: E402
 from daemon.states.base import ArchPlan, PlannedExport, PlannedFile  # noqa: E402
 from daemon.verify import interfaces  # noqa: E402
 from daemon.verify.conformance import defined_names  # noqa: E402
@@ -54,7 +54,7 @@ from daemon.verify.routes import HTTP_METHODS, Route, backend_routes  # noqa: E4
 from daemon.verify.scripts import is_script, parse_script, text, tree  # noqa: E402
 
 CHARS_PER_TOKEN = 4
-ARCH_MAX_TOKENS = PHASE_BY_STATE["ARCH"].max_tokens
+ARCH_MAX_TOKENS = PHASE_BY_NAME["ARCH"].max_tokens
 ARCH_CHARS = ARCH_MAX_TOKENS * CHARS_PER_TOKEN
 # The input tokens recorded for ARCH's first call; later calls add what they are shown.
 FIRST_INPUT_TOKENS = 1500

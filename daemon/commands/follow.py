@@ -22,8 +22,8 @@ from daemon.commands.common import (
     show_error,
 )
 from daemon.commands.request import check_size, read_request
+from daemon.contract import Event, field_errors
 from daemon.errors import BrokerError
-from daemon.models import Event, field_errors
 
 if TYPE_CHECKING:
     from daemon.client import Client

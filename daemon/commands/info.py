@@ -50,7 +50,7 @@ def schemas(
     """Write the JSON Schema files of the messages and the AsyncAPI document of the topics
     (generated from the pydantic models)."""
     from daemon import asyncapi
-    from daemon.contract import write_schemas
+    from daemon.schemafiles import write_schemas
 
     for path in write_schemas(directory):
         out.print(f"wrote {path}", highlight=False, markup=False)

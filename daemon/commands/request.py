@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from daemon.contract import IMAGE_MEDIA_TYPES, GenerationRequest, ImageMockup
 from daemon.errors import UsageError
-from daemon.models import IMAGE_MEDIA_TYPES, GenerationRequest, ImageMockup
 from daemon.settings import Settings
 
 IMAGE_SIGNATURES = (

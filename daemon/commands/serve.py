@@ -45,7 +45,7 @@ def run(
     ] = None,
 ) -> None:
     """Run the daemon: consume requests, run jobs, publish events; SIGTERM/SIGINT stop it cleanly."""
-    from daemon.worker import Daemon
+    from daemon.service import Daemon
 
     setup_logging(log_format_of(log_format))
     settings = load(config)

@@ -23,8 +23,8 @@ from daemon.commands.common import (
     out,
     usage_error_on,
 )
+from daemon.contract import FileRecord
 from daemon.errors import CodegendError, ConfigError, UsageError
-from daemon.models import FileRecord
 from daemon.settings import Settings
 
 if TYPE_CHECKING:

@@ -24,10 +24,10 @@ PHASES: tuple[Phase, ...] = (
     *DEPLOYMENT_PHASES,
     *VERIFICATION_PHASES,
 )
-PHASE_BY_STATE: dict[str, Phase] = {phase.state: phase for phase in PHASES}
-PHASE_NAMES: tuple[str, ...] = tuple(phase.state for phase in PHASES)
+PHASE_BY_NAME: dict[str, Phase] = {phase.name: phase for phase in PHASES}
+PHASE_NAMES: tuple[str, ...] = tuple(phase.name for phase in PHASES)
 # The phases that write the project's files (the file plan assigns each file to one).
-FILE_PHASE_NAMES: tuple[str, ...] = tuple(p.state for p in PHASES if p.writes_planned_files)
+FILE_PHASE_NAMES: tuple[str, ...] = tuple(p.name for p in PHASES if p.writes_planned_files)
 
 
 class JobState(enum.Enum):
@@ -57,7 +57,7 @@ class JobState(enum.Enum):
 
     @property
     def phase(self) -> Phase | None:
-        return PHASE_BY_STATE.get(self.name)
+        return PHASE_BY_NAME.get(self.name)
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED})
@@ -94,12 +94,12 @@ def plan_phases(selected: Iterable[str] | None, verify: bool = True) -> list[str
 def needs_closure(state: str) -> frozenset[str]:
     """Every phase ``state`` builds on, directly or through the phases it needs."""
     found: set[str] = set()
-    pending = list(PHASE_BY_STATE[state].needs)
+    pending = list(PHASE_BY_NAME[state].needs)
     while pending:
         name = pending.pop()
         if name not in found:
             found.add(name)
-            pending.extend(PHASE_BY_STATE[name].needs)
+            pending.extend(PHASE_BY_NAME[name].needs)
     return frozenset(found)
 
 
@@ -109,7 +109,7 @@ __all__ = [
     "UNFINISHED_STATUSES",
     "needs_closure",
     "PHASES",
-    "PHASE_BY_STATE",
+    "PHASE_BY_NAME",
     "PHASE_NAMES",
     "TERMINAL",
     "ArchPlan",

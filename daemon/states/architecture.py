@@ -6,7 +6,7 @@ ARCHITECTURE = StepGroup(1, "ARCHITECTURE ANALYSIS", "Architecture analyzed")
 
 ARCHITECTURE_PHASES = (
     Phase(
-        state="ARCH",
+        name="ARCH",
         step="1",
         title="Architecture analysis: pages, components, API endpoints, database tables",
         group=ARCHITECTURE,

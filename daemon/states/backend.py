@@ -7,7 +7,7 @@ BACKEND = StepGroup(3, "BACKEND API GENERATION (Multi-phase)", "Backend API gene
 
 BACKEND_PHASES = (
     Phase(
-        state="DB",
+        name="DB",
         step="2",
         title="Database schema: schema files, migrations, seed data",
         group=DATABASE,
@@ -23,7 +23,7 @@ BACKEND_PHASES = (
         area="database/",
     ),
     Phase(
-        state="BE_CORE",
+        name="BE_CORE",
         step="3.1",
         title="Backend core: entry point, configuration, dependency file",
         group=BACKEND,
@@ -40,7 +40,7 @@ BACKEND_PHASES = (
         area="backend/",
     ),
     Phase(
-        state="BE_MODELS",
+        name="BE_MODELS",
         step="3.2",
         title="Backend models and request/response schemas",
         group=BACKEND,
@@ -57,7 +57,7 @@ BACKEND_PHASES = (
         area="backend/",
     ),
     Phase(
-        state="BE_ROUTES",
+        name="BE_ROUTES",
         step="3.3",
         title="Backend route handlers and services (CRUD, business logic)",
         group=BACKEND,
@@ -74,7 +74,7 @@ BACKEND_PHASES = (
         area="backend/",
     ),
     Phase(
-        state="BE_UTILS",
+        name="BE_UTILS",
         step="3.4",
         title=(
             "Backend middleware and utilities (JWT auth, errors, DB, logging, CORS, rate limits)"

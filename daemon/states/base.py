@@ -25,7 +25,7 @@ class StepGroup:
 class Phase:
     """One focused model call (or a few) with its own output budget."""
 
-    state: str
+    name: str  # the job state the phase is, and its name in events
     step: str
     title: str
     group: StepGroup

@@ -19,7 +19,7 @@ ALL_BEFORE = (
 
 DEPLOYMENT_PHASES = (
     Phase(
-        state="CONFIG",
+        name="CONFIG",
         step="5",
         title="Configuration and deployment: README, .env.example, docker-compose, Dockerfiles, CI",
         group=DEPLOYMENT,

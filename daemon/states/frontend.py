@@ -6,7 +6,7 @@ FRONTEND = StepGroup(4, "FRONTEND GENERATION (Multi-phase)", "Frontend generated
 
 FRONTEND_PHASES = (
     Phase(
-        state="FE_SETUP",
+        name="FE_SETUP",
         step="4.1",
         title="Frontend build setup: package.json, tsconfig, vite, tailwind, postcss",
         group=FRONTEND,
@@ -23,7 +23,7 @@ FRONTEND_PHASES = (
         area="frontend/",
     ),
     Phase(
-        state="FE_CORE",
+        name="FE_CORE",
         step="4.2",
         title="Frontend core: main.tsx, App.tsx with routing, contexts, API client, global styles",
         group=FRONTEND,
@@ -40,7 +40,7 @@ FRONTEND_PHASES = (
         area="frontend/",
     ),
     Phase(
-        state="FE_PAGES",
+        name="FE_PAGES",
         step="4.3",
         title="Frontend pages: one per route, data fetching, loading/error states, forms",
         group=FRONTEND,
@@ -56,7 +56,7 @@ FRONTEND_PHASES = (
         area="frontend/",
     ),
     Phase(
-        state="FE_COMPONENTS",
+        name="FE_COMPONENTS",
         step="4.4",
         title="Frontend components and utilities: layout, UI kit, hooks, helpers",
         group=FRONTEND,

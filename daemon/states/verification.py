@@ -7,7 +7,7 @@ VERIFICATION = StepGroup(6, "PROJECT VERIFICATION", "Project verified")
 
 VERIFICATION_PHASES = (
     Phase(
-        state="VERIFY",
+        name="VERIFY",
         step="6",
         title="Project verification: imports, names, routes, build; repairs where they fail",
         group=VERIFICATION,

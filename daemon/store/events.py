@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.models import Event, utc_now
+from daemon.contract import Event, utc_now
 from daemon.store.base import StoreBase, _marks
 
 

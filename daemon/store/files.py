@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
-from daemon.models import FileRecord
+from daemon.contract import FileRecord
 from daemon.records import NewFile
 from daemon.states import PHASE_NAMES, ArchPlan
 from daemon.store.base import _marks

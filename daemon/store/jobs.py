@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from daemon.contract import GenerationRequest
 from daemon.machine import JobMachine, phase_dest, phase_sources
-from daemon.models import GenerationRequest
 from daemon.records import JobRecord
 from daemon.states import JobState, PhaseStatus
 from daemon.store.base import _marks

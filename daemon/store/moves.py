@@ -8,9 +8,9 @@ import json
 import time
 from collections.abc import Sequence
 
+from daemon.contract import GenerationRequest, Usage, Verification
 from daemon.errors import IllegalMove, JobNotFound
 from daemon.machine import JOB_TRIGGERS, phase_dest, phase_sources
-from daemon.models import GenerationRequest, Usage, Verification
 from daemon.records import JobRecord
 from daemon.states import ArchPlan, JobState, PhaseStatus
 from daemon.store.base import _marks

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.models import FileRecord, Usage
+from daemon.contract import FileRecord, Usage
 from daemon.progress import Point
 from daemon.records import CallRecord, JobRecord, PhaseOutcome
 from daemon.states import JobState, PhaseStatus

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from daemon.contract import Usage
 from daemon.errors import StoreError
-from daemon.models import Usage
 
 USAGE_COLUMNS = tuple(name for name in Usage.model_fields)
 TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")

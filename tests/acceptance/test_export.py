@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from daemon.models import GenerationRequest
+from daemon.contract import GenerationRequest
 from daemon.records import NewFile
 from daemon.states import PHASE_NAMES
 from daemon.store import Store

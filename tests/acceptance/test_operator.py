@@ -103,7 +103,7 @@ def test_status_shows_markup_in_model_strings_literally(env, tmp_path):
 
 
 def _store_failed_job(path, job_id: str, error: str) -> None:
-    from daemon.models import GenerationRequest
+    from daemon.contract import GenerationRequest
     from daemon.records import PhaseOutcome
     from daemon.states import JobState
 
@@ -154,7 +154,7 @@ def test_prune_deletes_finished_jobs_only(env, tmp_path):
 
 
 def _store_running_job(path, job_id: str) -> None:
-    from daemon.models import GenerationRequest
+    from daemon.contract import GenerationRequest
     from daemon.states import JobState
 
     store = Store(path)

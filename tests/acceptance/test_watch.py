@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from daemon.models import Event
+from daemon.contract import Event
 from daemon.topics import ensure_topics
 from tests.support.processes import codegend
 from tests.support.watch_events import T0, job_events

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.models import Event
+from daemon.contract import Event
 from daemon.outputs import output_folder
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 from daemon.store import Store
 from tests.support.messages_server import CHARS_PER_TOKEN, MessagesServer, Recorded, request_text
 from tests.support.processes import (
@@ -39,7 +39,7 @@ from tests.support.processes import (
 from tests.support.topics import TopicNames, produce, raw_events
 
 PROJECT_LINE = re.compile(r"^Project: (\S+)$", re.MULTILINE)
-FILE_PHASES = tuple(name for name in PHASE_NAMES if PHASE_BY_STATE[name].produces_files)
+FILE_PHASES = tuple(name for name in PHASE_NAMES if PHASE_BY_NAME[name].produces_files)
 TERMINAL_STATES = ("COMPLETED", "PARTIAL", "FAILED", "CANCELLED")
 FINISH_TIMEOUT_S = 120.0
 READ_EVENTS_TIMEOUT_S = 60.0

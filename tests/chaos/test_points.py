@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from daemon.generation import api_schema
-from daemon.states import PHASE_BY_STATE
+from daemon.states import PHASE_BY_NAME
 from tests.chaos.harness import Chaos, file_object, hook
 from tests.support.messages_server import STREAM_CHUNK_CHARS, example_for_schema, planned_files
 
@@ -41,7 +41,7 @@ def deltas(text: str) -> int:
 def delta_inside_be_core(chaos: Chaos, file_index: int) -> int:
     """The number of the streamed delta that falls inside BE_CORE's file ``file_index``
     (a sequential run of one job streams ARCH, DB, then BE_CORE)."""
-    arch = example_for_schema(api_schema(PHASE_BY_STATE["ARCH"].output_model))
+    arch = example_for_schema(api_schema(PHASE_BY_NAME["ARCH"].output_model))
     arch.update(files=planned_files(chaos.server.phase_files), complete=True)  # as the fake
     plan = json.dumps(arch)
 

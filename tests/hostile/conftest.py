@@ -18,9 +18,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.structs import RecordMetadata
 
-from daemon.models import Event
+from daemon.contract import Event
+from daemon.service import Daemon
 from daemon.settings import Settings
-from daemon.worker import Daemon
 from tests.support.daemons import collect, running
 from tests.support.health import get
 from tests.support.messages_server import MessagesServer

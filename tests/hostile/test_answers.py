@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from daemon.models import Event
+from daemon.contract import Event
 from daemon.store import Store
 from tests.hostile.answers_support import HealthPoller, PerJobScript
 from tests.support.daemons import collect, running

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from daemon.models import GenerationRequest
+from daemon.contract import GenerationRequest
 from daemon.states import PHASE_NAMES
 from daemon.store import Store
 from tests.support.daemons import collect, running

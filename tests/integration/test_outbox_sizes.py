@@ -9,9 +9,9 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from daemon.contract import Event
 from daemon.kafka import make_producer
 from daemon.metrics import Metrics
-from daemon.models import Event
 from daemon.outbox import OutboxRelay
 from daemon.store import Store
 from daemon.topics import TOPIC_HEADROOM_BYTES, ensure_topics, topic_configs

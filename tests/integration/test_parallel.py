@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 from daemon.store import Store
 from tests.support.daemons import collect, running
 from tests.support.messages_server import Reply
@@ -39,7 +39,7 @@ async def test_branches_run_side_by_side_and_output_matches_sequential(
 
     order = starts_and_ends(par_events)
     for name in PHASE_NAMES:  # nothing starts before what it needs is done
-        for need in PHASE_BY_STATE[name].needs:
+        for need in PHASE_BY_NAME[name].needs:
             assert order[need][1] < order[name][0], (need, name)
     # after ARCH the backend and frontend branches overlap
     assert order["FE_SETUP"][0] < order["BE_CORE"][1] and order["BE_CORE"][0] < order["FE_SETUP"][1]

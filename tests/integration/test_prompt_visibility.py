@@ -21,8 +21,8 @@ from typing import Any
 
 from daemon.answers import interpret_files
 from daemon.client import Client
+from daemon.contract import GenerationRequest
 from daemon.llm import LLMAnswer, cassette_entry_name
-from daemon.models import GenerationRequest
 from daemon.outputs import output_folder
 from daemon.states import FILE_PHASE_NAMES
 from daemon.verify.resolve import cross_imports

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.contract import Event
 from daemon.llm import LLMAnswer, LLMCall, ReplayProvider, TextSink
-from daemon.models import Event
 from daemon.store import Store
 from tests.support.daemons import collect, running
 from tests.support.topics import produce

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.client import Client
+from daemon.contract import Event
 from daemon.llm import LLMProvider
-from daemon.models import Event
+from daemon.service import Daemon
 from daemon.settings import Settings
-from daemon.worker import Daemon
 from tests.support.sample_requests import request_bytes
 from tests.support.topics import produce
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from daemon.contract import Usage
 from daemon.llm import LLMAnswer, LLMCall, TextSink
-from daemon.models import Usage
 
 
 def answer(obj: Any, stop_reason: str = "end_turn", cut_at: int | None = None) -> LLMAnswer:

@@ -3,7 +3,7 @@ changed there: an event's payload grown to a size, a job's events marked publish
 
 from __future__ import annotations
 
-from daemon.models import Event, GenerationRequest
+from daemon.contract import Event, GenerationRequest
 from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState
 from daemon.store import Store

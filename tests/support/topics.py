@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from daemon.models import Event
+from daemon.contract import Event
 from daemon.settings import Settings
 
 BOOTSTRAP_ENV = "CODEGEND_TEST_BOOTSTRAP"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from daemon.models import Event, FileRecord, Usage
+from daemon.contract import Event, FileRecord, Usage
 from daemon.states import PHASE_NAMES
 from daemon.watchview import WatchState, render
 

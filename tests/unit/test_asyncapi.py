@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from daemon import asyncapi
-from daemon.models import REQUIRED_BY_TYPE
+from daemon.contract import REQUIRED_BY_TYPE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "schemas" / asyncapi.FILE_NAME

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.contract import SCHEMA_FILES, render
-from daemon.models import Event, GenerationRequest
+from daemon.contract import Event, GenerationRequest
+from daemon.schemafiles import SCHEMA_FILES, render
 from daemon.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

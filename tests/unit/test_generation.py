@@ -6,13 +6,13 @@ import json
 import pytest
 
 from daemon.answers import interpret_files, recover_files
+from daemon.contract import GenerationRequest, Usage
 from daemon.errors import PermanentLLMError, PhaseFailed
 from daemon.generation import PhaseRunner
 from daemon.llm import LLMAnswer
-from daemon.models import GenerationRequest, Usage
 from daemon.records import JobRecord
 from daemon.settings import load_settings
-from daemon.states import PHASE_BY_STATE, JobState
+from daemon.states import PHASE_BY_NAME, JobState
 from tests.support.scripted_llm import Scripted, answer
 
 FILES = [{"path": f"backend/app/m{i}.py", "content": f"X{i} = {i}\n" * 5} for i in range(4)]
@@ -43,7 +43,7 @@ def job():
 async def run(provider, phase="DB", **llm):
     settings = load_settings(llm=llm)
     runner = PhaseRunner(provider, settings, asyncio.Semaphore(1))
-    return await runner.run(job(), PHASE_BY_STATE[phase], [])
+    return await runner.run(job(), PHASE_BY_NAME[phase], [])
 
 
 def test_recover_keeps_only_closed_files():
@@ -267,14 +267,14 @@ async def test_arch_checkpoints_its_plan_and_a_restart_continues_it():
     )
     runner = PhaseRunner(provider, load_settings(), asyncio.Semaphore(1))
     hooks = PhaseHooks(checkpoint_plan=staged.append)
-    await runner.run(job(), PHASE_BY_STATE["ARCH"], [], hooks=hooks)
+    await runner.run(job(), PHASE_BY_NAME["ARCH"], [], hooks=hooks)
     assert [len(plan.files) for plan in staged] == [4, 6]  # the entry being cut waits
 
     restarted = job()
     restarted.plan = staged[0]  # the store's plan after the first answer
     provider = Scripted(answer({"files": entries[3:], "complete": True}))
     runner = PhaseRunner(provider, load_settings(), asyncio.Semaphore(1))
-    outcome = await runner.run(restarted, PHASE_BY_STATE["ARCH"], [])
+    outcome = await runner.run(restarted, PHASE_BY_NAME["ARCH"], [])
     assert [f.path for f in outcome.plan.files] == [e["path"] for e in entries]
     assert provider.calls[0].schema.get("title") == "FilePlanMore"
     assert outcome.plan.summary == staged[0].summary

@@ -16,9 +16,9 @@ from daemon.answers import interpret_files, recover_files
 from daemon.checks import CheckLimits, check_files, check_project, run_checks
 from daemon.checks import content as file_checks
 from daemon.checks import scripts as script_checks
+from daemon.contract import FileRecord
 from daemon.errors import RetryableLLMError
 from daemon.llm import LLMAnswer, SseAnswer
-from daemon.models import FileRecord
 from daemon.states.base import GeneratedFile
 from daemon.streaming import FileScanner
 

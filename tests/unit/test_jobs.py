@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+from daemon.contract import GenerationRequest
 from daemon.errors import StoreFull
 from daemon.generation import PhaseRunner
-from daemon.jobs import JobRunner, Scheduler
+from daemon.jobs import JobRunner
 from daemon.metrics import Metrics
-from daemon.models import GenerationRequest
 from daemon.outputs import OutputWriter
+from daemon.scheduler import Scheduler
 from daemon.settings import load_settings
 from daemon.states import JobState, plan_phases
 from daemon.store import Store

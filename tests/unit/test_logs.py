@@ -10,7 +10,7 @@ def test_json_lines_carry_the_job(capsys):
         logging.getLogger("daemon.jobs").info(
             "✓ Generated %d model files", 8, extra={"job_id": "j-1", "phase": "BE_MODELS"}
         )
-        logging.getLogger("daemon.worker").warning("no job here")
+        logging.getLogger("daemon.service").warning("no job here")
     finally:
         logging.getLogger().handlers.clear()
     first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.contract import Usage
 from daemon.errors import ConfigError
 from daemon.metrics import HealthServer, Metrics
-from daemon.models import Usage
 from daemon.settings import MetricsSettings
 
 LOOPBACK = MetricsSettings(host="127.0.0.1", port=0)

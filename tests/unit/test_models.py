@@ -3,7 +3,7 @@ import base64
 import pytest
 from pydantic import ValidationError
 
-from daemon.models import Event, GenerationRequest
+from daemon.contract import Event, GenerationRequest
 
 VALID = {"project_name": "car-app", "mockup": {"kind": "text", "description": "a login page"}}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 32).decode()

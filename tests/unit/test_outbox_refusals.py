@@ -9,8 +9,8 @@ import contextlib
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
 
+from daemon.contract import Event
 from daemon.metrics import Metrics
-from daemon.models import Event
 from daemon.outbox import OutboxRelay
 from daemon.store import Store
 from tests.support.store_records import job_with_four_events, resize_event

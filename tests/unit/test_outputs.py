@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from daemon.contract import FileRecord
 from daemon.errors import ReplayMissing
 from daemon.llm import LLMAnswer, LLMCall, RecordingProvider, ReplayProvider
-from daemon.models import FileRecord
 from daemon.outputs import OutputWriter, output_folder
 
 

@@ -6,13 +6,13 @@ import asyncio
 import json
 
 from daemon.answers import interpret_files
+from daemon.contract import GenerationRequest, Usage
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer
-from daemon.models import GenerationRequest, Usage
 from daemon.paths import PathIndex
 from daemon.records import JobRecord
 from daemon.settings import load_settings
-from daemon.states import PHASE_BY_STATE, JobState
+from daemon.states import PHASE_BY_NAME, JobState
 
 EARLIER = {"frontend/src/App.tsx": "export default 1\n", "backend/app/db": "x\n"}
 
@@ -52,7 +52,7 @@ def job():
 async def run(provider, staged):
     runner = PhaseRunner(provider, load_settings(), asyncio.Semaphore(1))
     hooks = PhaseHooks(checkpoint=staged.extend, job_files=lambda: dict(EARLIER))
-    return await runner.run(job(), PHASE_BY_STATE["BE_MODELS"], [], hooks=hooks)
+    return await runner.run(job(), PHASE_BY_NAME["BE_MODELS"], [], hooks=hooks)
 
 
 def test_an_answer_that_clashes_with_the_job_is_reported_precisely():

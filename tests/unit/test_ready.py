@@ -9,8 +9,8 @@ import os
 import pytest
 
 from daemon.errors import ConfigError
+from daemon.service import Daemon, write_ready_file
 from daemon.settings import load_settings
-from daemon.worker import Daemon, write_ready_file
 from tests.support.readiness import is_ready
 from tests.support.scripted_llm import Scripted
 

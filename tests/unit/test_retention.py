@@ -103,7 +103,7 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
 
 
 def _call(job_id: str):
-    from daemon.models import Usage
+    from daemon.contract import Usage
     from daemon.records import CallRecord
 
     return CallRecord(job_id, "ARCH", 1, "m", 100, "end_turn", None, Usage(), time.time(), 1.0)

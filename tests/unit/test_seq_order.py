@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from daemon.client import SeqOrder
-from daemon.models import Event
+from daemon.contract import Event
 
 
 def event(seq: int, job: str = "j", event_id: str | None = None) -> Event:

@@ -56,7 +56,7 @@ def test_a_price_of_its_own_makes_a_model_usable_and_keeps_the_others():
 
 
 def _usage(**tokens):
-    from daemon.models import Usage
+    from daemon.contract import Usage
 
     return Usage(**tokens)
 

@@ -1,4 +1,4 @@
-from daemon.states import PHASE_BY_STATE, PHASE_NAMES, PHASES, TERMINAL, JobState, plan_phases
+from daemon.states import PHASE_BY_NAME, PHASE_NAMES, PHASES, TERMINAL, JobState, plan_phases
 from daemon.states.base import ArchPlan, PhaseFiles
 
 SEED_BUDGETS = {
@@ -20,11 +20,11 @@ BUDGETS = {**SEED_BUDGETS, "VERIFY": 4000}
 
 def test_phases_in_contract_order_with_seed_budgets():
     assert tuple(BUDGETS) == PHASE_NAMES
-    assert {p.state: p.max_tokens for p in PHASES} == BUDGETS
+    assert {p.name: p.max_tokens for p in PHASES} == BUDGETS
 
 
 def test_steps_and_needs_match_the_contract():
-    steps = {p.state: p.step for p in PHASES}
+    steps = {p.name: p.step for p in PHASES}
     assert steps == {
         "ARCH": "1",
         "DB": "2",
@@ -39,7 +39,7 @@ def test_steps_and_needs_match_the_contract():
         "CONFIG": "5",
         "VERIFY": "6",
     }
-    needs = {p.state: p.needs for p in PHASES}
+    needs = {p.name: p.needs for p in PHASES}
     assert needs["ARCH"] == ()
     assert needs["BE_MODELS"] == ("DB", "BE_CORE")  # it imports the base and the session
     assert needs["FE_COMPONENTS"] == ("FE_CORE",)
@@ -51,15 +51,15 @@ def test_steps_and_needs_match_the_contract():
 
 
 def test_only_arch_is_critical_and_plans():
-    assert [p.state for p in PHASES if p.critical] == ["ARCH"]
-    assert issubclass(PHASE_BY_STATE["ARCH"].output_model, ArchPlan)
+    assert [p.name for p in PHASES if p.critical] == ["ARCH"]
+    assert issubclass(PHASE_BY_NAME["ARCH"].output_model, ArchPlan)
     assert all(p.output_model is PhaseFiles for p in PHASES[1:])
 
 
 def test_job_states_hold_phases_and_terminals():
     assert [s.name for s in JobState][1:13] == list(PHASE_NAMES)
     assert {s.name for s in TERMINAL} == {"COMPLETED", "PARTIAL", "FAILED", "CANCELLED"}
-    assert JobState.DB.phase is PHASE_BY_STATE["DB"]
+    assert JobState.DB.phase is PHASE_BY_NAME["DB"]
     assert JobState.COMPLETED.phase is None
 
 

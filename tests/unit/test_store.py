@@ -2,8 +2,8 @@ import sqlite3
 
 import pytest
 
+from daemon.contract import Event, GenerationRequest, Usage
 from daemon.errors import IllegalMove, StoreError
-from daemon.models import Event, GenerationRequest, Usage
 from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
 from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState

@@ -3,12 +3,12 @@
 import asyncio
 import json
 
+from daemon.contract import GenerationRequest, Usage
 from daemon.generation import PhaseHooks, PhaseRunner
 from daemon.llm import LLMAnswer
-from daemon.models import GenerationRequest, Usage
 from daemon.records import JobRecord
 from daemon.settings import load_settings
-from daemon.states import PHASE_BY_STATE, JobState
+from daemon.states import PHASE_BY_NAME, JobState
 from daemon.states.base import ArchPlan, PlannedFile
 from tests.support.scripted_llm import Scripted
 
@@ -60,7 +60,7 @@ async def verify(provider, record=None, **verify_settings):
     staged = []
     hooks = PhaseHooks(checkpoint=staged.extend, job_files=lambda: dict(PROJECT))
     outcome = await runner.verify(
-        record or job(), PHASE_BY_STATE["VERIFY"], dict(PROJECT), {}, [], hooks
+        record or job(), PHASE_BY_NAME["VERIFY"], dict(PROJECT), {}, [], hooks
     )
     return outcome, staged
 
@@ -115,7 +115,7 @@ async def test_with_the_toolchain_calls_are_matched_against_the_booted_apps_rout
     runner = PhaseRunner(Scripted(), settings, asyncio.Semaphore(1))
     hooks = PhaseHooks(job_files=lambda: dict(files))
 
-    outcome = await runner.verify(job(), PHASE_BY_STATE["VERIFY"], dict(files), {}, [], hooks)
+    outcome = await runner.verify(job(), PHASE_BY_NAME["VERIFY"], dict(files), {}, [], hooks)
 
     summary = outcome.verification
     assert summary.tiers == ["static", "toolchain"] and summary.builds is True

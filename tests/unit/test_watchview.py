@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from daemon.models import Event
+from daemon.contract import Event
 from daemon.states import PHASE_NAMES
 from daemon.watchview import WatchState, follow, spinner_frame
 from tests.support.watch_events import T0, Script, screen

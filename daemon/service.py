@@ -20,7 +20,7 @@ from daemon.broker import EmbeddedBroker
 from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
-from daemon.jobs import JobRunner, Scheduler, record_deaths
+from daemon.jobs import JobRunner, record_deaths
 from daemon.kafka import client_options, make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.metrics import HealthServer, Metrics, not_ready
@@ -29,6 +29,7 @@ from daemon.outputs import OutputWriter
 from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
+from daemon.scheduler import Scheduler
 from daemon.settings import Settings
 from daemon.store import Store
 from daemon.topics import ensure_topics, topic_configs
