@@ -57,8 +57,7 @@ def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list
     return [
         problem
         for problem in problems
-        if problem.kind == "content"
-        or (problem.kind == "plan" and problem.fixable_now)
+        if problem.kind in ("content", "plan")
         or (problem.kind == "import" and not any(map(problem.path.startswith, pending_areas)))
     ]
 
@@ -66,7 +65,7 @@ def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list
 def _off_plan(problems: Sequence[Problem]) -> list[Problem]:
     """Files written outside the phase's plan: said to the model, but not sent back (an
     answer cannot take a file back); they stay, with a warning."""
-    return [p for p in problems if p.kind == "plan" and not p.fixable_now]
+    return [p for p in problems if p.kind == "unplanned"]
 
 
 @cache

@@ -47,7 +47,6 @@ def plan_problems(
                     path,
                     f"the file plan gives this file to {phase} ({purpose}), but it was not "
                     "written: write it",
-                    True,
                     "plan",
                 )
             )
@@ -62,7 +61,6 @@ def plan_problems(
                         path,
                         f"does not define {name!r}, which the file plan gives it "
                         f"({signature}); other files import it by that name",
-                        True,
                         "plan",
                     )
                 )
@@ -75,8 +73,7 @@ def plan_problems(
                     path,
                     f"is not one of {phase}'s planned files ({listed}); write the planned "
                     "files, at their planned paths",
-                    False,
-                    "plan",
+                    "unplanned",
                 )
             )
     return problems
