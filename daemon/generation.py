@@ -226,9 +226,9 @@ class PhaseRunner:
         fixable = _fixable(problems, hooks.pending_areas)
         if fixable:
             log.info(
-                "  %d files fail the code checks; asking for a fix",
+                "%d files fail the code checks; asking for a fix",
                 len({p.path for p in fixable}),
-                extra={"job_id": run.job.job_id, "phase": run.phase.state},
+                extra={"job_id": run.job.job_id, "phase": run.phase.state, "layout": "indented"},
             )
             run.feedback = [p.text for p in fixable + _off_plan(problems)] + [FIX_REQUEST]
             run.redo = {p.path for p in fixable}
@@ -239,7 +239,9 @@ class PhaseRunner:
         skipped = [p for p in problems if p.kind == "skipped"]
         for problem in skipped + _off_plan(problems):
             log.warning(
-                "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.state}
+                "%s",
+                problem.text,
+                extra={"job_id": run.job.job_id, "phase": run.phase.state, "layout": "indented"},
             )
         return [p.text for p in fixable + _off_plan(problems) + skipped]
 
@@ -281,8 +283,8 @@ class PhaseRunner:
         if _digest(model, run.budget, messages) in run.answered:
             # Nothing above should lead here; should it, the request still changes.
             log.warning(
-                "  the next call would repeat an answered request; saying so",
-                extra={"job_id": job.job_id, "phase": phase.state},
+                "the next call would repeat an answered request; saying so",
+                extra={"job_id": job.job_id, "phase": phase.state, "layout": "indented"},
             )
             run.feedback.append(
                 f"This request was answered before (call {run.calls}) without finishing "
