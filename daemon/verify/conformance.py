@@ -2,9 +2,10 @@
 
 The plan gives each phase its files and each file the names it exports; phases that run
 side by side import each other's files by those paths and names, so a phase that writes
-another path or another name breaks a file it never saw. Three rules, each a problem the
-phase is asked to fix: every planned file is written, every planned export is defined
-with its planned name, and no file outside the phase's planned set is written.
+another path or another name breaks a file it never saw. Three rules: every planned file is
+written and every planned export is defined with its planned name (``plan`` problems, which
+the phase is asked to fix), and no file outside the phase's planned set is written
+(``unplanned``: the phase is told, but an answer cannot take a file back).
 
 Total like every reader of model text: a file that does not parse has no known exports
 (its syntax error is reported by the content checks), and a module that may define any
