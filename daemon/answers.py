@@ -212,15 +212,15 @@ def interpret(
 
 
 def report_continuation(run: PhaseRun, result: Interpretation) -> None:
-    extra = {"job_id": run.job.job_id, "phase": run.phase.name}
+    extra = {"job_id": run.job.job_id, "phase": run.phase.name, "layout": "indented"}
     files = run.phase.produces_files
     kept = len(result.files) if files else len(result.planned)
     what = "complete files" if files else "planned files"
     if result.errors:
-        log.warning("  answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
+        log.warning("answer rejected (%s); asking again", "; ".join(result.errors), extra=extra)
     elif result.cut:
         log.info(
-            "  answer cut at max_tokens: kept %d %s, asking for the rest (max_tokens %d)",
+            "answer cut at max_tokens: kept %d %s, asking for the rest (max_tokens %d)",
             kept,
             what,
             run.budget,
@@ -228,7 +228,7 @@ def report_continuation(run: PhaseRun, result: Interpretation) -> None:
         )
     elif run.stalls:
         log.warning(
-            "  the answer added no new file without finishing the phase (%d in a row); "
+            "the answer added no new file without finishing the phase (%d in a row); "
             "asking for the missing files or complete: true",
             run.stalls,
             extra=extra,
@@ -236,7 +236,7 @@ def report_continuation(run: PhaseRun, result: Interpretation) -> None:
     else:
         so_far = len(run.produced) if files else len(run.planned)
         log.info(
-            "  %d %s so far; asking for the rest",
+            "%d %s so far; asking for the rest",
             so_far,
             "files" if files else "planned files",
             extra=extra,
@@ -299,7 +299,9 @@ def _stalled(run: PhaseRun, repeated: Sequence[str]) -> bool:
             f"{phase}: the model answered 'not complete' {run.stalls} times in a row "
             f"without a new file; the phase ends with the {len(run.produced)} files it has"
         )
-        log.warning("  %s", note, extra={"job_id": run.job.job_id, "phase": phase})
+        log.warning(
+            "%s", note, extra={"job_id": run.job.job_id, "phase": phase, "layout": "indented"}
+        )
         run.notes.append(note)
         return True
     files = "files" if run.phase.produces_files else "planned files"

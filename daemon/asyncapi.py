@@ -27,7 +27,7 @@ ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 FILE_NAME = "asyncapi.yaml"
 HEADER = (
-    "# The AsyncAPI document of codegend's Kafka contract (DESIGN.md, Part 1).\n"
+    "# The AsyncAPI document of codegend's Kafka contract: its topics, message schemas and events.\n"
     "# Generated from the pydantic models by `codegend schemas` (make schemas); do not edit.\n"
 )
 _SCHEMAS = "#/components/schemas/"

@@ -211,11 +211,11 @@ class CallPolicy:
                 f"{call.phase}: the API asked to wait {delay_s:.0f} s", delay_s=delay_s
             )
         log.warning(
-            "  model call failed (%s); %d files kept, retrying in %.1f s",
+            "model call failed (%s); %d files kept, retrying in %.1f s",
             exc,
             len(run.produced),
             delay_s,
-            extra={"job_id": call.job_id, "phase": call.phase},
+            extra={"job_id": call.job_id, "phase": call.phase, "layout": "indented"},
         )
         if exc.kind in ("rate_limit", "overloaded"):
             self.limiter.pause(delay_s)  # the next acquire() waits, for every job

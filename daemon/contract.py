@@ -1,8 +1,8 @@
 """The messages at the edges: what arrives on the requests topic and what leaves on the events topic.
 
-These pydantic models are the contract of Part 1 of DESIGN.md; the JSON Schema files
-under ``schemas/`` are generated from them (``codegend schemas``) and a test fails if
-they drift apart.
+These pydantic models are codegend's Kafka contract: the request and event messages and the
+event types; the JSON Schema files and the AsyncAPI document under ``schemas/`` are generated
+from them (``codegend schemas``) and a test fails if they drift apart.
 """
 
 from __future__ import annotations

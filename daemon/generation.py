@@ -57,8 +57,7 @@ def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list
     return [
         problem
         for problem in problems
-        if problem.kind == "content"
-        or (problem.kind == "plan" and problem.fixable_now)
+        if problem.kind in ("content", "plan")
         or (problem.kind == "import" and not any(map(problem.path.startswith, pending_areas)))
     ]
 
@@ -66,7 +65,7 @@ def _fixable(problems: Sequence[Problem], pending_areas: frozenset[str]) -> list
 def _off_plan(problems: Sequence[Problem]) -> list[Problem]:
     """Files written outside the phase's plan: said to the model, but not sent back (an
     answer cannot take a file back); they stay, with a warning."""
-    return [p for p in problems if p.kind == "plan" and not p.fixable_now]
+    return [p for p in problems if p.kind == "unplanned"]
 
 
 @cache
@@ -227,9 +226,9 @@ class PhaseRunner:
         fixable = _fixable(problems, hooks.pending_areas)
         if fixable:
             log.info(
-                "  %d files fail the code checks; asking for a fix",
+                "%d files fail the code checks; asking for a fix",
                 len({p.path for p in fixable}),
-                extra={"job_id": run.job.job_id, "phase": run.phase.name},
+                extra={"job_id": run.job.job_id, "phase": run.phase.name, "layout": "indented"},
             )
             run.feedback = [p.text for p in fixable + _off_plan(problems)] + [FIX_REQUEST]
             run.redo = {p.path for p in fixable}
@@ -240,7 +239,9 @@ class PhaseRunner:
         skipped = [p for p in problems if p.kind == "skipped"]
         for problem in skipped + _off_plan(problems):
             log.warning(
-                "  %s", problem.text, extra={"job_id": run.job.job_id, "phase": run.phase.name}
+                "%s",
+                problem.text,
+                extra={"job_id": run.job.job_id, "phase": run.phase.name, "layout": "indented"},
             )
         return [p.text for p in fixable + _off_plan(problems) + skipped]
 
@@ -282,8 +283,8 @@ class PhaseRunner:
         if _digest(model, run.budget, messages) in run.answered:
             # Nothing above should lead here; should it, the request still changes.
             log.warning(
-                "  the next call would repeat an answered request; saying so",
-                extra={"job_id": job.job_id, "phase": phase.name},
+                "the next call would repeat an answered request; saying so",
+                extra={"job_id": job.job_id, "phase": phase.name, "layout": "indented"},
             )
             run.feedback.append(
                 f"This request was answered before (call {run.calls}) without finishing "

@@ -381,7 +381,7 @@ class JobRunner:
         files.update((new.path, new.content) for new in last.files)
         problems = await self._phases.check_project(files)  # off the loop, within a budget
         for problem in problems:
-            log.warning("  %s", problem.text, extra={"job_id": job.job_id})
+            log.warning("%s", problem.text, extra={"job_id": job.job_id, "layout": "indented"})
         return [p.text for p in problems]
 
     def restore_outputs(self) -> int:

@@ -137,9 +137,6 @@ class JobMachine:
         """Fire ``trigger`` on one phase's machine (MachineError when it is illegal)."""
         self.phases[phase].trigger(trigger)
 
-    def frontier(self) -> str | None:
-        return next((name for name in self.planned if name not in self.done), None)
-
     def finishes_with(self, phase: str) -> bool:
         """Whether ``phase`` done would leave nothing of the job to run."""
         return self.done | {phase} >= set(self.planned)

@@ -88,10 +88,6 @@ class RateLimiter:
         """Every call waits ``seconds`` from now (the API said it is overloaded or limited)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    @property
-    def paused_for_s(self) -> float:
-        return max(0.0, self._paused_until - self._clock())
-
     def observe(self, headers: Mapping[str, str]) -> None:
         """Follow the API's own accounting: never believe in more than it says remains,
         and when something is exhausted, wait for its reset."""

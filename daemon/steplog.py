@@ -11,7 +11,6 @@ from daemon.states import PHASE_BY_NAME, JobState, Phase
 from daemon.store import Store
 
 log = logging.getLogger(__name__)
-BANNER = "=" * 60
 
 
 class StepReporter:
@@ -29,9 +28,12 @@ class StepReporter:
         group = phase.group
         if group.number not in self._announced:
             self._announced.add(group.number)
-            log.info(BANNER, extra=self._extra)
-            log.info("STEP %d: %s", group.number, group.title, extra=self._extra)
-            log.info(BANNER, extra=self._extra)
+            log.info(
+                "STEP %d: %s",
+                group.number,
+                group.title,
+                extra={**self._extra, "layout": "banner"},
+            )
         log.info("Step %s: %s...", phase.step, phase.progress, extra=self._extra)
 
     def phase_done(
@@ -79,7 +81,9 @@ class StepReporter:
         )
         if summary.toolchain_skipped:
             log.warning(
-                "  toolchain tier not run: %s", summary.toolchain_skipped, extra=self._extra
+                "toolchain tier not run: %s",
+                summary.toolchain_skipped,
+                extra={**self._extra, "layout": "indented"},
             )
 
     def phase_failed(self, phase: Phase, error: str) -> None:

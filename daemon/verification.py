@@ -87,12 +87,12 @@ class Verifier:
                 break
             rounds += 1
             log.info(
-                "  round %d: %d problems in %d files; asking %s",
+                "round %d: %d problems in %d files; asking %s",
                 rounds,
                 len(found.problems),
                 len({p.path for p in found.problems}),
                 ", ".join(r.writer.name for r in repairs),
-                extra={"job_id": job.job_id, "phase": phase.name},
+                extra={"job_id": job.job_id, "phase": phase.name, "layout": "indented"},
             )
             try:
                 for repair in repairs:
@@ -129,7 +129,9 @@ class Verifier:
             toolchain_skipped=found.skipped,
         )
         for note in notes:
-            log.warning("  %s", note, extra={"job_id": job.job_id, "phase": phase.name})
+            log.warning(
+                "%s", note, extra={"job_id": job.job_id, "phase": phase.name, "layout": "indented"}
+            )
         return PhaseOutcome(
             phase=phase.name,
             step=phase.step,

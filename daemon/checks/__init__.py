@@ -7,9 +7,10 @@ at the end. Every parser here reads text a model chose: each is total (a file it
 is a problem of that file, never an exception) and files over a size cap are not parsed.
 The daemon runs them through ``run_checks``: in a worker process, within a time budget.
 
-Each problem says whether the phase that wrote the file can fix it alone (``fixable_now``): a
-syntax error, a placeholder, or an import of a missing sibling can be; an import of a file in
-another directory, or of an undeclared package, may be satisfied by a later phase.
+Each problem has a ``kind`` (``Problem``'s comment lists them), from which the phase runner
+decides what to send back: a syntax error or a placeholder is the writing phase's to fix; an
+unresolved import only once no phase still to run writes to the importing file's folder; an
+undeclared package is reported when the job ends.
 
 The modules: ``problem`` (``Problem`` and path helpers), ``content`` (one file on its own),
 ``python`` (Python imports), ``providers`` (declared Python distributions and the modules

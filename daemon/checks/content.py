@@ -47,22 +47,22 @@ def _content_problems(path: str, content: str, project: _Project) -> Iterator[Pr
     name = posixpath.basename(path)
     if not content.strip():
         if name not in _MAY_BE_EMPTY:
-            yield Problem(path, "the file is empty", True)
+            yield Problem(path, "the file is empty")
         return
     if found := _placeholder(content):
-        yield Problem(path, found, True)
+        yield Problem(path, found)
     if path.endswith(".py"):
         if (error := project.python_module(path).error) is not None:
-            yield Problem(path, error, True)
+            yield Problem(path, error)
     elif path.endswith((".json", ".jsonc")):
         yield from _json_problems(path, content)
     elif path.endswith(".toml"):
         try:
             tomllib.loads(content)
         except tomllib.TOMLDecodeError as exc:
-            yield Problem(path, f"invalid TOML: {exc}", True)
+            yield Problem(path, f"invalid TOML: {exc}")
         except RecursionError:
-            yield Problem(path, "invalid TOML: nested too deeply", True)
+            yield Problem(path, "invalid TOML: nested too deeply")
 
 
 def _placeholder(content: str) -> str | None:
@@ -78,16 +78,14 @@ def _json_problems(path: str, content: str) -> Iterator[Problem]:
     try:
         document = _load_json(path, content)
     except json.JSONDecodeError as exc:
-        yield Problem(
-            path, f"line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})", True
-        )
+        yield Problem(path, f"line {exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
         return
     except RecursionError:
-        yield Problem(path, "invalid JSON: nested too deeply", True)
+        yield Problem(path, "invalid JSON: nested too deeply")
         return
     if posixpath.basename(path) == "package.json":
         for message in _package_json_problems(document):
-            yield Problem(path, message, True)
+            yield Problem(path, message)
 
 
 def _package_json_problems(document: Any) -> Iterator[str]:

@@ -74,7 +74,7 @@ async def run_checks(name: str, limits: CheckLimits, *args: Any) -> list[Problem
     try:
         return await _pool().run(name, (*args, limits.max_file_bytes), limits.timeout_s)
     except ChecksSkipped as exc:
-        return [Problem("", f"code checks skipped: {exc}", False, kind="skipped")]
+        return [Problem("", f"code checks skipped: {exc}", kind="skipped")]
 
 
 class CheckPool:

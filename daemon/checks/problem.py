@@ -17,9 +17,9 @@ class Problem:
 
     path: str
     message: str
-    fixable_now: bool
     # content (syntax, JSON, placeholders), import (no such file), name (the file lacks the
-    # name), route (no backend route for a call), dependency, or skipped (not checked)
+    # name), route (no backend route for a call), dependency, skipped (not checked), plan (a
+    # planned file or export is missing) or unplanned (a file outside the phase's plan)
     kind: str = "content"
     refs: tuple[str, ...] = ()  # the project files the problem is about, to show a repair
 
@@ -44,8 +44,3 @@ def _normal(path: str) -> str:
 
 def _in_scope(path: str, scope: str) -> bool:
     return not scope or path.startswith(scope + "/")
-
-
-def _target_dir_problem(importer: str, target: str, message: str) -> Problem:
-    """An unresolved import is the writing phase's to fix when the missing file is a sibling."""
-    return Problem(importer, message, _parent(target) == _parent(importer), kind="import")

@@ -70,7 +70,7 @@ class _Project:
         message = (
             f"not checked: {size} bytes, over jobs.check_max_file_bytes = {self.max_file_bytes}"
         )
-        return Problem(path, message, False, kind="skipped")
+        return Problem(path, message, kind="skipped")
 
     @cached_property
     def python_dirs(self) -> frozenset[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from daemon.checks.problem import Problem, _in_scope, _join, _parent, _target_dir_problem
+from daemon.checks.problem import Problem, _in_scope, _join, _parent
 from daemon.checks.providers import _PROVIDERS, _is_requirements, _providers, _requirements
 
 if TYPE_CHECKING:
@@ -142,14 +142,6 @@ def _dunder_all(node: ast.Assign | ast.AnnAssign | ast.AugAssign) -> Iterator[st
                 yield item.value
 
 
-@dataclass(frozen=True)
-class _Miss:
-    """Why an import does not resolve under one base directory, and the file it would need."""
-
-    message: str
-    target: str
-
-
 class _PythonImports:
     def __init__(self, project: _Project) -> None:
         self.project = project
@@ -171,14 +163,13 @@ class _PythonImports:
                 return Problem(
                     path,
                     f"line {item.line}: import '{item.label}' goes above the project",
-                    False,
                     kind="import",
                 )
             base = _parent(base)
         miss = self._resolve(base, item)
         if miss is None:
             return None
-        return _target_dir_problem(path, miss.target, f"line {item.line}: {miss.message}")
+        return Problem(path, f"line {item.line}: {miss}", kind="import")
 
     def _absolute(self, path: str, item: _PyImport) -> Problem | None:
         top = item.module.split(".")[0]
@@ -192,23 +183,19 @@ class _PythonImports:
         if top in sys.stdlib_module_names or self._declared(top):
             return None
         if first_miss is not None:
-            return _target_dir_problem(
-                path, first_miss.target, f"line {item.line}: {first_miss.message}"
-            )
+            return Problem(path, f"line {item.line}: {first_miss}", kind="import")
         if self.requirements is None:
             return None
-        return Problem(
-            path, f"line {item.line}: {self._undeclared(path, top)}", False, kind="dependency"
-        )
+        return Problem(path, f"line {item.line}: {self._undeclared(path, top)}", kind="dependency")
 
-    def _resolve(self, base: str, item: _PyImport) -> _Miss | None:
+    def _resolve(self, base: str, item: _PyImport) -> str | None:
+        """Why the import does not resolve under ``base``; None when it does."""
         module_path = _join(base, *item.module.split(".")) if item.module else base
         kind = self._kind(module_path)
         if kind is None:
-            target = module_path + ".py"
-            return _Miss(
-                f"import '{item.label}' does not resolve (no {target} or {module_path}/__init__.py)",
-                target,
+            return (
+                f"import '{item.label}' does not resolve "
+                f"(no {module_path}.py or {module_path}/__init__.py)"
             )
         if kind == "module":
             return None
@@ -217,7 +204,7 @@ class _PythonImports:
                 return miss
         return None
 
-    def _name_miss(self, package: str, kind: str, item: _PyImport, name: str) -> _Miss | None:
+    def _name_miss(self, package: str, kind: str, item: _PyImport, name: str) -> str | None:
         if name == "*" or self._kind(_join(package, name)) is not None:
             return None
         init = _join(package, "__init__.py")
@@ -226,9 +213,8 @@ class _PythonImports:
             if defined is None or name in defined or name.startswith("__"):
                 return None
             message = f"cannot import '{name}' from '{item.label}': no module {package}/{name}.py"
-            return _Miss(f"{message} and {init} does not define it", init)
-        target = _join(package, name + ".py")
-        return _Miss(f"cannot import '{name}' from '{item.label}': no module {target}", target)
+            return f"{message} and {init} does not define it"
+        return f"cannot import '{name}' from '{item.label}': no module {_join(package, name)}.py"
 
     def _kind(self, module_path: str) -> str | None:
         if module_path + ".py" in self.files:

@@ -22,7 +22,6 @@ from daemon.checks.problem import (
     _join,
     _normal,
     _parent,
-    _target_dir_problem,
 )
 
 if TYPE_CHECKING:
@@ -189,7 +188,7 @@ class _ScriptImports:
             return self._relative(path, named[0].target, "./" + rest, where, spec)
         if spec.startswith(("@/", "~/")):
             message = f"import '{spec}' uses the '{spec[:2]}' alias, which no vite.config or tsconfig declares"
-            return Problem(path, where + message, False, kind="import")
+            return Problem(path, where + message, kind="import")
         return self._package(path, spec, where)
 
     def _relative(
@@ -198,15 +197,13 @@ class _ScriptImports:
         label = label or spec
         target = _normal(_join(base, spec.lstrip("/")))
         if target == ".." or target.startswith("../"):
-            return Problem(
-                path, f"{where}import '{label}' goes above the project", False, kind="import"
-            )
+            return Problem(path, f"{where}import '{label}' goes above the project", kind="import")
         if self._find(target):
             return None
         if spec.startswith("/") and self._find(_normal(_join(base, "public", spec.lstrip("/")))):
             return None  # Vite serves public/ at the root
         message = f"import '{label}' does not resolve (no {target}.* or {target}/index.*)"
-        return _target_dir_problem(path, target + ".ts", where + message)
+        return Problem(path, where + message, kind="import")
 
     def _find(self, target: str) -> bool:
         files = self.files
@@ -237,7 +234,6 @@ class _ScriptImports:
         return Problem(
             path,
             f"{where}package '{name}' is not declared in {manifest_path}",
-            False,
             kind="dependency",
         )
 

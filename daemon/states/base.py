@@ -16,10 +16,6 @@ class StepGroup:
     title: str
     done: str
 
-    @property
-    def multi_phase(self) -> bool:
-        return self.title.endswith("(Multi-phase)")
-
 
 @dataclass(frozen=True)
 class Phase:

@@ -2,9 +2,10 @@
 
 The plan gives each phase its files and each file the names it exports; phases that run
 side by side import each other's files by those paths and names, so a phase that writes
-another path or another name breaks a file it never saw. Three rules, each a problem the
-phase is asked to fix: every planned file is written, every planned export is defined
-with its planned name, and no file outside the phase's planned set is written.
+another path or another name breaks a file it never saw. Three rules: every planned file is
+written and every planned export is defined with its planned name (``plan`` problems, which
+the phase is asked to fix), and no file outside the phase's planned set is written
+(``unplanned``: the phase is told, but an answer cannot take a file back).
 
 Total like every reader of model text: a file that does not parse has no known exports
 (its syntax error is reported by the content checks), and a module that may define any
@@ -47,7 +48,6 @@ def plan_problems(
                     path,
                     f"the file plan gives this file to {phase} ({purpose}), but it was not "
                     "written: write it",
-                    True,
                     "plan",
                 )
             )
@@ -62,7 +62,6 @@ def plan_problems(
                         path,
                         f"does not define {name!r}, which the file plan gives it "
                         f"({signature}); other files import it by that name",
-                        True,
                         "plan",
                     )
                 )
@@ -75,8 +74,7 @@ def plan_problems(
                     path,
                     f"is not one of {phase}'s planned files ({listed}); write the planned "
                     "files, at their planned paths",
-                    False,
-                    "plan",
+                    "unplanned",
                 )
             )
     return problems

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import posixpath
 from dataclasses import dataclass
 
 from daemon.checks import Problem
@@ -26,9 +25,8 @@ class ImportRef:
 @dataclass(frozen=True)
 class Link:
     """One import's outcome. ``target`` is the project file it reaches (None: no such file,
-    or a directory without one); ``unresolved`` says why the file is missing and ``wanted``
-    is the file it would need; ``missing`` are the asked-for names the target lacks,
-    ``offered`` what it has instead."""
+    or a directory without one); ``unresolved`` says why the file is missing; ``missing``
+    are the asked-for names the target lacks, ``offered`` what it has instead."""
 
     importer: str
     line: int
@@ -38,7 +36,6 @@ class Link:
     missing: tuple[str, ...] = ()
     offered: tuple[str, ...] = ()
     unresolved: str | None = None
-    wanted: str = ""
     verb: str = "exports"  # "defines" for Python modules
 
     def ref(self) -> ImportRef | None:
@@ -48,10 +45,7 @@ class Link:
 
     def problem(self) -> Problem | None:
         if self.unresolved is not None:
-            same_dir = posixpath.dirname(self.wanted) == posixpath.dirname(self.importer)
-            return Problem(
-                self.importer, f"line {self.line}: {self.unresolved}", same_dir, "import"
-            )
+            return Problem(self.importer, f"line {self.line}: {self.unresolved}", "import")
         if not self.missing or self.target is None:
             return None
         asked = ", ".join(self.missing)
@@ -61,7 +55,7 @@ class Link:
         message += (
             f", which {self.verb} {_offered(self.offered)}{_suggestion(self.missing, self.offered)}"
         )
-        return Problem(self.importer, message, True, "name", (self.target,))
+        return Problem(self.importer, message, "name", (self.target,))
 
 
 def _offered(names: tuple[str, ...]) -> str:

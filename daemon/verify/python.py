@@ -87,7 +87,7 @@ class PythonResolver:
                 f"import '{label}' does not resolve (no {module_path}.py "
                 f"or {module_path}/__init__.py)"
             )
-            yield Link(path, item.line, label, None, unresolved=message, wanted=module_path + ".py")
+            yield Link(path, item.line, label, None, unresolved=message)
             return
         target = module_file(module_path, kind)
         if not item.names:  # import a.b.c
@@ -110,9 +110,7 @@ class PythonResolver:
                     yield Link(path, item.line, f"{label}.{name}", sub_file, ("*",))
             elif target is None and name != "*":
                 message = f"cannot import '{name}' from '{label}': no module {submodule}.py"
-                yield Link(
-                    path, item.line, label, None, unresolved=message, wanted=submodule + ".py"
-                )
+                yield Link(path, item.line, label, None, unresolved=message)
             elif name == "*" or defined is None or name in defined or name.startswith("__"):
                 found.append(name)
             else:

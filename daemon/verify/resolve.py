@@ -87,9 +87,9 @@ class ScriptResolver:
         found = self.resolve(path, spec)
         if found is None:
             return None
-        target, unresolved, wanted = found
+        target, unresolved = found
         if target is None:
-            return Link(path, item.line, item.spec, None, unresolved=unresolved, wanted=wanted)
+            return Link(path, item.line, item.spec, None, unresolved=unresolved)
         names = (("default",) if item.default else ()) + item.names
         if item.namespace or not names:
             names += ("*",)
@@ -99,9 +99,8 @@ class ScriptResolver:
         missing = tuple(n for n in names if n != "*" and n not in exported)
         return Link(path, item.line, item.spec, target, names, missing, tuple(exported))
 
-    def resolve(self, path: str, spec: str) -> tuple[str | None, str, str] | None:
-        """(the file, or None and why not and the file it would need) for a project
-        specifier; None for a package."""
+    def resolve(self, path: str, spec: str) -> tuple[str | None, str] | None:
+        """(the file, or None and why not) for a project specifier; None for a package."""
         if spec.startswith((".", "/")):
             if spec.startswith("/"):
                 return self._under(self.imports._package_dir(path), spec, spec, public=True)
@@ -113,26 +112,26 @@ class ScriptResolver:
         ]
         for alias in aliased:
             if found := self.find(_normal(f"{alias.target}/{spec[len(alias.prefix) :]}")):
-                return found, "", ""
+                return found, ""
         if named := [alias for alias in aliased if alias.prefix]:
             return self._under(named[0].target, "./" + spec[len(named[0].prefix) :], spec)
         if spec.startswith(("@/", "~/")):
             message = f"import '{spec}' uses the '{spec[:2]}' alias, which no vite.config or tsconfig declares"
-            return None, message, ""
+            return None, message
         return None
 
     def _under(
         self, base: str, spec: str, label: str, public: bool = False
-    ) -> tuple[str | None, str, str]:
+    ) -> tuple[str | None, str]:
         target = _normal(f"{base}/{spec.lstrip('/')}" if base else spec.lstrip("/"))
         if target == ".." or target.startswith("../"):
-            return None, f"import '{label}' goes above the project", ""
+            return None, f"import '{label}' goes above the project"
         if found := self.find(target):
-            return found, "", ""
+            return found, ""
         if public and (found := self.find(_normal(f"{base}/public/{spec.lstrip('/')}"))):
-            return found, "", ""
+            return found, ""
         message = f"import '{label}' does not resolve (no {target}.* or {target}/index.*)"
-        return None, message, target + ".ts"
+        return None, message
 
     def find(self, target: str) -> str | None:
         """The file a specifier's path names, the way Vite and TypeScript look for it."""

@@ -79,7 +79,7 @@ def _no_route(
         detail = "closest: " + ", ".join(f"{r.method} {r.path} ({r.file})" for r in closest)
     message = f"line {call.line}: {call.method} {call.path} matches no backend route; {detail}"
     refs = tuple(dict.fromkeys(r.file for r in closest if r.file))
-    return Problem(call.file, message, True, "route", refs)
+    return Problem(call.file, message, "route", refs)
 
 
 HTTP_METHODS_UPPER = tuple(m.upper() for m in HTTP_METHODS) + ("*",)

@@ -9,7 +9,6 @@ results are cached per (path, content), since a job's files are verified again e
 from __future__ import annotations
 
 import functools
-import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -314,7 +313,3 @@ def _name(node: Node | None) -> str:
 def _last_name(node: Node) -> str:
     names = [c for c in node.named_children if c.type in ("identifier", "string")]
     return _name(names[-1]) if names else "*"
-
-
-def module_dir(path: str) -> str:
-    return posixpath.dirname(path)

@@ -131,7 +131,7 @@ class _Run:
             message = self.paths.relative(raw)
             if (path, message) not in known:
                 known.add((path, message))
-                self.problems.append(Problem(path, message, fixable_now=bool(path), kind=kind))
+                self.problems.append(Problem(path, message, kind=kind))
 
     def record(self, name: str, ok: bool, duration_s: float, output: str) -> None:
         self.steps.append(

@@ -46,12 +46,12 @@ def example_files():
 # --- Python syntax and relative imports ----------------------------------------------------
 
 
-def test_python_syntax_error_has_line_and_is_fixable_now():
+def test_python_syntax_error_has_line_and_is_a_content_problem():
     found = problems({"backend/app/main.py": "import os\n\ndef f(:\n    pass\n"})
     assert len(found) == 1
     assert found[0].path == "backend/app/main.py"
     assert found[0].message.startswith("line 3: ")
-    assert found[0].fixable_now
+    assert found[0].kind == "content"
 
 
 def test_relative_import_of_a_package_and_of_a_module():
@@ -64,7 +64,7 @@ def test_relative_import_of_a_package_and_of_a_module():
     assert problems(files) == []
 
 
-def test_relative_import_of_a_missing_sibling_is_fixable_now():
+def test_relative_import_of_a_missing_sibling():
     files = {
         "backend/app/__init__.py": "",
         "backend/app/main.py": "from . import routers\nfrom .models import User\n",
@@ -74,14 +74,12 @@ def test_relative_import_of_a_missing_sibling_is_fixable_now():
             "backend/app/main.py",
             "line 1: cannot import 'routers' from '.': no module backend/app/routers.py "
             "and backend/app/__init__.py does not define it",
-            True,
             kind="import",
         ),
         Problem(
             "backend/app/main.py",
             "line 2: import '.models' does not resolve "
             "(no backend/app/models.py or backend/app/models/__init__.py)",
-            True,
             kind="import",
         ),
     ]
@@ -109,7 +107,7 @@ def test_import_a_name_from_a_package_that_does_not_export_it():
         "line 1: cannot import 'CarIn' from 'app.schemas': no module backend/app/schemas/CarIn.py"
         " and backend/app/schemas/__init__.py does not define it"
     )
-    assert not found.fixable_now
+    assert found.kind == "import"
 
 
 def test_star_import_in_init_accepts_any_name():
@@ -145,7 +143,7 @@ def test_parent_relative_imports_at_different_depths(importer, statement):
     assert problems(files, {importer: files[importer]}) == []
 
 
-def test_parent_relative_import_of_a_missing_module_is_not_fixable_now():
+def test_parent_relative_import_of_a_missing_module():
     files = {
         "backend/app/__init__.py": "",
         "backend/app/routers/__init__.py": "",
@@ -156,7 +154,6 @@ def test_parent_relative_import_of_a_missing_module_is_not_fixable_now():
             "backend/app/routers/cars.py",
             "line 1: import '..core.config' does not resolve "
             "(no backend/app/core/config.py or backend/app/core/config/__init__.py)",
-            False,
             kind="import",
         )
     ]
@@ -203,16 +200,15 @@ def test_absolute_project_import_that_does_not_resolve():
             "backend/app/main.py",
             "line 1: import 'app.core.config' does not resolve "
             "(no backend/app/core/config.py or backend/app/core/config/__init__.py)",
-            False,
             kind="import",
         )
     ]
 
 
-def test_absolute_import_of_a_missing_sibling_is_fixable_now():
+def test_absolute_import_of_a_missing_sibling():
     files = {"backend/app/__init__.py": "", "backend/app/main.py": "from app.config import x\n"}
     [found] = problems(files)
-    assert found.fixable_now
+    assert found.kind == "import"
 
 
 def test_script_directory_imports_its_siblings():
@@ -272,7 +268,7 @@ def test_third_party_imports_against_requirements_with_aliases_and_normalisation
     assert problems(files) == []
 
 
-def test_undeclared_dependency_is_not_fixable_now_and_names_the_distribution():
+def test_undeclared_dependency_names_the_distribution():
     files = {
         "backend/app/main.py": "import fastapi\nfrom jose import jwt\n",
         "backend/requirements.txt": "fastapi\n",
@@ -282,7 +278,6 @@ def test_undeclared_dependency_is_not_fixable_now_and_names_the_distribution():
             "backend/app/main.py",
             "line 2: module 'jose' is neither part of the project nor declared in "
             "backend/requirements.txt (add python-jose)",
-            False,
             kind="dependency",
         )
     ]
@@ -380,7 +375,7 @@ def test_multiline_import_clause_and_parent_directory():
     assert problems(files) == []
 
 
-def test_unresolved_relative_imports_and_fixable_now():
+def test_unresolved_relative_imports():
     source = "import Button from './Button'\nimport { get } from '../api/client'\n"
     files = web({"web/src/components/Card.tsx": source})
     assert problems(files, {"web/src/components/Card.tsx": source}) == [
@@ -388,14 +383,12 @@ def test_unresolved_relative_imports_and_fixable_now():
             "web/src/components/Card.tsx",
             "line 1: import './Button' does not resolve "
             "(no web/src/components/Button.* or web/src/components/Button/index.*)",
-            True,
             kind="import",
         ),
         Problem(
             "web/src/components/Card.tsx",
             "line 2: import '../api/client' does not resolve "
             "(no web/src/api/client.* or web/src/api/client/index.*)",
-            False,
             kind="import",
         ),
     ]
@@ -427,13 +420,11 @@ def test_undeclared_packages_are_reported_against_the_nearest_package_json():
         Problem(
             "web/src/api.ts",
             "line 1: package 'axios' is not declared in web/package.json",
-            False,
             kind="dependency",
         ),
         Problem(
             "web/src/api.ts",
             "line 2: package '@acme/schemas' is not declared in web/package.json",
-            False,
             kind="dependency",
         ),
     ]
@@ -510,7 +501,6 @@ def test_alias_without_a_declaration_is_reported():
         Problem(
             "web/src/pages/Home.tsx",
             "line 1: import '@/lib/utils' uses the '@/' alias, which no vite.config or tsconfig declares",
-            False,
             kind="import",
         )
     ]
@@ -522,7 +512,7 @@ def test_alias_without_a_declaration_is_reported():
 def test_invalid_json_has_line():
     [found] = problems({"web/data.json": '{\n  "a": 1,\n  "b" 2\n}\n'})
     assert found == Problem(
-        "web/data.json", "line 3: invalid JSON: Expecting ':' delimiter (column 7)", True
+        "web/data.json", "line 3: invalid JSON: Expecting ':' delimiter (column 7)"
     )
 
 
@@ -560,9 +550,9 @@ def test_empty_files():
         "def g():\n    # TODO: implement\n    return None\n",
     ],
 )
-def test_placeholders_are_fixable_now(content):
+def test_placeholders_are_content_problems(content):
     [found] = problems({"src/x.py" if "def" in content else "src/x.ts": content})
-    assert found.fixable_now
+    assert found.kind == "content"
     assert "placeholder" in found.message
 
 
@@ -638,26 +628,23 @@ def test_mutated_example_reports_exactly_the_expected_problems():
     found = check_files(files, {})
 
     syntax = [p for p in found if p.path == "backend/app/config.py"]
-    assert len(syntax) == 1 and syntax[0].fixable_now
+    assert len(syntax) == 1 and syntax[0].kind == "content"
     assert [p for p in found if p.path != "backend/app/config.py"] == [
         Problem(
             "backend/app/utils/middleware.py",
             "line 8: import 'app.utils.rate_limit' does not resolve "
             "(no backend/app/utils/rate_limit.py or backend/app/utils/rate_limit/__init__.py)",
-            True,
             kind="import",
         ),
         Problem(
             "frontend/src/api/client.ts",
             "line 1: package 'axios' is not declared in frontend/package.json",
-            False,
             kind="dependency",
         ),
         Problem(
             "frontend/src/pages/CarListPage.tsx",
             "line 12: import '../hooks/useDebounce' does not resolve "
             "(no frontend/src/hooks/useDebounce.* or frontend/src/hooks/useDebounce/index.*)",
-            False,
             kind="import",
         ),
     ]

@@ -25,11 +25,11 @@ def test_a_missing_file_a_renamed_export_and_an_extra_file_are_each_named():
         "backend/app/deps.py": "def get_session():\n    yield 1\n",
         "frontend/src/components/Other.tsx": "export default 1;\n",
     }
-    problems = {(p.path, p.fixable_now): p.message for p in plan_problems("X", PLANNED, written)}
-    assert "'CarCard'" in problems[("frontend/src/components/CarCard.tsx", True)]
-    assert "not written" in problems[("frontend/src/components/index.ts", True)]
-    assert "'get_db'" in problems[("backend/app/deps.py", True)]
-    extra = problems[("frontend/src/components/Other.tsx", False)]
+    problems = {(p.path, p.kind): p.message for p in plan_problems("X", PLANNED, written)}
+    assert "'CarCard'" in problems[("frontend/src/components/CarCard.tsx", "plan")]
+    assert "not written" in problems[("frontend/src/components/index.ts", "plan")]
+    assert "'get_db'" in problems[("backend/app/deps.py", "plan")]
+    extra = problems[("frontend/src/components/Other.tsx", "unplanned")]
     assert "not one of X's planned files" in extra and "CarCard.tsx" in extra
 
 

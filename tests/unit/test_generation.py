@@ -278,3 +278,21 @@ async def test_arch_checkpoints_its_plan_and_a_restart_continues_it():
     assert [f.path for f in outcome.plan.files] == [e["path"] for e in entries]
     assert provider.calls[0].schema.get("title") == "FilePlanMore"
     assert outcome.plan.summary == staged[0].summary
+
+
+def test_which_problems_go_back_to_the_phase_and_which_are_only_said():
+    from daemon.checks import Problem
+    from daemon.generation import _fixable, _off_plan
+
+    found = [
+        Problem("backend/app/main.py", "line 3: invalid syntax"),
+        Problem("backend/app/deps.py", "does not define 'get_db'", "plan"),
+        Problem("backend/app/extra.py", "is not one of BE_CORE's planned files", "unplanned"),
+        Problem("backend/app/main.py", "line 1: import '.models' does not resolve", "import"),
+        Problem("frontend/src/App.tsx", "line 1: import './Card' does not resolve", "import"),
+        Problem("backend/app/main.py", "line 2: module 'jose' is not declared", "dependency"),
+        Problem("backend/app/big.py", "not checked", "skipped"),
+    ]
+    back = _fixable(found, pending_areas=frozenset({"frontend/"}))
+    assert back == found[:2] + found[3:4]  # a later phase writes to frontend/
+    assert _off_plan(found) == [found[2]]

@@ -59,7 +59,7 @@ def test_a_package_json_whose_dependencies_are_not_an_object():
 @pytest.mark.parametrize("content", ["[" * DEEP, '"just a string"', "{"])
 def test_a_package_json_it_cannot_read_declares_nothing(content):
     found = check_files({"web/package.json": content, "web/a.ts": "import 'react'\n"}, {})
-    assert [p.path for p in found] == ["web/package.json"] and found[0].fixable_now
+    assert [p.path for p in found] == ["web/package.json"] and found[0].kind == "content"
 
 
 def test_deep_tsconfig_and_vite_config_are_read_or_reported():
@@ -73,7 +73,7 @@ def test_files_over_the_size_cap_are_not_parsed_but_still_resolve():
     assert messages(found) == [
         f"app/big.py: not checked: {len(big)} bytes, over jobs.check_max_file_bytes = 1024"
     ]
-    assert found[0].kind == "skipped" and not found[0].fixable_now
+    assert found[0].kind == "skipped"
     assert [p.kind for p in check_project({"app/big.py": big}, 1024)] == ["skipped"]
 
 

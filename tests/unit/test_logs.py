@@ -1,7 +1,20 @@
 import json
 import logging
+import time
 
-from daemon.logs import setup_logging
+import pytest
+
+from daemon.logs import JsonFormatter, TextFormatter, setup_logging
+
+
+def logged(fmt, *records):
+    """What ``setup_logging(fmt)`` writes for ``records``: (level, message, extra) each."""
+    setup_logging(fmt)
+    try:
+        for level, message, extra in records:
+            logging.getLogger("daemon.jobs").log(level, message, extra=extra)
+    finally:
+        logging.getLogger().handlers.clear()
 
 
 def test_json_lines_carry_the_job(capsys):
@@ -19,7 +32,7 @@ def test_json_lines_carry_the_job(capsys):
     assert second["job_id"] == "-"
 
 
-def test_text_lines_read_like_the_seed(capsys):
+def test_text_lines_lead_with_time_level_and_job(capsys):
     setup_logging("text")
     try:
         logging.getLogger("daemon.jobs").info(
@@ -64,3 +77,40 @@ def test_text_lines_cannot_be_forged_from_outside(capsys):
     )
     assert records[1].endswith(r"it failed:\x1b[31m red")
     assert "\x1b" not in "".join(lines) and "  12:00:00 INFO    [-] forged" in lines
+
+
+STEP = (logging.INFO, "STEP 1: ARCHITECTURE", {"job_id": "j-4", "layout": "banner"})
+DETAIL = (logging.WARNING, "a.py: line 1: invalid syntax", {"job_id": "j-4", "layout": "indented"})
+
+
+def test_the_text_format_draws_the_layout(capsys):
+    logged("text", STEP, DETAIL)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "INFO    [j-4] " + "=" * 60,
+        "INFO    [j-4] STEP 1: ARCHITECTURE",
+        "INFO    [j-4] " + "=" * 60,
+        "WARNING [j-4]   a.py: line 1: invalid syntax",
+    ]
+
+
+def test_json_messages_carry_no_layout(capsys):
+    logged("json", STEP, DETAIL)
+    step, detail = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert step["message"] == "STEP 1: ARCHITECTURE" and detail["message"] == DETAIL[1]
+    assert "layout" not in step and "layout" not in detail and step["job_id"] == "j-4"
+
+
+def test_a_banner_cannot_hide_a_forged_line(capsys):
+    logged("text", (logging.INFO, "STEP\n12:00:00 INFO    [-] forged", {"layout": "banner"}))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[1].endswith(r"STEP\n12:00:00 INFO    [-] forged")
+
+
+@pytest.mark.parametrize(("fmt", "formatter"), [("text", TextFormatter), ("json", JsonFormatter)])
+def test_times_are_utc_without_changing_other_formatters(fmt, formatter):
+    setup_logging(fmt)
+    logging.getLogger().handlers.clear()
+    record = logging.makeLogRecord({"created": 0.0, "msecs": 0.0, "msg": "x"})
+    assert formatter().formatTime(record, "%Y-%m-%d %H:%M") == "1970-01-01 00:00"
+    assert logging.Formatter.converter is time.localtime

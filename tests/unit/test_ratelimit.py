@@ -1,3 +1,4 @@
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from daemon.ratelimit import IMAGE_TOKENS, RateLimiter, estimate_tokens
@@ -41,9 +42,15 @@ async def test_a_pause_holds_every_caller():
     clock = Clock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)
     limiter.pause(5)
-    assert limiter.paused_for_s == 5
-    await limiter.acquire(1, 1)
-    assert sum(clock.slept) == 5
+    through_at: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire(1, 1)
+        through_at.append(clock.now)
+
+    await asyncio.gather(call(), call())
+    assert through_at == [1005, 1005]
+    assert clock.slept == [5]  # the pause is waited once, not once per caller
 
 
 async def test_headers_lower_the_budget_and_exhaustion_waits_for_reset():
@@ -56,7 +63,8 @@ async def test_headers_lower_the_budget_and_exhaustion_waits_for_reset():
             "anthropic-ratelimit-requests-reset": reset,
         }
     )
-    assert 2 < limiter.paused_for_s <= 3
+    await limiter.acquire(0, 0)
+    assert len(clock.slept) == 1 and 2 < clock.slept[0] <= 3
 
 
 def test_estimates_count_images_by_size_not_base64():

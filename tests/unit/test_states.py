@@ -1,7 +1,7 @@
 from daemon.states import PHASE_BY_NAME, PHASE_NAMES, PHASES, TERMINAL, JobState, plan_phases
 from daemon.states.base import ArchPlan, PhaseFiles
 
-SEED_BUDGETS = {
+GENERATION_BUDGETS = {
     "ARCH": 2000,
     "DB": 2000,
     "BE_CORE": 3000,
@@ -14,11 +14,11 @@ SEED_BUDGETS = {
     "FE_COMPONENTS": 4000,
     "CONFIG": 2000,
 }
-# VERIFY, after the seed's eleven phases: the budget of each of its repair calls.
-BUDGETS = {**SEED_BUDGETS, "VERIFY": 4000}
+# VERIFY, after the eleven phases that generate: the budget of each of its repair calls.
+BUDGETS = {**GENERATION_BUDGETS, "VERIFY": 4000}
 
 
-def test_phases_in_contract_order_with_seed_budgets():
+def test_phases_in_contract_order_with_their_budgets():
     assert tuple(BUDGETS) == PHASE_NAMES
     assert {p.name: p.max_tokens for p in PHASES} == BUDGETS
 
