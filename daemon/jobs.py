@@ -24,6 +24,7 @@ from daemon.metrics import Metrics
 from daemon.outputs import OutputWriter
 from daemon.progress import WAITING, NoProgress, PhaseProgress, Point, ProgressFile, job_key
 from daemon.records import JobRecord, PhaseOutcome
+from daemon.settings import JobsSettings, LLMSettings
 from daemon.states import PHASE_BY_NAME, JobState, Phase, PhaseStatus, needs_closure
 from daemon.steplog import StepReporter
 from daemon.store import Death, Store
@@ -67,18 +68,17 @@ class JobRunner:
         phases: PhaseRunner,
         outputs: OutputWriter,
         on_commit: Callable[[], None],
-        max_crashes: int = 3,
-        max_tokens_per_job: int = 0,
-        parallel: bool = False,
-        code_checks: bool = True,
+        jobs: JobsSettings | None = None,
+        llm: LLMSettings | None = None,
         metrics: Metrics | None = None,
         progress: ProgressFile | NoProgress | None = None,
     ) -> None:
+        jobs, llm = jobs or JobsSettings(), llm or LLMSettings()
         self._metrics = metrics or Metrics()
-        self._code_checks = code_checks
-        self._max_crashes = max_crashes
-        self._max_tokens_per_job = max_tokens_per_job
-        self._parallel = parallel
+        self._code_checks = jobs.code_checks
+        self._max_crashes = jobs.max_phase_crashes
+        self._max_tokens_per_job = llm.max_tokens_per_job
+        self._parallel = jobs.execution == "parallel"
         self._store = store
         self._phases = phases
         self._outputs = outputs

@@ -11,6 +11,7 @@ import time
 from daemon.errors import StoreFull
 from daemon.jobs import JobRunner
 from daemon.metrics import Readiness
+from daemon.settings import JobsSettings
 from daemon.states import JobState
 from daemon.store import Store
 
@@ -26,12 +27,12 @@ class Scheduler:
         self,
         store: Store,
         runner: JobRunner,
-        max_concurrent: int,
+        jobs: JobsSettings | None = None,
         readiness: Readiness | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
-        self._max = max_concurrent
+        self._max = (jobs or JobsSettings()).max_concurrent
         self._tasks: dict[str, asyncio.Task[JobState]] = {}
         self._broken: set[str] = set()
         self._cooling: dict[str, float] = {}  # jobs stopped by a full disk: when to retry

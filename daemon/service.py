@@ -191,16 +191,12 @@ class Daemon:
             phases,
             self.outputs,
             self.relay.wake,
-            max_crashes=settings.jobs.max_phase_crashes,
-            max_tokens_per_job=settings.llm.max_tokens_per_job,
-            parallel=settings.jobs.execution == "parallel",
-            code_checks=settings.jobs.code_checks,
+            jobs=settings.jobs,
+            llm=settings.llm,
             metrics=self.metrics,
             progress=self.progress,
         )
-        self.scheduler = Scheduler(
-            self.store, self.runner, settings.jobs.max_concurrent, self.metrics.readiness
-        )
+        self.scheduler = Scheduler(self.store, self.runner, settings.jobs, self.metrics.readiness)
         self.intake = Intake(
             self.consumer,
             self.producer,

@@ -67,7 +67,7 @@ async def test_an_internal_error_in_a_phase_fails_the_phase_with_its_cause(tmp_p
 async def test_a_job_that_breaks_the_runner_ends_failed_and_announced(tmp_path):
     store, runner, outputs = make_runner(tmp_path, Scripted())
     store.create_job("j1", REQUEST, "t:0:0", ["ARCH", "NO_SUCH_PHASE"])
-    scheduler = Scheduler(store, runner, max_concurrent=1)
+    scheduler = Scheduler(store, runner)
     try:
         scheduler._fill()
         while scheduler.running:
@@ -91,7 +91,7 @@ async def test_a_full_disk_puts_the_job_aside_and_says_so(tmp_path):
         raise StoreFull("store: database or disk is full")
 
     store.start_phase = full
-    scheduler = Scheduler(store, runner, max_concurrent=1, readiness=metrics.readiness)
+    scheduler = Scheduler(store, runner, readiness=metrics.readiness)
     try:
         scheduler._fill()
         while scheduler.running:
