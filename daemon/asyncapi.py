@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
 
 from daemon import __version__
 from daemon.contract import (
+    EVENTS,
     REQUEST_ID_PATTERN,
     REQUIRED_BY_TYPE,
-    Event,
     EventType,
     GenerationRequest,
 )
@@ -67,13 +67,20 @@ def build_document() -> dict[str, Any]:
 
 
 def payload_schemas() -> dict[str, Any]:
-    """JSON Schemas of the messages and everything they refer to, keyed by model name."""
-    _, definitions = models_json_schema(
-        [(GenerationRequest, "validation"), (Event, "validation")],
+    """JSON Schemas of the messages and everything they refer to, keyed by name; ``Event``
+    is one of the event types' schemas."""
+    roots, definitions = TypeAdapter.json_schemas(
+        [
+            ("GenerationRequest", "validation", TypeAdapter(GenerationRequest)),
+            ("Event", "validation", EVENTS),
+        ],
         ref_template=_SCHEMAS + "{model}",
     )
-    schemas: dict[str, Any] = _without_discriminators(definitions["$defs"])
-    return schemas
+    schemas: dict[str, Any] = {
+        **definitions["$defs"],
+        "Event": {"title": "Event", **roots[("Event", "validation")]},
+    }
+    return dict(sorted(_without_discriminators(schemas).items()))
 
 
 def _without_discriminators(node: Any) -> Any:

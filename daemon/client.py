@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
-from daemon.contract import Event, GenerationRequest, is_derived_job_id
+from daemon.contract import Event, GenerationRequest, is_derived_job_id, parse_event
 from daemon.errors import BadRequest, ConfigError
 from daemon.kafka import client_options, make_producer
 from daemon.settings import Settings
@@ -190,7 +190,7 @@ def _event_of(record: ConsumerRecord[bytes, bytes]) -> Event | None:
         log.warning("skipping the record at %s: a tombstone, not an event", where)
         return None
     try:
-        return Event.model_validate_json(record.value)
+        return parse_event(record.value)
     except ValidationError as exc:
         problem = exc.errors(include_url=False, include_context=False, include_input=False)[0]
         log.warning(

@@ -18,9 +18,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from daemon.logs import printable
@@ -186,66 +186,177 @@ class FileRecord(_Message):
     content: str
 
 
-class Event(_Message):
-    """One event on the events topic. Fields beyond the common six depend on ``type``."""
+def _type_required(schema: dict[str, Any]) -> None:
+    """An event's ``type`` has a default in code, but every event on the wire carries it."""
+    schema["required"] = ["type", *schema.get("required", [])]
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Event")
+
+class _Envelope(_Message):
+    """What every event carries, whatever its type; the store fills it in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_type_required)
 
     event_id: str
-    type: EventType
     job_id: str
     request_id: str | None
     seq: int = Field(ge=1)
     ts: datetime
-    # job.accepted
-    project_name: str | None = None
-    phases: list[str] | None = None
-    # job.rejected / phase.failed
-    error: str | None = None
-    # phase.*
-    phase: str | None = None
-    step: str | None = None
-    attempt: int | None = None
-    attempts: int | None = None
-    files: list[FileRecord] | None = None
-    usage: Usage | None = None
-    duration_s: float | None = None
-    warnings: list[str] | None = None
-    # job.resumed
-    from_phase: str | None = None
-    reason: str | None = None
-    # job.completed
-    status: JobStatus | None = None
-    files_total: int | None = None
-    failed_phases: list[str] | None = None
-    # VERIFY's phase.completed, and job.completed of a job that ran VERIFY
-    verification: Verification | None = None
-    # ARCH's phase.completed: the architecture and the project's file plan
-    plan: ArchPlan | None = None
-
-    @model_validator(mode="after")
-    def _has_fields_of_its_type(self) -> Event:
-        missing = [name for name in REQUIRED_BY_TYPE[self.type] if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"{self.type} event lacks {missing}")
-        return self
 
     def to_json(self) -> bytes:
-        """The wire form: the fields of the event's type; request_id always, null if none."""
+        """The wire form: the envelope, then the fields of the event's type that are set;
+        request_id always, null if none."""
         fields = self.model_dump(mode="json", exclude_none=True)
         fields.setdefault("request_id", None)
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        ordered = {name: fields.pop(name) for name in _WIRE_ORDER if name in fields}
+        return json.dumps({**ordered, **fields}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+_WIRE_ORDER = ("event_id", "type", "job_id", "request_id", "seq", "ts")
+
+
+class JobAccepted(_Message):
+    """A request became a job: its project and the phases it runs."""
+
+    type: Literal["job.accepted"] = "job.accepted"
+    project_name: str
+    phases: list[str]
+
+
+class JobRejected(_Message):
+    """A request was refused (dead-lettered, or not runnable): why."""
+
+    type: Literal["job.rejected"] = "job.rejected"
+    error: str
+
+
+class PhaseStarted(_Message):
+    type: Literal["phase.started"] = "phase.started"
+    phase: str
+    step: str
+    attempt: int
+
+
+class PhaseCompleted(_Message):
+    """A phase committed: its files, usage and warnings; VERIFY's says what it found and
+    fixed, ARCH's holds the architecture and the project's file plan."""
+
+    type: Literal["phase.completed"] = "phase.completed"
+    phase: str
+    step: str
+    files: list[FileRecord]
+    usage: Usage
+    duration_s: float
+    warnings: list[str]
+    verification: Verification | None = None
+    plan: ArchPlan | None = None
+
+
+class PhaseFailure(_Message):
+    """What a phase.failed event says: the phase, its error and how often it was tried."""
+
+    type: Literal["phase.failed"] = "phase.failed"
+    phase: str
+    step: str
+    error: str
+    attempts: int
+
+
+class JobResumed(_Message):
+    type: Literal["job.resumed"] = "job.resumed"
+    from_phase: str
+    reason: str
+
+
+class JobCompleted(_Message):
+    """A job ended: how, its files and usage, and (when it ran VERIFY) the verification."""
+
+    type: Literal["job.completed"] = "job.completed"
+    status: JobStatus
+    files_total: int
+    failed_phases: list[str]
+    usage: Usage
+    warnings: list[str] | None = None
+    verification: Verification | None = None
+
+
+# What an event says, by type: the store adds the envelope.
+EventBody = (
+    JobAccepted
+    | JobRejected
+    | PhaseStarted
+    | PhaseCompleted
+    | PhaseFailure
+    | JobResumed
+    | JobCompleted
+)
+
+
+class JobAcceptedEvent(_Envelope, JobAccepted):
+    model_config = ConfigDict(title="JobAcceptedEvent")
+
+
+class JobRejectedEvent(_Envelope, JobRejected):
+    model_config = ConfigDict(title="JobRejectedEvent")
+
+
+class PhaseStartedEvent(_Envelope, PhaseStarted):
+    model_config = ConfigDict(title="PhaseStartedEvent")
+
+
+class PhaseCompletedEvent(_Envelope, PhaseCompleted):
+    model_config = ConfigDict(title="PhaseCompletedEvent")
+
+
+class PhaseFailedEvent(_Envelope, PhaseFailure):
+    model_config = ConfigDict(title="PhaseFailedEvent")
+
+
+class JobResumedEvent(_Envelope, JobResumed):
+    model_config = ConfigDict(title="JobResumedEvent")
+
+
+class JobCompletedEvent(_Envelope, JobCompleted):
+    model_config = ConfigDict(title="JobCompletedEvent")
+
+
+Event = Annotated[
+    JobAcceptedEvent
+    | JobRejectedEvent
+    | PhaseStartedEvent
+    | PhaseCompletedEvent
+    | PhaseFailedEvent
+    | JobResumedEvent
+    | JobCompletedEvent,
+    Field(discriminator="type"),
+]
+"""One event on the events topic: the envelope, and the fields of its ``type``."""
+EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
+BODIES: tuple[type[EventBody], ...] = (
+    JobAccepted,
+    JobRejected,
+    PhaseStarted,
+    PhaseCompleted,
+    PhaseFailure,
+    JobResumed,
+    JobCompleted,
+)
+# The fields each type of event must carry besides the envelope.
 REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
-    "job.accepted": ("project_name", "phases"),
-    "job.rejected": ("error",),
-    "phase.started": ("phase", "step", "attempt"),
-    "phase.completed": ("phase", "step", "files", "usage", "duration_s", "warnings"),
-    "phase.failed": ("phase", "step", "error", "attempts"),
-    "job.resumed": ("from_phase", "reason"),
-    "job.completed": ("status", "files_total", "failed_phases", "usage"),
+    body.model_fields["type"].default: tuple(
+        name for name, field in body.model_fields.items() if field.is_required()
+    )
+    for body in BODIES
 }
+
+
+def event_of(body: EventBody, **envelope: Any) -> Event:
+    """The event that says ``body``, in the envelope the store gives it."""
+    return EVENTS.validate_python({**envelope, **dict(body)})
+
+
+def parse_event(data: str | bytes) -> Event:
+    """An event from its wire form (ValidationError when it is not one)."""
+    return EVENTS.validate_json(data)
 
 
 def is_derived_job_id(request_id: str) -> bool:

@@ -36,6 +36,7 @@ from daemon.contract import (
     REQUEST_ID_PATTERN,
     GenerationRequest,
     ImageMockup,
+    JobRejected,
     field_errors,
     is_derived_job_id,
 )
@@ -281,7 +282,7 @@ class Intake:
         try:
             self._store.job(request_id)
         except JobNotFound:
-            self._store.emit(request_id, request_id, "job.rejected", error=rejection.error)
+            self._store.emit(request_id, request_id, JobRejected(error=rejection.error))
             return
         log.warning(
             "a rejected message names the existing job %s: no job.rejected for it",

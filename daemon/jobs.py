@@ -391,7 +391,7 @@ class JobRunner:
         unpublished. The files come from the store: the event may have been stored
         without contents (too large to publish). Idempotent."""
         restored = 0
-        for event in self._store.unpublished_events("phase.completed"):
+        for event in self._store.unpublished_completions():
             if event.phase is not None:
                 self._outputs.write_now(event.job_id, self._store.files(event.job_id, event.phase))
                 restored += 1

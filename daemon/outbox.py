@@ -32,7 +32,15 @@ from aiokafka.errors import (
 )
 
 from daemon import chaos
-from daemon.contract import Event
+from daemon.contract import (
+    Event,
+    JobCompletedEvent,
+    JobRejectedEvent,
+    JobResumedEvent,
+    PhaseCompletedEvent,
+    PhaseFailedEvent,
+    parse_event,
+)
 from daemon.errors import StoreFull
 from daemon.metrics import Metrics
 from daemon.store import OutboxRow, Store
@@ -239,7 +247,7 @@ class OutboxRelay:
     def _smaller(self, row: OutboxRow, why: str) -> OutboxRow | None:
         """The row's next smaller form, stored so a re-publish is identical: without file
         contents, else down to the fields of its type. None when it cannot get smaller."""
-        event = Event.model_validate_json(row.payload)
+        event = parse_event(row.payload)
         was = f"the event was {len(row.payload)} bytes, {why}"
         export = f"`codegend export {event.job_id} DIR` writes the files"
         forms = ((note, smaller.to_json()) for note, smaller in _smaller_forms(event, was, export))
@@ -314,36 +322,33 @@ class OutboxRelay:
 def _smaller_forms(event: Event, was: str, export: str) -> Iterator[tuple[str, Event]]:
     """The event without its files' contents, then cut to its type's own fields; each
     with the note that says so."""
-    if any(f.content for f in event.files or []):
-        files = [f.model_copy(update={"content": ""}) for f in event.files or []]
+    if isinstance(event, PhaseCompletedEvent) and any(f.content for f in event.files):
+        files = [f.model_copy(update={"content": ""}) for f in event.files]
         note = f"file contents left out: {was}; {export}"
-        yield (
-            note,
-            event.model_copy(update={"files": files, "warnings": [*(event.warnings or []), note]}),
-        )
+        yield note, event.model_copy(update={"files": files, "warnings": [*event.warnings, note]})
     if not _is_smallest(event):
         note = f"{SMALLEST_NOTE}: {was}; {export}"
         yield note, _smallest(event, note)
 
 
 def _is_smallest(event: Event) -> bool:
-    return bool(event.warnings) and (event.warnings or [""])[-1].startswith(SMALLEST_NOTE)
+    warnings = getattr(event, "warnings", None) or [""]
+    return warnings[-1].startswith(SMALLEST_NOTE)
 
 
 def _smallest(event: Event, note: str) -> Event:
     """The event with only its type's own fields: no files, no plan, no list of remaining
     problems, one warning (the note), its error or reason cut to NOTE_BYTES characters."""
     update: dict[str, object] = {}
-    if event.files is not None:
+    if isinstance(event, PhaseCompletedEvent):
         update["files"] = []
-    if event.warnings is not None or event.files is not None:
+        update["plan"] = None  # the store keeps it (codegend status, resumes)
+    if isinstance(event, PhaseCompletedEvent | JobCompletedEvent):
         update["warnings"] = [note]
-    if event.plan is not None:  # the store keeps it (codegend status, resumes)
-        update["plan"] = None
-    if event.verification is not None and event.verification.remaining:
-        update["verification"] = event.verification.model_copy(update={"remaining": []})
-    for name in ("error", "reason"):
-        value = getattr(event, name)
-        if value is not None and len(value) > NOTE_BYTES:
-            update[name] = value[:NOTE_BYTES]
+        if event.verification is not None and event.verification.remaining:
+            update["verification"] = event.verification.model_copy(update={"remaining": []})
+    if isinstance(event, JobRejectedEvent | PhaseFailedEvent) and len(event.error) > NOTE_BYTES:
+        update["error"] = event.error[:NOTE_BYTES]
+    if isinstance(event, JobResumedEvent) and len(event.reason) > NOTE_BYTES:
+        update["reason"] = event.reason[:NOTE_BYTES]
     return event.model_copy(update=update)

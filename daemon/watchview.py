@@ -24,7 +24,18 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from daemon.contract import Event, Usage, utc_now
+from daemon.contract import (
+    Event,
+    JobAcceptedEvent,
+    JobCompletedEvent,
+    JobRejectedEvent,
+    JobResumedEvent,
+    PhaseCompletedEvent,
+    PhaseFailedEvent,
+    PhaseStartedEvent,
+    Usage,
+    utc_now,
+)
 from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 
 PhaseStatus = Literal["waiting", "running", "done", "failed"]
@@ -143,7 +154,7 @@ class WatchState:
         job.last_seq = event.seq
         if job.started_at is None:
             job.started_at = event.ts
-        _APPLY[event.type](job, event)
+        _fold(job, event)
         return True
 
     @property
@@ -158,7 +169,7 @@ class WatchState:
         return EXIT_BY_STATUS.get(job.status, 0) if job is not None else 0
 
 
-def _accepted(job: JobView, event: Event) -> None:
+def _accepted(job: JobView, event: JobAcceptedEvent) -> None:
     job.project_name = event.project_name
     planned = event.phases or list(PHASE_NAMES)
     job.phases = {
@@ -169,53 +180,53 @@ def _accepted(job: JobView, event: Event) -> None:
     job.plan(planned)
 
 
-def _rejected(job: JobView, event: Event) -> None:
-    job.status, job.error, job.ended_at = "rejected", event.error, event.ts
-
-
-def _phase_started(job: JobView, event: Event) -> None:
-    phase = job.phase(event.phase or "?")
-    phase.status, phase.attempt, phase.started_at = "running", event.attempt or 1, event.ts
+def _phase_started(job: JobView, event: PhaseStartedEvent) -> None:
+    phase = job.phase(event.phase)
+    phase.status, phase.attempt, phase.started_at = "running", event.attempt, event.ts
     phase.error = None
 
 
-def _phase_completed(job: JobView, event: Event) -> None:
-    phase = job.phase(event.phase or "?")
+def _phase_completed(job: JobView, event: PhaseCompletedEvent) -> None:
+    phase = job.phase(event.phase)
     phase.status, phase.duration_s, phase.error = "done", event.duration_s, None
-    phase.files = len(event.files or [])
-    phase.output_tokens = event.usage.output_tokens if event.usage else 0
-    phase.warnings = len(event.warnings or [])
+    phase.files = len(event.files)
+    phase.output_tokens = event.usage.output_tokens
+    phase.warnings = len(event.warnings)
 
 
-def _phase_failed(job: JobView, event: Event) -> None:
-    phase = job.phase(event.phase or "?")
+def _phase_failed(job: JobView, event: PhaseFailedEvent) -> None:
+    phase = job.phase(event.phase)
     if phase.started_at is not None:
         phase.duration_s = _seconds(phase.started_at, event.ts)
     phase.status, phase.error = "failed", event.error
     phase.attempt = event.attempts or phase.attempt
 
 
-def _resumed(job: JobView, event: Event) -> None:
-    job.status, job.ended_at = "running", None
-
-
-def _completed(job: JobView, event: Event) -> None:
-    job.status = event.status or "completed"
+def _completed(job: JobView, event: JobCompletedEvent) -> None:
+    job.status = event.status
     job.ended_at, job.files_total, job.usage = event.ts, event.files_total, event.usage
     for phase in job.phases.values():
         if phase.status == "running":  # cancelled mid-phase: it did not finish
             phase.status = "waiting"
 
 
-_APPLY: dict[str, Callable[[JobView, Event], None]] = {
-    "job.accepted": _accepted,
-    "job.rejected": _rejected,
-    "phase.started": _phase_started,
-    "phase.completed": _phase_completed,
-    "phase.failed": _phase_failed,
-    "job.resumed": _resumed,
-    "job.completed": _completed,
-}
+def _fold(job: JobView, event: Event) -> None:
+    """What one event changes in its job's view."""
+    match event:
+        case JobAcceptedEvent():
+            _accepted(job, event)
+        case JobRejectedEvent():
+            job.status, job.error, job.ended_at = "rejected", event.error, event.ts
+        case PhaseStartedEvent():
+            _phase_started(job, event)
+        case PhaseCompletedEvent():
+            _phase_completed(job, event)
+        case PhaseFailedEvent():
+            _phase_failed(job, event)
+        case JobResumedEvent():
+            job.status, job.ended_at = "running", None
+        case JobCompletedEvent():
+            _completed(job, event)
 
 
 # ---------------------------------------------------------------------------

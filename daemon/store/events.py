@@ -7,9 +7,8 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from daemon.contract import Event, utc_now
+from daemon.contract import Event, EventBody, PhaseCompletedEvent, event_of, utc_now
 from daemon.store.base import StoreBase, _marks
 
 
@@ -24,31 +23,31 @@ class OutboxRow:
 class Events(StoreBase):
     """Appending events to the outbox and reading them back for the relay."""
 
-    def _emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
-        """Append an event to the outbox; call inside a transaction."""
+    def _emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
+        """Append the event that says ``body`` to the outbox, with the job's next seq; call
+        inside a transaction."""
         row = self.db.conn.execute(
             "INSERT INTO sequences (job_id, last_seq) VALUES (?, 1) "
             "ON CONFLICT(job_id) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
             (job_id,),
         ).fetchone()
-        event = Event(
+        event = event_of(
+            body,
             event_id=uuid.uuid4().hex,
-            type=type_,
             job_id=job_id,
-            request_id=request_id,  # type: ignore[arg-type]
+            request_id=request_id,
             seq=row[0],
             ts=utc_now(),
-            **fields,
         )
         self.db.conn.execute(
             "INSERT INTO outbox (event_id, job_id, seq, type, payload, created_at) VALUES (?,?,?,?,?,?)",
-            (event.event_id, job_id, event.seq, type_, event.to_json(), time.time()),
+            (event.event_id, job_id, event.seq, event.type, event.to_json(), time.time()),
         )
         return event
 
-    def emit(self, job_id: str, request_id: str | None, type_: str, **fields: Any) -> Event:
+    def emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
         with self.transaction():
-            return self._emit(job_id, request_id, type_, **fields)
+            return self._emit(job_id, request_id, body)
 
     def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
         """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
@@ -61,14 +60,14 @@ class Events(StoreBase):
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
-    def unpublished_events(self, type_: str) -> Iterator[Event]:
-        """The committed events of one type that are not published yet, oldest first."""
+    def unpublished_completions(self) -> Iterator[PhaseCompletedEvent]:
+        """The committed phase.completed events not published yet, oldest first."""
         cursor = self.db.conn.execute(
             "SELECT payload FROM outbox WHERE published_at IS NULL AND type = ? ORDER BY id",
-            (type_,),
+            ("phase.completed",),
         )
         for (payload,) in cursor.fetchall():
-            yield Event.model_validate_json(payload)
+            yield PhaseCompletedEvent.model_validate_json(payload)
 
     def mark_published(self, ids: Iterable[int]) -> None:
         ids = list(ids)

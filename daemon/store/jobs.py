@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from daemon.contract import GenerationRequest
+from daemon.contract import GenerationRequest, JobAccepted, JobResumed
 from daemon.machine import JobMachine, phase_dest, phase_sources
 from daemon.records import JobRecord
 from daemon.states import JobState, PhaseStatus
@@ -54,9 +54,7 @@ class Jobs(Moves):
             self._emit(
                 job_id,
                 request.request_id,
-                "job.accepted",
-                project_name=request.project_name,
-                phases=planned,
+                JobAccepted(project_name=request.project_name, phases=planned),
             )
         return True
 
@@ -144,7 +142,7 @@ class Jobs(Moves):
         resumed = [item for item in resumed if item[2].phase is not None]
         with self.transaction():
             for job_id, request_id, state in resumed:
-                self._emit(job_id, request_id, "job.resumed", from_phase=state.name, reason=reason)
+                self._emit(job_id, request_id, JobResumed(from_phase=state.name, reason=reason))
         return [(job_id, state) for job_id, _, state in resumed]
 
     def reopen(self, job_id: str, reason: str) -> str | None:
@@ -166,9 +164,7 @@ class Jobs(Moves):
                 self._move_phase(job_id, name, "reopen")
             self.db.conn.execute("UPDATE jobs SET cancel_requested = 0 WHERE job_id = ?", (job_id,))
             self._set_state(job_id, resumes, "reopen")
-            self._emit(
-                job_id, job.request_id, "job.resumed", from_phase=resumes.name, reason=reason
-            )
+            self._emit(job_id, job.request_id, JobResumed(from_phase=resumes.name, reason=reason))
         return resumes.name
 
     def end_job(self, job_id: str) -> None:

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from daemon.contract import GenerationRequest, Usage, Verification
+from daemon.contract import GenerationRequest, JobCompleted, JobStatus, Usage, Verification
 from daemon.errors import IllegalMove, JobNotFound
 from daemon.machine import JOB_TRIGGERS, phase_dest, phase_sources
 from daemon.records import JobRecord
@@ -17,6 +17,13 @@ from daemon.store.base import _marks
 from daemon.store.files import Files
 from daemon.store.schema import USAGE_COLUMNS
 
+# How job.completed names each terminal state.
+JOB_STATUS: dict[JobState, JobStatus] = {
+    JobState.COMPLETED: "completed",
+    JobState.PARTIAL: "partial",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+}
 TERMINAL_NAMES = tuple(state.name for state in JobState if state.is_terminal)
 UNFINISHED = f"state NOT IN ({_marks(TERMINAL_NAMES)})"
 
@@ -127,14 +134,12 @@ class Moves(Files):
         verified = self.db.conn.execute(
             "SELECT verification FROM jobs WHERE job_id = ?", (job.job_id,)
         ).fetchone()[0]
-        self._emit(
-            job.job_id,
-            job.request_id,
-            "job.completed",
-            status=state.name.lower(),
+        completed = JobCompleted(
+            status=JOB_STATUS[state],
             files_total=files_total,
             failed_phases=self._phases_with_status(job.job_id, PhaseStatus.FAILED),
             usage=self.job_usage(job.job_id),
             warnings=list(warnings),
             verification=Verification.model_validate_json(verified) if verified else None,
         )
+        self._emit(job.job_id, job.request_id, completed)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.contract import FileRecord, Usage
+from daemon.contract import FileRecord, PhaseCompleted, PhaseFailure, PhaseStarted, Usage
 from daemon.progress import Point
 from daemon.records import CallRecord, JobRecord, PhaseOutcome
 from daemon.states import JobState, PhaseStatus
@@ -106,9 +106,8 @@ class Phases(Moves):
                 ", attempts = attempts + 1, started_at = ?, error = NULL",
                 (time.time(),),
             )
-            self._emit(
-                job.job_id, job.request_id, "phase.started", phase=phase, step=step, attempt=attempt
-            )
+            started = PhaseStarted(phase=phase, step=step, attempt=attempt)
+            self._emit(job.job_id, job.request_id, started)
         job.state = state
         return attempt
 
@@ -137,10 +136,7 @@ class Phases(Moves):
                     "UPDATE jobs SET verification = ? WHERE job_id = ?",
                     (outcome.verification.model_dump_json(), job.job_id),
                 )
-            self._emit(
-                job.job_id,
-                job.request_id,
-                "phase.completed",
+            completed = PhaseCompleted(
                 phase=outcome.phase,
                 step=outcome.step,
                 files=records,
@@ -150,6 +146,7 @@ class Phases(Moves):
                 verification=outcome.verification,
                 plan=outcome.plan,
             )
+            self._emit(job.job_id, job.request_id, completed)
             self._advance(job, next_state, job_warnings)
         job.state = next_state
         if outcome.plan is not None:
@@ -166,15 +163,10 @@ class Phases(Moves):
     ) -> None:
         with self.transaction():
             attempts = self._finish_phase_row(job.job_id, outcome, "fail", error)
-            self._emit(
-                job.job_id,
-                job.request_id,
-                "phase.failed",
-                phase=outcome.phase,
-                step=outcome.step,
-                error=error,
-                attempts=attempts,
+            failure = PhaseFailure(
+                phase=outcome.phase, step=outcome.step, error=error, attempts=attempts
             )
+            self._emit(job.job_id, job.request_id, failure)
             self._advance(job, next_state, job_warnings)
         job.state = next_state
         job.failed_phases.append(outcome.phase)

@@ -13,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from daemon.contract import Event
 from daemon.topics import ensure_topics
 from tests.support.processes import codegend
-from tests.support.watch_events import T0, job_events
+from tests.support.watch_events import T0, job_events, make_event
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -41,7 +40,7 @@ def env(tmp_path, kafka_bootstrap, topic_names):
                         key=event.job_id.encode(),
                         headers=[("type", event.type.encode())],
                     )
-            rejected = Event(
+            rejected = make_event(
                 event_id=uuid.uuid4().hex,
                 type="job.rejected",
                 job_id="job-rejected",

@@ -3,7 +3,7 @@ changed there: an event's payload grown to a size, a job's events marked publish
 
 from __future__ import annotations
 
-from daemon.contract import Event, GenerationRequest
+from daemon.contract import GenerationRequest, parse_event
 from daemon.records import NewFile, PhaseOutcome
 from daemon.states import JobState
 from daemon.store import Store
@@ -66,7 +66,7 @@ def resize_event(store: Store, job_id: str, seq: int, size: int) -> None:
     row_id, payload = store.db.conn.execute(
         "SELECT id, payload FROM outbox WHERE job_id = ? AND seq = ?", (job_id, seq)
     ).fetchone()
-    event = Event.model_validate_json(payload)
+    event = parse_event(payload)
     file = event.files[0]
     grown = len(file.content) + size - len(payload)
     bigger = event.model_copy(update={"files": [file.model_copy(update={"content": "x" * grown})]})

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from daemon.contract import Event
+from daemon.contract import Event, parse_event
 from daemon.settings import Settings
 
 BOOTSTRAP_ENV = "CODEGEND_TEST_BOOTSTRAP"
@@ -60,7 +60,7 @@ async def raw_events(settings: Settings, timeout_s: float = 5.0) -> list[Event]:
         async with asyncio.timeout(timeout_s):
             while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
-                    found.extend(Event.model_validate_json(r.value) for r in records)
+                    found.extend(parse_event(r.value) for r in records)
         return found
     finally:
         await consumer.stop()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from rich.console import Console
 
-from daemon.contract import Event, FileRecord, Usage
+from daemon.contract import EVENTS, Event, FileRecord, Usage
 from daemon.states import PHASE_NAMES
 from daemon.watchview import WatchState, render
 
@@ -24,7 +25,7 @@ class Script:
 
     def __call__(self, type_: str, at_s: float, **fields) -> Event:
         self.seq += 1
-        return Event(
+        return make_event(
             event_id=uuid.uuid4().hex,
             type=type_,
             job_id=self.job_id,
@@ -114,7 +115,7 @@ def job_events(job_id: str, status: str) -> list[Event]:
         )
     )
     return [
-        Event(
+        make_event(
             event_id=uuid.uuid4().hex,
             type=kind,
             job_id=job_id,
@@ -139,3 +140,8 @@ class _Null:
 
     def flush(self) -> None:
         pass
+
+
+def make_event(**fields: Any) -> Event:
+    """An event of any type from its fields, validated as the events topic's are."""
+    return EVENTS.validate_python(fields)

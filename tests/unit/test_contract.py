@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.contract import Event, GenerationRequest
+from daemon.contract import GenerationRequest, parse_event
 from daemon.schemafiles import SCHEMA_FILES, render
 from daemon.settings import load_settings
 
@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("name", sorted(SCHEMA_FILES))
 def test_schema_files_are_generated_from_the_models(name):
     committed = (ROOT / "schemas" / name).read_text(encoding="utf-8")
-    assert committed == render(SCHEMA_FILES[name]), f"run `codegend schemas` to regenerate {name}"
+    assert committed == render(name), f"run `codegend schemas` to regenerate {name}"
 
 
 def test_examples_validate():
     request = json.loads((ROOT / "schemas/examples/generation-request.json").read_text())
     GenerationRequest.model_validate(request)
     for line in (ROOT / "schemas/examples/events.jsonl").read_text().splitlines():
-        Event.model_validate_json(line)
+        parse_event(line)
     GenerationRequest.model_validate_json((ROOT / "examples/car-management-app.json").read_text())
 
 

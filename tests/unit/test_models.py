@@ -1,9 +1,10 @@
 import base64
+import json
 
 import pytest
 from pydantic import ValidationError
 
-from daemon.contract import Event, GenerationRequest
+from daemon.contract import EVENTS, GenerationRequest, JobRejectedEvent
 
 VALID = {"project_name": "car-app", "mockup": {"kind": "text", "description": "a login page"}}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"0" * 32).decode()
@@ -79,7 +80,13 @@ def test_event_requires_the_fields_of_its_type():
         "seq": 1,
         "ts": "2026-01-01T00:00:00Z",
     }
-    with pytest.raises(ValidationError, match="phase.failed event lacks"):
-        Event.model_validate({**common, "type": "phase.failed", "phase": "DB"})
-    event = Event.model_validate({**common, "type": "job.rejected", "error": "bad"})
-    assert b'"phases"' not in event.to_json()
+    with pytest.raises(ValidationError) as missing:
+        EVENTS.validate_python({**common, "type": "phase.failed", "phase": "DB"})
+    assert {e["loc"][-1] for e in missing.value.errors()} == {"step", "error", "attempts"}
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        EVENTS.validate_python({**common, "type": "job.rejected", "error": "bad", "phases": []})
+    with pytest.raises(ValidationError, match="does not match any of the expected tags"):
+        EVENTS.validate_python({**common, "type": "job.exploded"})
+    event = EVENTS.validate_python({**common, "type": "job.rejected", "error": "bad"})
+    assert type(event) is JobRejectedEvent and b'"phases"' not in event.to_json()
+    assert json.loads(event.to_json())["request_id"] is None

@@ -9,7 +9,7 @@ import contextlib
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, RequestTimedOutError
 
-from daemon.contract import Event
+from daemon.contract import Event, parse_event
 from daemon.metrics import Metrics
 from daemon.outbox import OutboxRelay
 from daemon.store import Store
@@ -32,7 +32,7 @@ class RefusingBroker:
         return future
 
     def _settle(self, future: asyncio.Future[object], value: bytes) -> None:
-        event = Event.model_validate_json(value)
+        event = parse_event(value)
         if len(value) > self.limit_bytes:
             self.refused.append((event.job_id, event.seq))
             future.set_exception(MessageSizeTooLargeError())
@@ -79,7 +79,7 @@ async def test_refused_without_contents_it_is_cut_to_its_own_fields(tmp_path):
     row_id, payload = store.db.conn.execute(
         "SELECT id, payload FROM outbox WHERE job_id = 'warn-1' AND seq = 3"
     ).fetchone()
-    event = Event.model_validate_json(payload)
+    event = parse_event(payload)
     noisy = event.model_copy(update={"warnings": ["w" * 1000] * 1000})  # 1 MB of warnings
     store.replace_payload(row_id, noisy.to_json())
     broker = RefusingBroker(LIMIT_BYTES)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from daemon.contract import JobRejected, JobResumed
 from daemon.errors import ConfigError, JobNotFound
 from daemon.retention import (
     EVENTS_PER_TRANSACTION,
@@ -38,7 +39,7 @@ def test_a_new_store_is_private_whatever_the_umask(tmp_path, loose_umask):
     path = tmp_path / "new" / "codegend.db"
     store = Store(path)
     try:
-        store.emit("j", None, "job.rejected", error="x")  # the WAL and its index exist now
+        store.emit("j", None, JobRejected(error="x"))  # the WAL and its index exist now
         assert _mode(path.parent) == 0o700
         assert _mode(path) == 0o600
         assert _mode(f"{path}-wal") == 0o600
@@ -75,7 +76,7 @@ def test_prune_deletes_old_finished_jobs_and_published_events_only(tmp_path):
         publish_job(store, job_id, old)
     publish_job(store, "new-done", now)
     # a late event of an old finished job, not yet published: that job stays, whole
-    store.emit("old-unpublished", "old-unpublished", "job.resumed", from_phase="ARCH", reason="r")
+    store.emit("old-unpublished", "old-unpublished", JobResumed(from_phase="ARCH", reason="r"))
     assert _count(store, "calls", "old-done") == 1
 
     dry = store.prunable(before)
@@ -120,7 +121,7 @@ def test_seq_and_row_ids_go_on_after_a_prune(tmp_path):
     assert prune(store, time.time() - 30 * DAY_S) == Pruned(jobs=2, events=7)
     newest = store.db.conn.execute("SELECT id, job_id, seq FROM outbox").fetchall()
     assert newest == [(last_id, "b", 4)]  # the newest row stays: ids never restart
-    event = store.emit("b", "b", "job.resumed", from_phase="ARCH", reason="r")
+    event = store.emit("b", "b", JobResumed(from_phase="ARCH", reason="r"))
     assert event.seq == 5  # b's seq counter was kept
     assert store.unpublished(10)[0].id == last_id + 1
     store.close()
@@ -134,7 +135,7 @@ def test_prune_works_in_small_transactions(tmp_path):
         finished_job(store, f"j{index}")
         publish_job(store, f"j{index}", old)
     for _ in range(EVENTS_PER_TRANSACTION * 2 + 5):
-        store.emit("noisy", None, "job.rejected", error="x")
+        store.emit("noisy", None, JobRejected(error="x"))
     publish_job(store, "noisy", old)
     calls: list[tuple[str, int, float]] = []
     prune_jobs, prune_events = store.prune_jobs, store.prune_events

@@ -2,10 +2,11 @@ from datetime import UTC, datetime
 
 from daemon.client import SeqOrder
 from daemon.contract import Event
+from tests.support.watch_events import make_event
 
 
 def event(seq: int, job: str = "j", event_id: str | None = None) -> Event:
-    return Event(
+    return make_event(
         event_id=event_id or f"{job}-{seq}",
         type="job.resumed",
         job_id=job,

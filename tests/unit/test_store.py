@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from daemon.contract import Event, GenerationRequest, Usage
+from daemon.contract import GenerationRequest, JobResumed, Usage, parse_event
 from daemon.errors import IllegalMove, StoreError
 from daemon.progress import ANSWERED, SAME_POINT_CHARS, STREAMING, WAITING, Point
 from daemon.records import NewFile, PhaseOutcome
@@ -22,7 +22,7 @@ def store(tmp_path):
 
 
 def events(store):
-    return [Event.model_validate_json(row.payload) for row in store.unpublished(1000)]
+    return [parse_event(row.payload) for row in store.unpublished(1000)]
 
 
 def test_create_job_is_idempotent(store):
@@ -162,7 +162,7 @@ def test_sync_covers_every_commit_before_it(store, tmp_path):
     assert store.sync() == last == store.synced_outbox_id and synced_row(store) == [(last,)]
     assert store.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # back to NORMAL
     other = Store(tmp_path / "s.db")  # another process, e.g. `codegend resume`
-    other.emit("r1", "r1", "job.resumed", from_phase="ARCH", reason="restart")
+    other.emit("r1", "r1", JobResumed(from_phase="ARCH", reason="restart"))
     newest = other.unpublished(10)[-1].id
     assert store.sync() == last  # this connection wrote nothing since
     assert store.sync(force=True) == newest > last
