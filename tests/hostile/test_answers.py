@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from daemon.contract import Event
+from daemon.contract import Event, JobCompletedEvent, PhaseCompletedEvent
 from daemon.store import Store
 from tests.hostile.answers_support import HealthPoller, PerJobScript
 from tests.support.daemons import collect, running
@@ -188,7 +188,8 @@ CASES = [
 
 def _evidence(case: Case, script: PerJobScript, store: Store, events: list[Event]) -> str:
     if case.seen_in == "warnings":
-        return "\n".join(w for event in events for w in event.warnings or [])
+        completed = [e for e in events if isinstance(e, PhaseCompletedEvent | JobCompletedEvent)]
+        return "\n".join(w for event in completed for w in event.warnings or [])
     if case.seen_in == "prompt":
         calls = script.calls(case.project, case.phase)
         return "\n".join(str(call.body["messages"]) for call in calls[1:])
@@ -197,7 +198,7 @@ def _evidence(case: Case, script: PerJobScript, store: Store, events: list[Event
 
 def _phase_end(events: list[Event], phase: str) -> Event:
     return next(
-        e for e in events if e.phase == phase and e.type in ("phase.completed", "phase.failed")
+        e for e in events if e.type in ("phase.completed", "phase.failed") and e.phase == phase
     )
 
 
@@ -205,7 +206,7 @@ def _assert_clean(events: list[Event]) -> None:
     """Nothing that cannot be encoded reached the events (a surrogate would have crashed
     the store or the relay on its way)."""
     for event in events:
-        for file in event.files or []:
+        for file in event.files if isinstance(event, PhaseCompletedEvent) else []:
             file.path.encode()
             file.content.encode()
 

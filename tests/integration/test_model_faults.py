@@ -135,7 +135,7 @@ async def test_a_long_retry_after_puts_the_job_aside(make_settings, messages_ser
     settings = make_settings(llm={"max_retry_after_s": 0.5})
     events = await run_job(settings, "aside")
     assert events[-1].status == "completed"
-    db = [e for e in events if e.phase == "DB" and e.type == "phase.started"]
+    db = [e for e in events if e.type == "phase.started" and e.phase == "DB"]
     assert len(db) == 2  # started, put aside, started again after the wait
     assert (db[1].ts - db[0].ts).total_seconds() >= 2
 

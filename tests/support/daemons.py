@@ -80,5 +80,5 @@ async def run_job(settings: Settings, job_id: str) -> list[Event]:
 def phase_event(events: list[Event], phase: str) -> Event:
     """The event that ended ``phase``: its phase.completed or phase.failed."""
     return next(
-        e for e in events if e.phase == phase and e.type in ("phase.completed", "phase.failed")
+        e for e in events if e.type in ("phase.completed", "phase.failed") and e.phase == phase
     )
