@@ -87,9 +87,11 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.robustness
 	$(BIN)/python -m bench.verification
 
+## lint: ruff over everything, then mypy (strict, over daemon/: [tool.mypy] in pyproject.toml)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check daemon tests bench
 	$(BIN)/ruff format --check daemon tests bench
+	$(BIN)/python -m mypy
 
 ## schemas: regenerate schemas/*.schema.json from the pydantic models
 schemas: $(STAMP)

@@ -8,7 +8,8 @@ job ended (see ``codegend watch --help``).
 
 from __future__ import annotations
 
-import click
+from typing import TYPE_CHECKING
+
 import typer
 from typer.core import TyperGroup
 
@@ -16,11 +17,14 @@ from daemon.commands import follow, info, serve, store
 from daemon.commands.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, show_error
 from daemon.errors import CodegendError, UsageError
 
+if TYPE_CHECKING:
+    from typer._click import Context  # the click that typer carries and passes its commands
+
 
 class Commands(TyperGroup):
     """The subcommands, each run inside the error boundary."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Context) -> object:
         try:
             return super().invoke(ctx)
         except CodegendError as exc:

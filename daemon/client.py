@@ -13,7 +13,7 @@ warning.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -90,7 +90,7 @@ class Client:
 
     async def events(
         self, job_id: str | None = None, follow: bool = True, until_completed: int = 1
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events of one job (or of all jobs), from the start of the topic, in seq order,
         without duplicates.
 

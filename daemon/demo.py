@@ -25,7 +25,7 @@ from daemon.client import Client
 from daemon.contract import Event, GenerationRequest, Verification
 from daemon.outputs import output_folder
 from daemon.service import Daemon
-from daemon.settings import load_settings
+from daemon.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -128,7 +128,9 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
-async def _submit_and_follow(settings, bootstrap: str, request: GenerationRequest) -> Event | None:
+async def _submit_and_follow(
+    settings: Settings, bootstrap: str, request: GenerationRequest
+) -> Event | None:
     """The job's job.completed event (None if the events ended without one)."""
     async with Client(settings, bootstrap_servers=bootstrap) as client:
         job_id = await client.submit(request)

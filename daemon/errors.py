@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daemon.contract import Usage  # for annotations only: this module imports none of ours
+
 
 class CodegendError(Exception):
     """codegend failed."""
@@ -91,7 +96,7 @@ class RetryLater(CodegendError):
 class PhaseFailed(CodegendError):
     """The phase could not produce a valid answer."""
 
-    def __init__(self, message: str | None = None, usage: object | None = None) -> None:
+    def __init__(self, message: str | None = None, usage: Usage | None = None) -> None:
         super().__init__(message)
         self.usage = usage
 

@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 import anthropic
+from pydantic import BaseModel
 
 from daemon import prompts
 from daemon.answers import absorb, interpret, report_continuation, take_streamed, with_file_plan
@@ -69,7 +70,7 @@ def _off_plan(problems: Sequence[Problem]) -> list[Problem]:
 
 
 @cache
-def api_schema(model: type) -> dict[str, Any]:
+def api_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The output schema as the API accepts it (the SDK's own rewrite of pydantic schemas)."""
     return anthropic.transform_schema(model)
 
@@ -351,7 +352,7 @@ class PhaseRunner:
         return answer
 
 
-def _answer_model(run: PhaseRun) -> type[Any]:
+def _answer_model(run: PhaseRun) -> type[BaseModel]:
     """The schema of the next answer: ARCH answers its architecture first, then the rest
     of its file plan."""
     if not run.phase.produces_files and run.plan is not None:

@@ -347,7 +347,7 @@ class _DiskHold:
             log.info("the store takes writes again: intake resumed")
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Before partitions move to another member, commit what was processed on them."""
 
     def __init__(self, intake: Intake) -> None:

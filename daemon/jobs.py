@@ -354,7 +354,7 @@ class JobRunner:
             self._interrupt(job, machine, phase)
             return
         ends_job = phase.critical or isinstance(exc, JobBudgetExceeded)
-        usage = exc.usage if isinstance(exc.usage, Usage) else Usage()
+        usage = exc.usage or Usage()
         outcome = PhaseOutcome(phase=phase.name, step=phase.step, usage=usage)
         if ends_job or machine.finishes_with(phase.name):
             final = await self._project_warnings(job, outcome)

@@ -46,7 +46,7 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     if kafka.ssl_keyfile and not kafka.ssl_certfile:
         raise ConfigError("kafka.ssl_keyfile is set without kafka.ssl_certfile")
     try:
-        return create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=kafka.ssl_cafile or None,
             certfile=kafka.ssl_certfile or None,
             keyfile=kafka.ssl_keyfile or None,
@@ -55,6 +55,7 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
         raise ConfigError(
             f"kafka.ssl_cafile / ssl_certfile / ssl_keyfile: not usable PEM files ({exc})"
         ) from None
+    return context
 
 
 def _check_security(kafka: KafkaSettings) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import anthropic
 import httpx2
+from anthropic.types import OutputConfigParam
 
 from daemon.contract import Usage
 from daemon.errors import ModelAccessDenied, PermanentLLMError, ReplayMissing, RetryableLLMError
@@ -113,13 +114,15 @@ class AnthropicProvider:
             ) from None
 
     async def _stream(self, call: LLMCall, on_text: TextSink) -> LLMAnswer:
+        output: OutputConfigParam = {"format": {"type": "json_schema", "schema": call.schema}}
         try:
             async with self._client.messages.with_streaming_response.create(
                 model=call.model,
                 max_tokens=call.max_tokens,
+                # daemon.prompts builds the blocks as plain dicts, not the SDK's TypedDicts
                 system=call.system,  # type: ignore[arg-type]
                 messages=call.messages,  # type: ignore[arg-type]
-                output_config={"format": {"type": "json_schema", "schema": call.schema}},
+                output_config=output,
                 stream=True,
                 timeout=call.timeout_s,
             ) as response:
@@ -240,7 +243,7 @@ class SseAnswer:
             error = event.get("error")
             raise _stream_error(error if isinstance(error, dict) else {})
 
-    def _take_usage(self, usage: Any) -> None:
+    def _take_usage(self, usage: object) -> None:
         for key, value in usage.items() if isinstance(usage, dict) else ():
             if type(value) is int and 0 <= value <= MAX_USAGE_TOKENS:
                 self._usage[key] = value
@@ -316,16 +319,19 @@ def _translate_status(exc: anthropic.APIStatusError) -> Exception:
     return PermanentLLMError(reason)
 
 
-def _retry_after_s(headers: Any) -> float | None:
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
         try:
-            return max(0.0, float(headers.get(name)) * scale)
-        except (TypeError, ValueError):
+            return max(0.0, float(value) * scale)
+        except ValueError:
             continue
     return None
 
 
-def _rate_limit_headers(headers: Any) -> dict[str, str]:
+def _rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {
         k.lower(): v for k, v in headers.items() if k.lower().startswith("anthropic-ratelimit-")
     }
@@ -333,7 +339,8 @@ def _rate_limit_headers(headers: Any) -> dict[str, str]:
 
 def _error_type(exc: anthropic.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    inner = body.get("error")
+    error = inner if isinstance(inner, dict) else body
     return str(error.get("type") or getattr(exc, "type", None) or "error")
 
 

@@ -17,9 +17,12 @@ import logging
 import re
 import sys
 import time
+from types import TracebackType
 from typing import Literal
 
 LogFormat = Literal["text", "json"]
+# what sys.exc_info() returns, as logging.Formatter.formatException takes it
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 # The record's own attributes, and the layout: what the JSON object leaves out of the extras.
 _LEFT_OUT = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "layout"}
 # C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides and isolates.
@@ -53,7 +56,7 @@ class TextFormatter(logging.Formatter):
     record's layout (a banner is three lines); the lines of a traceback are indented, so none
     of them can pass for a record of its own."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, "%H:%M:%S")
@@ -71,8 +74,8 @@ class TextFormatter(logging.Formatter):
         shown.message = message
         return super().formatMessage(shown)
 
-    def formatException(self, ei: object) -> str:
-        return _indented(super().formatException(ei))  # type: ignore[arg-type]
+    def formatException(self, ei: ExcInfo) -> str:
+        return _indented(super().formatException(ei))
 
     def formatStack(self, stack_info: str) -> str:
         return _indented(super().formatStack(stack_info))
@@ -86,7 +89,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: the message as logged, the extra fields beside it (the
     layout, which is the text format's, left out)."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         payload = {

@@ -127,6 +127,15 @@ class JobMachine:
     def finished(self) -> bool:
         return self.current in TERMINAL
 
+    @property
+    def current_done(self) -> bool:
+        """Whether the phase the job is at is done (a condition of ``advance``)."""
+        return self.state in self.done
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self.failed_phases)
+
     def status(self, phase: str) -> PhaseStatus:
         return self.phases[phase].status
 
@@ -185,14 +194,6 @@ class JobMachine:
                 self.failed_phases.remove(phase)
 
 
-def _current_done(event: EventData) -> bool:
-    return event.model.state in event.model.done
-
-
-def _has_failures(event: EventData) -> bool:
-    return bool(event.model.failed_phases)
-
-
 @functools.cache
 def _job_machine(planned: tuple[str, ...]) -> Machine:
     """The job machine of a plan, shared by every job with that plan (jobs are models)."""
@@ -206,14 +207,14 @@ def _job_machine(planned: tuple[str, ...]) -> Machine:
     steps = [JobState.PENDING.name, *planned]
     machine.add_transition("advance", steps[0], steps[1])
     for source, dest in zip(steps[1:], steps[2:], strict=False):
-        machine.add_transition("advance", source, dest, conditions=_current_done)
+        machine.add_transition("advance", source, dest, conditions="current_done")
     last = steps[-1]
     machine.add_transition(
-        "advance", last, JobState.PARTIAL.name, conditions=[_current_done, _has_failures]
+        "advance", last, JobState.PARTIAL.name, conditions=["current_done", "has_failures"]
     )
-    machine.add_transition("advance", last, JobState.COMPLETED.name, conditions=_current_done)
-    for trigger, dest in (("fail", JobState.FAILED), ("cancel", JobState.CANCELLED)):
-        machine.add_transition(trigger, [s.name for s in JOB_TRIGGERS[trigger]], dest.name)
+    machine.add_transition("advance", last, JobState.COMPLETED.name, conditions="current_done")
+    for trigger, end in (("fail", JobState.FAILED), ("cancel", JobState.CANCELLED)):
+        machine.add_transition(trigger, [s.name for s in JOB_TRIGGERS[trigger]], end.name)
     machine.add_transition("_reopen", [s.name for s in JOB_TRIGGERS["reopen"]], "PENDING")
     return machine
 
@@ -246,10 +247,6 @@ class PhaseMachine:
             self._job._phase_entered(self.phase, self.status)
 
 
-def _is_verify(event: EventData) -> bool:
-    return bool(event.model.verifies)
-
-
 _PHASE_MACHINE = Machine(
     model=None,
     states=[status.value for status in PhaseStatus],
@@ -263,5 +260,5 @@ for _t in PHASE_TRANSITIONS:
         _t.trigger,
         [s.value for s in _t.sources],
         _t.dest.value,
-        conditions=_is_verify if _t.only_verify else None,
+        conditions="verifies" if _t.only_verify else None,
     )

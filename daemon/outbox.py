@@ -214,12 +214,13 @@ class OutboxRelay:
                 row = smaller
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:
-        return await self._producer.send(
+        delivery: asyncio.Future[object] = await self._producer.send(
             self._topic,
             value=row.payload,
             key=row.job_id.encode(),
             headers=[("type", row.type.encode())],
         )
+        return delivery
 
     def _on_broker_refusal(self, row: OutboxRow) -> int:
         """The broker refused the row as too large: store a smaller form (sent in the next

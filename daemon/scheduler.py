@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
@@ -64,7 +65,7 @@ class Scheduler:
         for job_id in self._store.runnable_jobs(exclude=exclude, limit=free):
             task = asyncio.create_task(self._runner.run(job_id), name=f"job:{job_id}")
             self._tasks[job_id] = task
-            task.add_done_callback(lambda t, job_id=job_id: self._finished(job_id, t))
+            task.add_done_callback(functools.partial(self._finished, job_id))
 
     def _finished(self, job_id: str, task: asyncio.Task[JobState]) -> None:
         self._tasks.pop(job_id, None)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -357,7 +358,7 @@ def _describe(exc: ValidationError, origins: dict[str, Source] | None = None) ->
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def _problem(error: Any, key: str) -> str:
+def _problem(error: ErrorDetails, key: str) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown key; {_known_keys(key)}"
     expected = error.get("ctx", {}).get("expected")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -358,11 +358,11 @@ def _seconds(start: datetime, end: datetime) -> float:
 
 
 async def follow(
-    events: AsyncIterator[Event], state: WatchState, on_event: Callable[[Event], None]
+    events: AsyncGenerator[Event, None], state: WatchState, on_event: Callable[[Event], None]
 ) -> None:
     """Fold events into ``state`` (calling ``on_event`` for each new one) until the watched
     job ends or the stream does."""
-    async with contextlib.aclosing(events):  # type: ignore[type-var]
+    async with contextlib.aclosing(events):
         async for event in events:
             if state.apply(event):
                 on_event(event)
@@ -370,7 +370,9 @@ async def follow(
                 return
 
 
-async def show_live(events: AsyncIterator[Event], state: WatchState, console: Console) -> None:
+async def show_live(
+    events: AsyncGenerator[Event, None], state: WatchState, console: Console
+) -> None:
     """Follow events while redrawing the screen every ``REFRESH_S`` (the spinners turn)."""
     pump = asyncio.create_task(follow(events, state, lambda _: None))
     try:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,8 @@ def _check_plan(
     return plan_problems(phase, planned, written, small)
 
 
-_ENTRY_POINTS = {
+# the functions a worker runs, by name; their arguments come pickled from run_checks
+_ENTRY_POINTS: dict[str, Callable[..., list[Problem]]] = {
     "check_files": check_files,
     "check_project": check_project,
     "verify_static": _verify_static,

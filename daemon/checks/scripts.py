@@ -138,7 +138,7 @@ class _ScriptScanner:
         text = self.text
         start, run_end, word_end = self._run
         if not start <= end <= run_end:
-            run_end = _CLAUSE.match(text, end).end()  # type: ignore[union-attr]
+            run_end = _CLAUSE.match(text, end).end()  # type: ignore[union-attr]  # matches ''
             word_end = run_end
             while word_end > end and text[word_end - 1].isspace():
                 word_end -= 1

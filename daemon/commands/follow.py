@@ -145,7 +145,7 @@ async def follow_job(client: Client, job_id: str | None, mode: WatchMode) -> int
 
 def describe(event: Event) -> str:
     """One readable line for an event."""
-    detail = {
+    details: dict[str, Callable[[Event], object]] = {
         "job.accepted": lambda e: f"{e.project_name}: {len(e.phases or [])} phases",
         "job.rejected": lambda e: e.error,
         "phase.started": lambda e: f"{e.phase} (step {e.step}, attempt {e.attempt})",
@@ -159,5 +159,6 @@ def describe(event: Event) -> str:
             f"{e.status}: {e.files_total} files"
             + (f", failed: {', '.join(e.failed_phases)}" if e.failed_phases else "")
         ),
-    }[event.type](event)
+    }
+    detail = details[event.type](event)
     return f"{event.ts:%H:%M:%S} {event.job_id} #{event.seq:<3} {event.type:<16} {detail}"

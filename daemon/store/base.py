@@ -104,6 +104,7 @@ class StoreBase:
             return self.synced_outbox_id
         conn = self.db.conn
         conn.execute("PRAGMA synchronous = FULL")
+        covered: int
         try:
             with self.db.atomic():
                 (covered,) = conn.execute(

@@ -73,9 +73,11 @@ class Jobs(Moves):
         return dict(self.db.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
 
     def unfinished_jobs(self) -> int:
-        return self.db.conn.execute(
-            f"SELECT count(*) FROM jobs WHERE {UNFINISHED}", TERMINAL_NAMES
-        ).fetchone()[0]
+        return int(
+            self.db.conn.execute(
+                f"SELECT count(*) FROM jobs WHERE {UNFINISHED}", TERMINAL_NAMES
+            ).fetchone()[0]
+        )
 
     def runnable_jobs(self, exclude: Iterable[str], limit: int) -> list[str]:
         """Jobs not in a terminal state, oldest first, skipping those already running here."""

@@ -16,7 +16,7 @@ TOKEN_COLUMNS = tuple(name for name in USAGE_COLUMNS if name != "cost_usd")
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
-    db["jobs"].create(
+    db.table("jobs").create(
         {
             "job_id": str,
             "request_id": str,
@@ -32,7 +32,7 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         },
         pk="job_id",
     )
-    db["phases"].create(
+    db.table("phases").create(
         {
             "job_id": str,
             "phase": str,
@@ -50,13 +50,13 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         defaults={"attempts": 0, **{name: 0 for name in TOKEN_COLUMNS}},
         foreign_keys=[("job_id", "jobs", "job_id")],
     )
-    db["files"].create(
+    db.table("files").create(
         {"job_id": str, "path": str, "phase": str, "content": str, "sha256": str, "size": int},
         pk=("job_id", "path"),
         foreign_keys=[("job_id", "jobs", "job_id")],
     )
-    db["sequences"].create({"job_id": str, "last_seq": int}, pk="job_id")
-    db["outbox"].create(
+    db.table("sequences").create({"job_id": str, "last_seq": int}, pk="job_id")
+    db.table("outbox").create(
         {
             "id": int,
             "event_id": str,
@@ -69,26 +69,26 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["outbox"].create_index(["published_at", "id"])
-    db["outbox"].create_index(["job_id", "seq"], unique=True)
-    db["jobs"].create_index(["state", "created_at"])
+    db.table("outbox").create_index(["published_at", "id"])
+    db.table("outbox").create_index(["job_id", "seq"], unique=True)
+    db.table("jobs").create_index(["state", "created_at"])
 
 
 def _add_interruptions(db: sqlite_utils.Database) -> None:
     # How often a phase was left running by a process that died in it.
-    db["phases"].add_column("interruptions", int, not_null_default=0)
+    db.table("phases").add_column("interruptions", int, not_null_default=0)
 
 
 def _add_file_times(db: sqlite_utils.Database) -> None:
     # When a file was first committed (a re-run of its phase keeps the first time).
-    db["files"].add_column("committed_at", float)
+    db.table("files").add_column("committed_at", float)
 
 
 def _add_calls_and_costs(db: sqlite_utils.Database) -> None:
-    db["phases"].add_column("cost_usd", float, not_null_default=0.0)
+    db.table("phases").add_column("cost_usd", float, not_null_default=0.0)
     # A job waiting out a long retry-after is not picked up before this time.
-    db["jobs"].add_column("not_before", float)
-    db["calls"].create(
+    db.table("jobs").add_column("not_before", float)
+    db.table("calls").create(
         {
             "id": int,
             "job_id": str,
@@ -105,31 +105,31 @@ def _add_calls_and_costs(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["calls"].create_index(["job_id", "phase"])
+    db.table("calls").create_index(["job_id", "phase"])
 
 
 def _add_sync_points(db: sqlite_utils.Database) -> None:
     # One row: when the store was last synced and the outbox rows that covered.
-    db["sync_points"].create({"id": int, "at": float, "outbox_id": int}, pk="id")
+    db.table("sync_points").create({"id": int, "at": float, "outbox_id": int}, pk="id")
 
 
 def _add_death_points(db: sqlite_utils.Database) -> None:
-    phases = db["phases"]
+    phases = db.table("phases")
     # Where the phase was when a process last died in it, how many files it had then,
     # and how many deaths in a row came at that same point (see daemon.progress).
     for name in ("death_call", "death_stage", "death_chars", "death_files"):
         phases.add_column(name, int)
     phases.add_column("deaths_in_a_row", int, not_null_default=0)
     # Why a job is put aside until the next start or its not_before (model access).
-    db["jobs"].add_column("held", str)
+    db.table("jobs").add_column("held", str)
     # The ids of pruned jobs: a request redelivered after its job was pruned is still a
     # duplicate, never a second job.
-    db["pruned_jobs"].create({"job_id": str, "pruned_at": float}, pk="job_id")
+    db.table("pruned_jobs").create({"job_id": str, "pruned_at": float}, pk="job_id")
 
 
 def _add_verification(db: sqlite_utils.Database) -> None:
     # VERIFY's summary (models.Verification as JSON), repeated in job.completed.
-    db["jobs"].add_column("verification", str)
+    db.table("jobs").add_column("verification", str)
 
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (

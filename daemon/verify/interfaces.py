@@ -32,7 +32,8 @@ def signatures(path: str, content: str) -> list[str]:
         lines = _script(path, content)
     else:
         return []
-    kept, total = [], 0
+    kept: list[str] = []
+    total = 0
     for line in lines:
         line = _short(line)
         if len(kept) >= MAX_LINES or total + len(line) > MAX_TOTAL_CHARS:

@@ -153,7 +153,9 @@ class _Run:
             self.report([("", message)], command.kind)
             return None
         log = self.logs / f"{len(self.steps):02d}.log"
-        outcome = _run(command, self.env | command.env, self.remaining_s(), self.memory_mb, log)
+        outcome = _run(
+            command, {**self.env, **command.env}, self.remaining_s(), self.memory_mb, log
+        )
         self.record(command.name, outcome.ok, outcome.duration_s, outcome.output)
         if outcome.code is None:
             message = self.timed_out(command.name, outcome.duration_s)
