@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.client import Client
-from daemon.contract import Event, GenerationRequest, Verification
+from daemon.contract import GenerationRequest, JobCompletedEvent, Verification
 from daemon.outputs import output_folder
 from daemon.service import Daemon
 from daemon.settings import Settings, load_settings
@@ -130,17 +130,17 @@ def _count(number: int, noun: str) -> str:
 
 async def _submit_and_follow(
     settings: Settings, bootstrap: str, request: GenerationRequest
-) -> Event | None:
+) -> JobCompletedEvent | None:
     """The job's job.completed event (None if the events ended without one)."""
     async with Client(settings, bootstrap_servers=bootstrap) as client:
         job_id = await client.submit(request)
         log.info("submitted %s as job %s", request.project_name, job_id)
         async for event in client.events(job_id):
-            if event.type == "job.completed":
+            if isinstance(event, JobCompletedEvent):
                 log.info(
                     "job %s: %d files",
                     event.status,
-                    event.files_total or 0,
+                    event.files_total,
                     extra={"job_id": job_id},
                 )
                 return event

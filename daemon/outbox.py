@@ -333,8 +333,9 @@ def _smaller_forms(event: Event, was: str, export: str) -> Iterator[tuple[str, E
 
 
 def _is_smallest(event: Event) -> bool:
-    warnings = getattr(event, "warnings", None) or [""]
-    return warnings[-1].startswith(SMALLEST_NOTE)
+    if not isinstance(event, PhaseCompletedEvent | JobCompletedEvent) or not event.warnings:
+        return False
+    return event.warnings[-1].startswith(SMALLEST_NOTE)
 
 
 def _smallest(event: Event, note: str) -> Event:

@@ -22,7 +22,17 @@ from daemon.commands.common import (
     show_error,
 )
 from daemon.commands.request import check_size, read_request
-from daemon.contract import Event, field_errors
+from daemon.contract import (
+    Event,
+    JobAcceptedEvent,
+    JobCompletedEvent,
+    JobRejectedEvent,
+    JobResumedEvent,
+    PhaseCompletedEvent,
+    PhaseFailedEvent,
+    PhaseStartedEvent,
+    field_errors,
+)
 from daemon.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -145,20 +155,28 @@ async def follow_job(client: Client, job_id: str | None, mode: WatchMode) -> int
 
 def describe(event: Event) -> str:
     """One readable line for an event."""
-    details: dict[str, Callable[[Event], object]] = {
-        "job.accepted": lambda e: f"{e.project_name}: {len(e.phases or [])} phases",
-        "job.rejected": lambda e: e.error,
-        "phase.started": lambda e: f"{e.phase} (step {e.step}, attempt {e.attempt})",
-        "phase.completed": lambda e: (
-            f"{e.phase}: {len(e.files or [])} files, {e.usage.output_tokens if e.usage else 0} output "
-            f"tokens, {e.duration_s:.1f} s"
-        ),
-        "phase.failed": lambda e: f"{e.phase}: {e.error}",
-        "job.resumed": lambda e: f"from {e.from_phase} ({e.reason})",
-        "job.completed": lambda e: (
-            f"{e.status}: {e.files_total} files"
-            + (f", failed: {', '.join(e.failed_phases)}" if e.failed_phases else "")
-        ),
-    }
-    detail = details[event.type](event)
+    detail = _detail(event)
     return f"{event.ts:%H:%M:%S} {event.job_id} #{event.seq:<3} {event.type:<16} {detail}"
+
+
+def _detail(event: Event) -> str:
+    """What an event of its type says, in a few words."""
+    match event:
+        case JobAcceptedEvent():
+            return f"{event.project_name}: {len(event.phases)} phases"
+        case JobRejectedEvent():
+            return event.error
+        case PhaseStartedEvent():
+            return f"{event.phase} (step {event.step}, attempt {event.attempt})"
+        case PhaseCompletedEvent():
+            return (
+                f"{event.phase}: {len(event.files)} files, {event.usage.output_tokens} output "
+                f"tokens, {event.duration_s:.1f} s"
+            )
+        case PhaseFailedEvent():
+            return f"{event.phase}: {event.error}"
+        case JobResumedEvent():
+            return f"from {event.from_phase} ({event.reason})"
+        case JobCompletedEvent():
+            failed = f", failed: {', '.join(event.failed_phases)}" if event.failed_phases else ""
+            return f"{event.status}: {event.files_total} files{failed}"

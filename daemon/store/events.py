@@ -81,6 +81,8 @@ class Events(StoreBase):
             self.db.conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (payload, row_id))
 
     def outbox_backlog(self) -> int:
-        return self.db.conn.execute(
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-        ).fetchone()[0]
+        return int(
+            self.db.conn.execute(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            ).fetchone()[0]
+        )
