@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,13 +23,6 @@ from tests.support.fakes import REQUESTS_TOPIC, FakeConsumer, FakeProducer, Reco
 from tests.support.hostile_requests import ANY_MESSAGE, NAMED, good_request
 
 TP = TopicPartition(REQUESTS_TOPIC, 0)
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[Store]:
-    opened = Store(tmp_path / "s.db")
-    yield opened
-    opened.close()
 
 
 SETTINGS = load_settings()  # the defaults
