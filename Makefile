@@ -20,7 +20,7 @@ UV := $(TOOLS)/bin/uv
 LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --no-emit-package pip \
 	--custom-compile-command 'make lock' --quiet $(if $(UPGRADE),--upgrade)
 
-.PHONY: demo test chaos bench lint schemas lock clean
+.PHONY: demo test unit chaos bench lint schemas lock clean
 
 # $(call install,LOCK,STAMPS): a new venv holding exactly LOCK's packages, then codegend;
 # pip check fails when pyproject.toml asks for something the lock lacks (run make lock)
@@ -75,6 +75,10 @@ test: $(TEST_STAMP)
 	echo "== integration tests in parallel execution, then the toolchain tests"; \
 	cat $(VENV)/second-pass.log; \
 	exit $$(( first || rest ))
+
+## unit: the unit tier alone (in-process, no broker, no model: seconds)
+unit: $(TEST_STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 ## chaos: the crash-anywhere soak: 100 SIGKILLs at random moments, then every invariant
 chaos: $(TEST_STAMP)

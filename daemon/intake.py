@@ -113,8 +113,11 @@ class Intake:
             self._resume_when_able()
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
-        """Handle records in order; stop at the first that must wait, and seek back to it."""
+        """Handle records in order; stop at the first that must wait, and seek back to it, or
+        once the partition is no longer ours (a rebalance while a dead letter was sent)."""
         for record in records:
+            if tp not in self._consumer.assignment():
+                return  # revoked meanwhile: its next owner reads on from the committed offset
             if self._disk.held() or self._full():
                 self._consumer.seek(tp, record.offset)  # read again once there is room
                 return

@@ -1,4 +1,4 @@
-"""Intake in-process: small fakes of the consumer and the producer, a real store in tmp_path.
+"""Intake in-process: the fakes of the consumer and the producer, a real store in tmp_path.
 
 Every message, whatever its bytes, is exactly one job or exactly one dead letter; the disk
 running full holds intake back without losing or skipping a message."""
@@ -8,13 +8,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,80 +19,10 @@ from daemon.intake import DISK_RETRY_FIRST_S, DISK_RETRY_MAX_S, Intake
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings, load_settings
 from daemon.store import Store
+from tests.support.fakes import REQUESTS_TOPIC, FakeConsumer, FakeProducer, Record
 from tests.support.hostile_requests import ANY_MESSAGE, NAMED, good_request
 
-TOPIC = "codegen.requests"
-TP = TopicPartition(TOPIC, 0)
-
-
-@dataclass
-class Record:
-    """What intake reads of an aiokafka ConsumerRecord."""
-
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    topic: str = TOPIC
-    partition: int = 0
-
-
-@dataclass
-class FakeProducer:
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    max_bytes: int | None = None  # like the broker's message.max.bytes
-
-    async def send_and_wait(self, topic, value, key=None, headers=None):
-        size = len(value or b"") + len(key or b"") + sum(len(v) for _, v in headers or ())
-        if self.max_bytes is not None and size > self.max_bytes:
-            raise MessageSizeTooLargeError()
-        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
-
-
-@dataclass
-class FakeConsumer:
-    """Hands out the records from its position on, honours seek, pause and resume."""
-
-    records: list[Record]
-    position: int = 0
-    paused_now: set[TopicPartition] = field(default_factory=set)
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
-    polls: int = 0
-
-    async def getmany(self, timeout_ms, max_records):
-        self.polls += 1
-        await asyncio.sleep(0)
-        if TP in self.paused_now or self.position >= len(self.records):
-            await asyncio.sleep(0.002)
-            return {}
-        batch = self.records[self.position : self.position + max_records]
-        self.position += len(batch)
-        return {TP: batch}
-
-    def seek(self, tp, offset):
-        self.position = offset
-
-    def pause(self, *tps):
-        self.paused_now.update(tps)
-
-    def resume(self, *tps):
-        self.paused_now.difference_update(tps)
-
-    def paused(self):
-        return set(self.paused_now)
-
-    def assignment(self):
-        return {TP}
-
-    async def commit(self, offsets):
-        self.commits.append(dict(offsets))
-
-
-@pytest.fixture
-def store(tmp_path) -> Iterator[Store]:
-    opened = Store(tmp_path / "s.db")
-    yield opened
-    opened.close()
+TP = TopicPartition(REQUESTS_TOPIC, 0)
 
 
 SETTINGS = load_settings()  # the defaults
@@ -103,8 +30,10 @@ SETTINGS = load_settings()  # the defaults
 
 def make_intake(store, records=(), producer=None, **kafka: Any) -> Intake:
     settings = SETTINGS
+    consumer = FakeConsumer(TP)
+    consumer.logs[TP] = list(records)
     return Intake(
-        FakeConsumer(list(records)),
+        consumer,
         producer or FakeProducer(),
         store,
         KafkaSettings(**kafka),
@@ -129,9 +58,9 @@ async def test_a_hostile_message_is_one_dead_letter(store, name):
     record = Record(7, NAMED[name], key=b"k", headers=(("trace", b"1"),))
     await intake.handle(record)
     [sent] = intake._producer.sent
-    assert sent["value"] == NAMED[name] and sent["key"] == b"k"
-    headers = dict(sent["headers"])
-    assert headers["source"] == f"{TOPIC}:0:7".encode() and headers["trace"] == b"1"
+    assert sent.value == NAMED[name] and sent.key == b"k"
+    headers = dict(sent.headers)
+    assert headers["source"] == f"{REQUESTS_TOPIC}:0:7".encode() and headers["trace"] == b"1"
     error = headers["error"].decode()
     assert error and len(error) <= 1000
     assert all(ch.isprintable() for ch in error)  # one line, no escape sequences
@@ -142,10 +71,10 @@ async def test_the_dead_letter_headers_of_ours_are_the_only_ones(store):
     forged = (("error", b"all good"), ("source", b"elsewhere:0:0"), ("truncated", b"1"))
     intake = make_intake(store)
     await intake.handle(Record(3, b"not json", headers=(*forged, ("x", b"y"))))
-    headers = intake._producer.sent[0]["headers"]
+    headers = intake._producer.sent[0].headers
     names = [name for name, _ in headers]
     assert names.count("error") == names.count("source") == 1 and "truncated" not in names
-    assert dict(headers)["source"] == f"{TOPIC}:0:3".encode()
+    assert dict(headers)["source"] == f"{REQUESTS_TOPIC}:0:3".encode()
     assert dict(headers)["error"].startswith(b"not JSON")
     kept = {name: value for name, value in headers if name.startswith("original-") or name == "x"}
     assert kept == {
@@ -157,39 +86,39 @@ async def test_the_dead_letter_headers_of_ours_are_the_only_ones(store):
 
 
 async def test_a_record_the_broker_refuses_is_cut_without_its_own_headers(store):
-    producer = FakeProducer(max_bytes=3500)
+    producer = FakeProducer(broker_max_bytes=3500)
     intake = make_intake(store, producer=producer, dead_letter_max_bytes=4096)
     value = b"\x00" * 3000
     await intake.handle(Record(1, value, key=b"k" * 5000, headers=(("big", b"h" * 5000),)))
     [sent] = producer.sent
-    headers = dict(sent["headers"])
-    assert sent["value"] == value[:2048] and len(sent["key"]) == 1024
+    headers = dict(sent.headers)
+    assert sent.value == value[:2048] and len(sent.key) == 1024
     assert set(headers) == {"error", "source", "truncated"} and headers["truncated"] == b"3000"
 
 
 async def test_when_even_the_cut_record_is_refused_only_our_headers_go(store):
-    producer = FakeProducer(max_bytes=1500)
+    producer = FakeProducer(max_request_bytes=1500)
     intake = make_intake(store, producer=producer, dead_letter_max_bytes=4096)
     await intake.handle(Record(1, b"\x00" * 4000))
     [sent] = producer.sent
-    assert sent["value"] == b"" and dict(sent["headers"])["truncated"] == b"4000"
+    assert sent.value == b"" and dict(sent.headers)["truncated"] == b"4000"
 
 
 async def test_a_tombstone_is_dead_lettered_as_a_tombstone(store):
     intake = make_intake(store)
     await intake.handle(Record(0, None))
-    assert intake._producer.sent[0]["value"] is None
+    assert intake._producer.sent[0].value is None
 
 
 async def test_a_request_id_of_the_derived_form_is_refused(store):
     intake = make_intake(store)
-    await intake.handle(Record(0, good_request(request_id=f"{TOPIC}:0:1")))
+    await intake.handle(Record(0, good_request(request_id=f"{REQUESTS_TOPIC}:0:1")))
     await intake.handle(Record(1, good_request()))  # the offset the forged id named
-    assert job_ids(store) == [f"{TOPIC}:0:1"]
-    error = dict(intake._producer.sent[0]["headers"])["error"]
+    assert job_ids(store) == [f"{REQUESTS_TOPIC}:0:1"]
+    error = dict(intake._producer.sent[0].headers)["error"]
     assert b"topic:partition:offset" in error
     # no job.rejected was put in the stream of the job it named
-    assert event_types(store, f"{TOPIC}:0:1") == ["job.accepted"]
+    assert event_types(store, f"{REQUESTS_TOPIC}:0:1") == ["job.accepted"]
 
 
 @pytest.mark.parametrize("request_id", ["a:1:2", "codegen.requests:0:57", "x-y.z:00:9"])
@@ -220,7 +149,7 @@ async def test_a_model_that_is_not_allowed_is_refused(store):
         Record(1, good_request(request_id="h", options={"model": "claude-haiku-5-5"}))
     )
     assert job_ids(store) == ["h"]
-    error = dict(intake._producer.sent[0]["headers"])["error"].decode()
+    error = dict(intake._producer.sent[0].headers)["error"].decode()
     assert "'gpt-x' is not allowed" in error and "claude-haiku-5-5" in error
 
 
@@ -231,7 +160,7 @@ async def test_an_unexpected_error_still_makes_one_dead_letter(store, monkeypatc
     intake = make_intake(store)
     monkeypatch.setattr("daemon.intake.GenerationRequest.model_validate", broken)
     await intake.handle(Record(0, good_request()))
-    assert b"MemoryError" in dict(intake._producer.sent[0]["headers"])["error"]
+    assert b"MemoryError" in dict(intake._producer.sent[0].headers)["error"]
 
 
 _OFFSETS = itertools.count()
@@ -253,15 +182,15 @@ async def _exactly_one_outcome_each(store: Store, messages: list[bytes]) -> None
     intake = make_intake(store, records)
     run = asyncio.create_task(intake.run())
     consumer = intake._consumer
-    while not consumer.commits or consumer.commits[-1][TP] < records[-1].offset + 1:
+    while not consumer.commits() or consumer.commits()[-1][TP] < records[-1].offset + 1:
         await asyncio.sleep(0.001)
         assert not run.done()  # the loop is still running
     intake.stop()
     await run
-    dead = [dict(sent["headers"])["source"].decode() for sent in intake._producer.sent]
+    dead = [dict(sent.headers)["source"].decode() for sent in intake._producer.sent]
     created = dict(store.db.conn.execute("SELECT source, job_id FROM jobs").fetchall())
     for record in records:
-        source = f"{TOPIC}:0:{record.offset}"
+        source = f"{REQUESTS_TOPIC}:0:{record.offset}"
         if source in dead:
             assert dead.count(source) == 1 and source not in created
         else:  # a new job, or a repeat of the job its request_id names
@@ -284,14 +213,14 @@ async def test_a_full_disk_holds_intake_and_loses_nothing(store):
     polls = consumer.polls
     await asyncio.sleep(0.3)
     assert consumer.polls > polls  # polling on while paused: the group keeps this member
-    assert consumer.paused_now == {TP} and job_ids(store) == []
-    assert all(c[TP] <= 0 for c in consumer.commits)  # nothing committed past the held one
+    assert consumer.paused() == {TP} and job_ids(store) == []
+    assert all(c[TP] <= 0 for c in consumer.commits())  # nothing committed past the held one
     _uncap_pages(store)
-    while consumer.position < 3 or not consumer.commits or consumer.commits[-1][TP] < 3:
+    while consumer.position[TP] < 3 or not consumer.commits() or consumer.commits()[-1][TP] < 3:
         await asyncio.sleep(0.05)
     intake.stop()
     await run
-    assert metrics.readiness.reason() is None and consumer.paused_now == set()
+    assert metrics.readiness.reason() is None and consumer.paused() == set()
     assert sorted(job_ids(store)) == ["a", "b"] and len(intake._producer.sent) == 1
 
 
