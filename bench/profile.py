@@ -24,7 +24,7 @@ OTHER = "other (event loop, asyncio, the rest)"
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "store (daemon.store, sqlite-utils, sqlite3)",
-        ("/daemon/store.py", "/sqlite_utils/", "/sqlite3/"),
+        ("/daemon/store/", "/daemon/records.py", "/sqlite_utils/", "/sqlite3/"),
     ),
     (
         "Kafka (aiokafka, daemon.outbox, daemon.intake)",
@@ -65,13 +65,14 @@ FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "jobs, state machine, scheduler (daemon.jobs, daemon.machine, transitions)",
         (
             "/daemon/jobs.py",
+            "/daemon/scheduler.py",
             "/daemon/machine.py",
             "/transitions/",
             "/daemon/ratelimit.py",
             "/daemon/service.py",
         ),
     ),
-    ("logging (logging, daemon.logs)", ("/logging/", "/daemon/logs.py")),
+    ("logging (logging, daemon.logs)", ("/logging/", "/daemon/logs.py", "/daemon/steplog.py")),
 )
 TOP_FUNCTIONS = 20
 

@@ -155,3 +155,20 @@ def test_a_completed_phase_other_than_verify_is_not_reopened():
     assert verify.status is PhaseStatus.PENDING
     phase.release()
     verify.release()
+
+
+def test_released_phase_machines_are_reused_at_the_status_asked_for():
+    job = JobMachine(["ARCH", "DB"], JobState.DB, {"ARCH": COMPLETED, "DB": FAILED})
+    reused = job.phases["DB"]
+    job.release()
+    again = JobMachine(["ARCH", "BE_CORE"], JobState.BE_CORE, {"ARCH": COMPLETED})
+    assert reused in again.phases.values()  # taken back from the pool, not built anew
+    assert {n: p.status for n, p in again.phases.items()} == {
+        "ARCH": COMPLETED,
+        "BE_CORE": PhaseStatus.PENDING,
+    }
+    assert again.done == {"ARCH"} and again.failed_phases == []
+    again.fire("BE_CORE", "start")
+    again.phase_done("BE_CORE", failed=True)
+    assert again.failed_phases == ["BE_CORE"] and job.failed_phases == ["DB"]
+    again.release()
