@@ -7,8 +7,9 @@ the dead-letter topic unchanged, with ``error`` and ``source`` headers that are 
 (the producer's headers of those names are kept as ``original-*``); it gets a
 ``job.rejected`` event when it names a request_id that no job has; its offset is committed
 all the same, so one bad message never stalls the partition. Intake never waits for phase
-work: jobs wait in the store. When the store's disk is full, intake pauses its partitions
-and tries the same message again later, with backoff; nothing is skipped.
+work: jobs wait in the store. When the store's disk is full, at a write or at the sync
+before a commit, intake pauses its partitions and tries the same message (or the commit,
+even if no message follows) again later, with backoff; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ POLL_TIMEOUT_MS = 500
 MAX_RECORDS_PER_POLL = 200
 MAX_ERROR_CHARS = 1000  # the error header and the job.rejected event
 MAX_FALLBACK_KEY_BYTES = 1024
-DISK_RETRY_FIRST_S = 1.0
-DISK_RETRY_MAX_S = 30.0
+RETRY_FIRST_S = 1.0  # after a full disk; doubling
+RETRY_MAX_S = 30.0
 OUR_HEADERS = ("error", "source", "truncated")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -110,6 +111,8 @@ class Intake:
                 await self.commit([tp])
             if batches:
                 self._on_new_work()
+            if self._disk.due():  # offsets held by a full disk at commit: no message may come
+                await self.commit(self._consumer.assignment())
             self._resume_when_able()
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
@@ -183,6 +186,7 @@ class Intake:
         except StoreFull as exc:
             self._hold_for_disk(exc)
             return False
+        self._disk.writable()
         return True
 
     async def handle(self, record: ConsumerRecord) -> None:
@@ -321,31 +325,48 @@ class Intake:
         raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
 
 
-class _DiskHold:
-    """Intake held back by a full disk: the next try after a backoff that doubles (1 s up
-    to 30 s), the reason on /readyz until a message is taken again."""
+class _Backoff:
+    """Something intake waits for: the next try after a backoff that doubles (1 s up to
+    30 s) while tries fail."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._backoff_s = 0.0  # 0: not held
+    def __init__(self) -> None:
+        self._backoff_s = 0.0  # 0: not waiting
         self._retry_at = 0.0
 
-    def hold(self, exc: StoreFull) -> None:
-        first = not self._backoff_s
-        self._backoff_s = (
-            DISK_RETRY_FIRST_S if first else min(self._backoff_s * 2, DISK_RETRY_MAX_S)
-        )
+    def next_try(self) -> float:
+        """Another failure: the seconds until the next try."""
+        self._backoff_s = min(self._backoff_s * 2, RETRY_MAX_S) or RETRY_FIRST_S
         self._retry_at = time.monotonic() + self._backoff_s
-        reason = f"store: disk full, intake paused (next try in {self._backoff_s:.0f} s)"
-        self._metrics.readiness.set("disk", reason)
-        log.error("%s: intake paused, next try in %.0f s", exc, self._backoff_s)
+        return self._backoff_s
 
     def held(self) -> bool:
         return bool(self._backoff_s) and time.monotonic() < self._retry_at
 
+    def due(self) -> bool:
+        """Waiting, and the time for the next try has come."""
+        return bool(self._backoff_s) and not self.held()
+
+    def clear(self) -> bool:
+        """Done waiting; whether it was."""
+        waiting, self._backoff_s = bool(self._backoff_s), 0.0
+        return waiting
+
+
+class _DiskHold(_Backoff):
+    """Intake held back by a full disk, the reason on /readyz until a write succeeds."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def hold(self, exc: StoreFull) -> None:
+        backoff_s = self.next_try()
+        reason = f"store: disk full, intake paused (next try in {backoff_s:.0f} s)"
+        self._metrics.readiness.set("disk", reason)
+        log.error("%s: intake paused, next try in %.0f s", exc, backoff_s)
+
     def writable(self) -> None:
-        if self._backoff_s:
-            self._backoff_s = 0.0
+        if self.clear():
             self._metrics.readiness.clear("disk")
             log.info("the store takes writes again: intake resumed")
 

@@ -72,6 +72,30 @@ def sources(producer: FakeProducer) -> list[str]:
     return [dict(sent.headers)["source"].decode() for sent in producer.sent]
 
 
+async def held_by_a_full_disk(store: Store, method: str) -> Loop:
+    """A running loop whose one record (request "a") found the disk full in ``method``."""
+    loop = Loop(store)
+    full_once(store, method)
+    loop.consumer.add(TP0, good_request(request_id="a"))
+    loop.start()
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    assert "disk full" in (loop.metrics.readiness.reason() or "")
+    return loop
+
+
+def full_once(store: Store, method: str) -> None:
+    """The store's ``method`` finds the disk full once, then works."""
+    real = getattr(store, method)
+    full = [StoreFull("store: database or disk is full")]
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise full.pop()
+        return real(*args, **kwargs)
+
+    setattr(store, method, once)
+
+
 async def test_each_batch_becomes_jobs_in_order_then_its_offsets_are_committed(store):
     loop = Loop(store, TP0, TP1)
     loop.consumer.add(TP0, *(good_request(request_id=f"a{n}") for n in range(3)))
@@ -168,26 +192,23 @@ async def test_a_partition_revoked_mid_batch_is_handled_no_further(store):
 
 
 async def test_a_full_disk_at_commit_holds_the_offsets_and_intake(store):
-    loop = Loop(store)
-    sync = store.sync
-    full = [StoreFull("store: database or disk is full")]
-
-    def sync_unless_full(force: bool = False) -> int:
-        if full:
-            raise full.pop()
-        return sync(force)
-
-    store.sync = sync_unless_full
-    loop.consumer.add(TP0, good_request(request_id="a"))
-    loop.start()
-    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    loop = await held_by_a_full_disk(store, "sync")
     assert loop.consumer.committed == {} and job_ids(store) == ["a"]
-    assert "disk full" in (loop.metrics.readiness.reason() or "")
     loop.consumer.add(TP0, good_request(request_id="b"))
     # taken after the backoff (1 s): the job of the first was on disk; both are committed
     await loop.until(lambda: loop.consumer.committed == {TP0: 2})
     await loop.stop()
     assert job_ids(store) == ["a", "b"] and loop.metrics.readiness.reason() is None
+
+
+async def test_a_full_disk_at_commit_is_tried_again_though_no_message_follows(store):
+    loop = await held_by_a_full_disk(store, "sync")
+    # the next try (after 1 s) syncs and commits: intake resumes and is ready again
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1})
+    await loop.until(lambda: not loop.consumer.paused())
+    assert loop.metrics.readiness.reason() is None
+    await loop.stop()
+    assert job_ids(store) == ["a"]
 
 
 async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_again(store):
