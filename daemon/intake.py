@@ -9,7 +9,8 @@ the dead-letter topic unchanged, with ``error`` and ``source`` headers that are 
 all the same, so one bad message never stalls the partition. Intake never waits for phase
 work: jobs wait in the store. When the store's disk is full, at a write or at the sync
 before a commit, intake pauses its partitions and tries the same message (or the commit,
-even if no message follows) again later, with backoff; nothing is skipped.
+even if no message follows) again later, with backoff; nothing is skipped. A rebalance
+forgets every pause: a partition that must still wait is paused again at its first record.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class Intake:
         for record in records:
             if tp not in self._consumer.assignment():
                 return  # revoked meanwhile: its next owner reads on from the committed offset
-            if self._disk.held() or self._full():
+            if self._waits():
                 self._consumer.seek(tp, record.offset)  # read again once there is room
                 return
             try:
@@ -132,6 +133,19 @@ class Intake:
                 return
             self._processed[tp] = record.offset + 1
             self._disk.writable()
+
+    def _waits(self) -> bool:
+        """Whether intake must wait (a full disk, too many jobs), paused again if need be:
+        a rebalance forgets every pause."""
+        if self._disk.held():
+            self._pause(self._consumer.assignment())
+            return True
+        return self._full()
+
+    def _pause(self, partitions: set[TopicPartition]) -> None:
+        unpaused = partitions - self._consumer.paused()
+        if unpaused:
+            self._consumer.pause(*unpaused)
 
     def _full(self) -> bool:
         """Too many unfinished jobs: pause every partition (the poll loop keeps running, so

@@ -72,6 +72,10 @@ def sources(producer: FakeProducer) -> list[str]:
     return [dict(sent.headers)["source"].decode() for sent in producer.sent]
 
 
+def seeks_of(consumer: FakeConsumer) -> int:
+    return sum(name == "seek" for name, _ in consumer.calls)
+
+
 async def held_by_a_full_disk(store: Store, method: str) -> Loop:
     """A running loop whose one record (request "a") found the disk full in ``method``."""
     loop = Loop(store)
@@ -209,6 +213,19 @@ async def test_a_full_disk_at_commit_is_tried_again_though_no_message_follows(st
     assert loop.metrics.readiness.reason() is None
     await loop.stop()
     assert job_ids(store) == ["a"]
+
+
+async def test_a_rebalance_while_the_disk_is_full_leaves_intake_paused(store):
+    loop = await held_by_a_full_disk(store, "create_job")
+    await loop.consumer.rebalance([TP0])  # every pause forgotten; the next try is in 1 s
+    fetches, seeks = loop.consumer.fetches, seeks_of(loop.consumer)
+    await asyncio.sleep(0.2)
+    # the record is fetched once more, sought back to and its partition paused again
+    assert loop.consumer.fetches - fetches <= 1 and seeks_of(loop.consumer) - seeks <= 1
+    assert loop.consumer.paused() == {TP0}
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1})
+    await loop.stop()
+    assert job_ids(store) == ["a"] and loop.metrics.readiness.reason() is None
 
 
 async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_again(store):
