@@ -5,7 +5,9 @@ the dead-letter topic. A message that cannot become a job (not JSON, nested too 
 invalid, too large, a request_id of the derived form, a model that is not allowed) goes to
 the dead-letter topic unchanged, with ``error`` and ``source`` headers that are ours alone
 (the producer's headers of those names are kept as ``original-*``); it gets a
-``job.rejected`` event when it names a request_id that no job has; its offset is committed
+``job.rejected`` event when it names a request_id that no job has, once per request_id (the
+event is stored before the dead letter is sent, so a message read again finds it and is not
+announced twice); its offset is committed
 all the same, so one bad message never stalls the partition. Intake never waits for phase
 work: jobs wait in the store. When the store's disk is full, at a write or at the sync
 before a commit, intake pauses its partitions and tries the same message (or the commit,
@@ -296,14 +298,18 @@ class Intake:
 
     def _announce(self, rejection: Rejection) -> None:
         """job.rejected under the request_id the message names, unless a job has that id: a
-        message anyone can send must not end (or appear to end) someone else's job."""
+        message anyone can send must not end (or appear to end) someone else's job; once per
+        request_id, so a message read again (its dead letter failed) is not announced twice."""
         request_id = rejection.request_id
         if request_id is None:
             return
         try:
             self._store.job(request_id)
         except JobNotFound:
-            self._store.emit(request_id, request_id, JobRejected(error=rejection.error))
+            if self._store.has_event(request_id, "job.rejected"):
+                log.info("%s was rejected before", request_id, extra={"job_id": request_id})
+            else:
+                self._store.emit(request_id, request_id, JobRejected(error=rejection.error))
             return
         log.warning(
             "a rejected message names the existing job %s: no job.rejected for it",

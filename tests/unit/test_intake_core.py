@@ -6,6 +6,7 @@ failed dead letter loses no message. At the default settings unless a test says 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.hostile_requests import good_request
 
 TP0, TP1 = TopicPartition(REQUESTS_TOPIC, 0), TopicPartition(REQUESTS_TOPIC, 1)
 SETTINGS = load_settings()
+NAMED_BAD = json.dumps({"request_id": "bad"}).encode()  # invalid; gets a job.rejected
 
 
 class Loop:
@@ -70,6 +72,12 @@ def job_ids(store: Store) -> list[str]:
 
 def sources(producer: FakeProducer) -> list[str]:
     return [dict(sent.headers)["source"].decode() for sent in producer.sent]
+
+
+def rejections(store: Store, job_id: str) -> int:
+    return sum(
+        row.type == "job.rejected" for row in store.unpublished(10_000, ()) if row.job_id == job_id
+    )
 
 
 def seeks_of(consumer: FakeConsumer) -> int:
@@ -231,7 +239,7 @@ async def test_a_rebalance_while_the_disk_is_full_leaves_intake_paused(store):
 async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_again(store):
     loop = Loop(store)
     loop.producer.send_errors.append(KafkaTimeoutError())
-    loop.consumer.add(TP0, good_request(request_id="a"), b"bad", good_request(request_id="c"))
+    loop.consumer.add(TP0, good_request(request_id="a"), NAMED_BAD, good_request(request_id="c"))
     loop.start()
     with pytest.raises(KafkaTimeoutError):
         await loop.task
@@ -242,3 +250,4 @@ async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_agai
     await again.until(lambda: again.consumer.committed == {TP0: 3})
     await again.stop()
     assert job_ids(store) == ["a", "c"] and sources(again.producer) == [f"{REQUESTS_TOPIC}:0:1"]
+    assert rejections(store, "bad") == 1  # stored at the first start, not again
