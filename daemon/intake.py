@@ -7,12 +7,23 @@ the dead-letter topic unchanged, with ``error`` and ``source`` headers that are 
 (the producer's headers of those names are kept as ``original-*``); it gets a
 ``job.rejected`` event when it names a request_id that no job has, once per request_id (the
 event is stored before the dead letter is sent, so a message read again finds it and is not
-announced twice); its offset is committed
-all the same, so one bad message never stalls the partition. Intake never waits for phase
-work: jobs wait in the store. When the store's disk is full, at a write or at the sync
-before a commit, intake pauses its partitions and tries the same message (or the commit,
-even if no message follows) again later, with backoff; nothing is skipped. A rebalance
-forgets every pause: a partition that must still wait is paused again at its first record.
+announced twice); its offset is committed once the dead letter is acknowledged, so a bad
+message holds up its partition only while the broker does not take its dead letter. Intake
+never waits for phase work: jobs wait in the store.
+
+Intake waits, still polling (so it stays in the group), paused where it must wait, and tries
+again after a backoff that doubles from 1 s up to 30 s:
+
+- when the store's disk is full, at a write or at the sync before a commit: every partition
+  waits, the same message is tried again (or the commit, even if no message follows), and
+  ``/readyz`` says why until the store takes a write again; nothing is skipped;
+- when a dead letter cannot be sent (any KafkaError: the broker down, a timeout, even an
+  empty dead letter refused as too large): its partition keeps its position, nothing past
+  the message is committed, the other partitions go on, and the message is read again and
+  its dead letter sent at the next try. A stop meanwhile leaves it to the next start.
+
+A rebalance forgets every pause: a partition that must still wait is paused again at its
+first record.
 """
 
 from __future__ import annotations
@@ -32,7 +43,12 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from pydantic import ValidationError
 
 from daemon import chaos
@@ -56,7 +72,7 @@ POLL_TIMEOUT_MS = 500
 MAX_RECORDS_PER_POLL = 200
 MAX_ERROR_CHARS = 1000  # the error header and the job.rejected event
 MAX_FALLBACK_KEY_BYTES = 1024
-RETRY_FIRST_S = 1.0  # after a full disk; doubling
+RETRY_FIRST_S = 1.0  # after a full disk or a dead letter not sent; doubling
 RETRY_MAX_S = 30.0
 OUR_HEADERS = ("error", "source", "truncated")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
@@ -97,6 +113,8 @@ class Intake:
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._disk = _DiskHold(metrics=self._metrics)
+        # Partitions whose next message waits for its dead letter to be sent.
+        self._unsent: dict[TopicPartition, _Backoff] = {}
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
@@ -124,8 +142,8 @@ class Intake:
         for record in records:
             if tp not in self._consumer.assignment():
                 return  # revoked meanwhile: its next owner reads on from the committed offset
-            if self._waits():
-                self._consumer.seek(tp, record.offset)  # read again once there is room
+            if self._waits(tp):
+                self._consumer.seek(tp, record.offset)  # read again after the wait
                 return
             try:
                 await self.handle(record)
@@ -133,14 +151,21 @@ class Intake:
                 self._consumer.seek(tp, record.offset)  # nothing of it was written
                 self._hold_for_disk(exc)
                 return
+            except KafkaError as exc:
+                self._hold_dead_letter(tp, record, exc)
+                return
             self._processed[tp] = record.offset + 1
             self._disk.writable()
+            self._unsent.pop(tp, None)
 
-    def _waits(self) -> bool:
-        """Whether intake must wait (a full disk, too many jobs), paused again if need be:
-        a rebalance forgets every pause."""
+    def _waits(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` must wait (a full disk, its dead letter's next try, too many jobs),
+        paused again if need be: a rebalance forgets every pause."""
         if self._disk.held():
             self._pause(self._consumer.assignment())
+            return True
+        if self._dead_letter_waits(tp):
+            self._pause({tp})
             return True
         return self._full()
 
@@ -167,14 +192,39 @@ class Intake:
         self._consumer.pause(*self._consumer.assignment())
         self._disk.hold(exc)
 
+    def _hold_dead_letter(
+        self, tp: TopicPartition, record: ConsumerRecord, exc: KafkaError
+    ) -> None:
+        """Pause ``tp`` at the message whose dead letter failed, until the next try; nothing
+        past it is committed, the other partitions go on."""
+        if tp not in self._consumer.assignment():
+            return  # revoked during the send: its next owner reads the message again
+        self._consumer.seek(tp, record.offset)
+        self._pause({tp})
+        backoff_s = self._unsent.setdefault(tp, _Backoff()).next_try()
+        log.error(
+            "the dead letter of %s:%d:%d was not sent (%r): partition paused, next try in %.0f s",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+            backoff_s,
+        )
+
+    def _dead_letter_waits(self, tp: TopicPartition) -> bool:
+        backoff = self._unsent.get(tp)
+        return backoff is not None and backoff.held()
+
     def _resume_when_able(self) -> None:
         paused = self._consumer.paused()
         if not paused or self._disk.held():
             return
         if self._max_unfinished and self._store.unfinished_jobs() >= self._max_unfinished * 0.9:
             return
-        self._consumer.resume(*paused)
-        log.info("resuming intake")
+        ready = {tp for tp in paused if not self._dead_letter_waits(tp)}
+        if ready:
+            self._consumer.resume(*ready)
+            log.info("resuming intake")
 
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
         """Commit what is processed: every record before the offset is a job or on the DLQ."""

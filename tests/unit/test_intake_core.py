@@ -236,16 +236,35 @@ async def test_a_rebalance_while_the_disk_is_full_leaves_intake_paused(store):
     assert job_ids(store) == ["a"] and loop.metrics.readiness.reason() is None
 
 
-async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_again(store):
+@pytest.mark.parametrize("failing", ["send", "delivery"])
+async def test_a_dead_letter_that_cannot_be_sent_is_tried_again_in_its_place(store, failing):
+    loop = Loop(store, TP0, TP1)
+    errors = loop.producer.send_errors if failing == "send" else loop.producer.ack_errors
+    errors.append(KafkaTimeoutError())
+    loop.consumer.add(TP0, good_request(request_id="a"), NAMED_BAD, good_request(request_id="c"))
+    loop.consumer.add(TP1, good_request(request_id="d"))
+    loop.start()
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1, TP1: 1})  # TP1 goes on
+    assert job_ids(store) == ["a", "d"] and loop.producer.sent == []
+    # after the backoff (1 s) the same message: its dead letter, then the rest of TP0
+    await loop.until(lambda: loop.consumer.committed == {TP0: 3, TP1: 1})
+    await loop.stop()
+    assert job_ids(store) == ["a", "d", "c"] and sources(loop.producer) == [f"{REQUESTS_TOPIC}:0:1"]
+    assert rejections(store, "bad") == 1
+
+
+async def test_a_dead_letter_waiting_at_a_stop_is_sent_at_the_next_start(store):
     loop = Loop(store)
-    loop.producer.send_errors.append(KafkaTimeoutError())
+    loop.producer.down = KafkaTimeoutError()
     loop.consumer.add(TP0, good_request(request_id="a"), NAMED_BAD, good_request(request_id="c"))
     loop.start()
-    with pytest.raises(KafkaTimeoutError):
-        await loop.task
-    assert loop.consumer.committed == {} and job_ids(store) == ["a"]
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    await loop.stop()
+    assert loop.consumer.committed == {TP0: 1} and job_ids(store) == ["a"]
     again = Loop(store)  # the next start reads the partition from its committed offset
-    again.consumer.logs = loop.consumer.logs
+    again.consumer.logs, again.consumer.committed = loop.consumer.logs, loop.consumer.committed
+    again.consumer.position = dict(loop.consumer.committed)
     again.start()
     await again.until(lambda: again.consumer.committed == {TP0: 3})
     await again.stop()
