@@ -179,7 +179,7 @@ def _operations(defaults: KafkaSettings) -> dict[str, Any]:
             "deadLetters",
             "DeadLetter",
             "The daemon forwards an unusable request, and publishes job.rejected when it "
-            "names a request_id that no job has.",
+            "names a request_id that no job has (once per request_id).",
         ),
     }
 

@@ -5,10 +5,25 @@ the dead-letter topic. A message that cannot become a job (not JSON, nested too 
 invalid, too large, a request_id of the derived form, a model that is not allowed) goes to
 the dead-letter topic unchanged, with ``error`` and ``source`` headers that are ours alone
 (the producer's headers of those names are kept as ``original-*``); it gets a
-``job.rejected`` event when it names a request_id that no job has; its offset is committed
-all the same, so one bad message never stalls the partition. Intake never waits for phase
-work: jobs wait in the store. When the store's disk is full, intake pauses its partitions
-and tries the same message again later, with backoff; nothing is skipped.
+``job.rejected`` event when it names a request_id that no job has, once per request_id (the
+event is stored before the dead letter is sent, so a message read again finds it and is not
+announced twice); its offset is committed once the dead letter is acknowledged, so a bad
+message holds up its partition only while the broker does not take its dead letter. Intake
+never waits for phase work: jobs wait in the store.
+
+Intake waits, still polling (so it stays in the group), paused where it must wait, and tries
+again after a backoff that doubles from 1 s up to 30 s:
+
+- when the store's disk is full, at a write or at the sync before a commit: every partition
+  waits, the same message is tried again (or the commit, even if no message follows), and
+  ``/readyz`` says why until the store takes a write again; nothing is skipped;
+- when a dead letter cannot be sent (any KafkaError: the broker down, a timeout, even an
+  empty dead letter refused as too large): its partition keeps its position, nothing past
+  the message is committed, the other partitions go on, and the message is read again and
+  its dead letter sent at the next try. A stop meanwhile leaves it to the next start.
+
+A rebalance forgets every pause: a partition that must still wait is paused again at its
+first record.
 """
 
 from __future__ import annotations
@@ -28,7 +43,12 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
 from pydantic import ValidationError
 
 from daemon import chaos
@@ -52,8 +72,8 @@ POLL_TIMEOUT_MS = 500
 MAX_RECORDS_PER_POLL = 200
 MAX_ERROR_CHARS = 1000  # the error header and the job.rejected event
 MAX_FALLBACK_KEY_BYTES = 1024
-DISK_RETRY_FIRST_S = 1.0
-DISK_RETRY_MAX_S = 30.0
+RETRY_FIRST_S = 1.0  # after a full disk or a dead letter not sent; doubling
+RETRY_MAX_S = 30.0
 OUR_HEADERS = ("error", "source", "truncated")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -93,6 +113,8 @@ class Intake:
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._disk = _DiskHold(metrics=self._metrics)
+        # Partitions whose next message waits for its dead letter to be sent.
+        self._unsent: dict[TopicPartition, _Backoff] = {}
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
@@ -110,6 +132,8 @@ class Intake:
                 await self.commit([tp])
             if batches:
                 self._on_new_work()
+            if self._disk.due():  # offsets held by a full disk at commit: no message may come
+                await self.commit(self._consumer.assignment())
             self._resume_when_able()
 
     async def _take(self, tp: TopicPartition, records: list[ConsumerRecord]) -> None:
@@ -118,8 +142,8 @@ class Intake:
         for record in records:
             if tp not in self._consumer.assignment():
                 return  # revoked meanwhile: its next owner reads on from the committed offset
-            if self._disk.held() or self._full():
-                self._consumer.seek(tp, record.offset)  # read again once there is room
+            if self._waits(tp):
+                self._consumer.seek(tp, record.offset)  # read again after the wait
                 return
             try:
                 await self.handle(record)
@@ -127,8 +151,28 @@ class Intake:
                 self._consumer.seek(tp, record.offset)  # nothing of it was written
                 self._hold_for_disk(exc)
                 return
+            except KafkaError as exc:
+                self._hold_dead_letter(tp, record, exc)
+                return
             self._processed[tp] = record.offset + 1
             self._disk.writable()
+            self._unsent.pop(tp, None)
+
+    def _waits(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` must wait (a full disk, its dead letter's next try, too many jobs),
+        paused again if need be: a rebalance forgets every pause."""
+        if self._disk.held():
+            self._pause(self._consumer.assignment())
+            return True
+        if self._dead_letter_waits(tp):
+            self._pause({tp})
+            return True
+        return self._full()
+
+    def _pause(self, partitions: set[TopicPartition]) -> None:
+        unpaused = partitions - self._consumer.paused()
+        if unpaused:
+            self._consumer.pause(*unpaused)
 
     def _full(self) -> bool:
         """Too many unfinished jobs: pause every partition (the poll loop keeps running, so
@@ -148,14 +192,39 @@ class Intake:
         self._consumer.pause(*self._consumer.assignment())
         self._disk.hold(exc)
 
+    def _hold_dead_letter(
+        self, tp: TopicPartition, record: ConsumerRecord, exc: KafkaError
+    ) -> None:
+        """Pause ``tp`` at the message whose dead letter failed, until the next try; nothing
+        past it is committed, the other partitions go on."""
+        if tp not in self._consumer.assignment():
+            return  # revoked during the send: its next owner reads the message again
+        self._consumer.seek(tp, record.offset)
+        self._pause({tp})
+        backoff_s = self._unsent.setdefault(tp, _Backoff()).next_try()
+        log.error(
+            "the dead letter of %s:%d:%d was not sent (%r): partition paused, next try in %.0f s",
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+            backoff_s,
+        )
+
+    def _dead_letter_waits(self, tp: TopicPartition) -> bool:
+        backoff = self._unsent.get(tp)
+        return backoff is not None and backoff.held()
+
     def _resume_when_able(self) -> None:
         paused = self._consumer.paused()
         if not paused or self._disk.held():
             return
         if self._max_unfinished and self._store.unfinished_jobs() >= self._max_unfinished * 0.9:
             return
-        self._consumer.resume(*paused)
-        log.info("resuming intake")
+        ready = {tp for tp in paused if not self._dead_letter_waits(tp)}
+        if ready:
+            self._consumer.resume(*ready)
+            log.info("resuming intake")
 
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
         """Commit what is processed: every record before the offset is a job or on the DLQ."""
@@ -183,6 +252,7 @@ class Intake:
         except StoreFull as exc:
             self._hold_for_disk(exc)
             return False
+        self._disk.writable()
         return True
 
     async def handle(self, record: ConsumerRecord) -> None:
@@ -278,14 +348,18 @@ class Intake:
 
     def _announce(self, rejection: Rejection) -> None:
         """job.rejected under the request_id the message names, unless a job has that id: a
-        message anyone can send must not end (or appear to end) someone else's job."""
+        message anyone can send must not end (or appear to end) someone else's job; once per
+        request_id, so a message read again (its dead letter failed) is not announced twice."""
         request_id = rejection.request_id
         if request_id is None:
             return
         try:
             self._store.job(request_id)
         except JobNotFound:
-            self._store.emit(request_id, request_id, JobRejected(error=rejection.error))
+            if self._store.has_event(request_id, "job.rejected"):
+                log.info("%s was rejected before", request_id, extra={"job_id": request_id})
+            else:
+                self._store.emit(request_id, request_id, JobRejected(error=rejection.error))
             return
         log.warning(
             "a rejected message names the existing job %s: no job.rejected for it",
@@ -321,31 +395,48 @@ class Intake:
         raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
 
 
-class _DiskHold:
-    """Intake held back by a full disk: the next try after a backoff that doubles (1 s up
-    to 30 s), the reason on /readyz until a message is taken again."""
+class _Backoff:
+    """Something intake waits for: the next try after a backoff that doubles (1 s up to
+    30 s) while tries fail."""
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._backoff_s = 0.0  # 0: not held
+    def __init__(self) -> None:
+        self._backoff_s = 0.0  # 0: not waiting
         self._retry_at = 0.0
 
-    def hold(self, exc: StoreFull) -> None:
-        first = not self._backoff_s
-        self._backoff_s = (
-            DISK_RETRY_FIRST_S if first else min(self._backoff_s * 2, DISK_RETRY_MAX_S)
-        )
+    def next_try(self) -> float:
+        """Another failure: the seconds until the next try."""
+        self._backoff_s = min(self._backoff_s * 2, RETRY_MAX_S) or RETRY_FIRST_S
         self._retry_at = time.monotonic() + self._backoff_s
-        reason = f"store: disk full, intake paused (next try in {self._backoff_s:.0f} s)"
-        self._metrics.readiness.set("disk", reason)
-        log.error("%s: intake paused, next try in %.0f s", exc, self._backoff_s)
+        return self._backoff_s
 
     def held(self) -> bool:
         return bool(self._backoff_s) and time.monotonic() < self._retry_at
 
+    def due(self) -> bool:
+        """Waiting, and the time for the next try has come."""
+        return bool(self._backoff_s) and not self.held()
+
+    def clear(self) -> bool:
+        """Done waiting; whether it was."""
+        waiting, self._backoff_s = bool(self._backoff_s), 0.0
+        return waiting
+
+
+class _DiskHold(_Backoff):
+    """Intake held back by a full disk, the reason on /readyz until a write succeeds."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def hold(self, exc: StoreFull) -> None:
+        backoff_s = self.next_try()
+        reason = f"store: disk full, intake paused (next try in {backoff_s:.0f} s)"
+        self._metrics.readiness.set("disk", reason)
+        log.error("%s: intake paused, next try in %.0f s", exc, backoff_s)
+
     def writable(self) -> None:
-        if self._backoff_s:
-            self._backoff_s = 0.0
+        if self.clear():
             self._metrics.readiness.clear("disk")
             log.info("the store takes writes again: intake resumed")
 

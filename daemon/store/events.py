@@ -49,6 +49,13 @@ class Events(StoreBase):
         with self.transaction():
             return self._emit(job_id, request_id, body)
 
+    def has_event(self, job_id: str, event_type: str) -> bool:
+        """Whether the outbox holds an event of ``event_type`` for ``job_id`` (published or not)."""
+        row = self.db.conn.execute(
+            "SELECT 1 FROM outbox WHERE job_id = ? AND type = ? LIMIT 1", (job_id, event_type)
+        ).fetchone()
+        return row is not None
+
     def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
         """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
         wait behind one the broker refused)."""

@@ -50,7 +50,8 @@ class Record:
 
 class FakeConsumer:
     """Partitions of records (``logs``, offsets rising); hands out each assigned, unpaused
-    partition's records from its position on. ``calls`` holds every pause, resume, seek and commit, in order."""
+    partition's records from its position on. ``calls`` holds every pause, resume, seek and commit, in order;
+    ``polls`` counts the calls of getmany, ``fetches`` those that handed out records."""
 
     def __init__(self, *partitions: TopicPartition) -> None:
         self.logs: dict[TopicPartition, list[Record]] = {tp: [] for tp in partitions}
@@ -59,6 +60,7 @@ class FakeConsumer:
         self.calls: list[tuple[str, Any]] = []
         self.commit_errors: list[BaseException] = []  # raised by the next commits, in turn
         self.polls = 0
+        self.fetches = 0
         self.topics: list[str] = []
         self._assigned = set(partitions)
         self._paused: set[TopicPartition] = set()
@@ -90,6 +92,7 @@ class FakeConsumer:
             if batch:
                 batches[tp] = batch
                 self.position[tp] = batch[-1].offset + 1
+        self.fetches += bool(batches)
         await asyncio.sleep(0 if batches else EMPTY_POLL_S)
         return batches
 

@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.intake import DISK_RETRY_FIRST_S, DISK_RETRY_MAX_S, Intake
+from daemon.intake import RETRY_FIRST_S, RETRY_MAX_S, Intake
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings, load_settings
 from daemon.store import Store
@@ -233,7 +233,7 @@ def test_the_disk_backoff_doubles_up_to_its_cap(store):
     for _ in range(8):
         hold.hold(StoreFull())
         waits.append(hold._backoff_s)
-    assert waits[0] == DISK_RETRY_FIRST_S and waits[-1] == DISK_RETRY_MAX_S
+    assert waits[0] == RETRY_FIRST_S and waits[-1] == RETRY_MAX_S
     assert waits[:3] == [1.0, 2.0, 4.0] and hold.held()
     hold.writable()
     assert not hold.held() and hold._metrics.readiness.reason() is None

@@ -6,6 +6,7 @@ failed dead letter loses no message. At the default settings unless a test says 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.support.hostile_requests import good_request
 
 TP0, TP1 = TopicPartition(REQUESTS_TOPIC, 0), TopicPartition(REQUESTS_TOPIC, 1)
 SETTINGS = load_settings()
+NAMED_BAD = json.dumps({"request_id": "bad"}).encode()  # invalid; gets a job.rejected
 
 
 class Loop:
@@ -70,6 +72,40 @@ def job_ids(store: Store) -> list[str]:
 
 def sources(producer: FakeProducer) -> list[str]:
     return [dict(sent.headers)["source"].decode() for sent in producer.sent]
+
+
+def rejections(store: Store, job_id: str) -> int:
+    return sum(
+        row.type == "job.rejected" for row in store.unpublished(10_000, ()) if row.job_id == job_id
+    )
+
+
+def seeks_of(consumer: FakeConsumer) -> int:
+    return sum(name == "seek" for name, _ in consumer.calls)
+
+
+async def held_by_a_full_disk(store: Store, method: str) -> Loop:
+    """A running loop whose one record (request "a") found the disk full in ``method``."""
+    loop = Loop(store)
+    full_once(store, method)
+    loop.consumer.add(TP0, good_request(request_id="a"))
+    loop.start()
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    assert "disk full" in (loop.metrics.readiness.reason() or "")
+    return loop
+
+
+def full_once(store: Store, method: str) -> None:
+    """The store's ``method`` finds the disk full once, then works."""
+    real = getattr(store, method)
+    full = [StoreFull("store: database or disk is full")]
+
+    def once(*args: Any, **kwargs: Any) -> Any:
+        if full:
+            raise full.pop()
+        return real(*args, **kwargs)
+
+    setattr(store, method, once)
 
 
 async def test_each_batch_becomes_jobs_in_order_then_its_offsets_are_committed(store):
@@ -168,21 +204,8 @@ async def test_a_partition_revoked_mid_batch_is_handled_no_further(store):
 
 
 async def test_a_full_disk_at_commit_holds_the_offsets_and_intake(store):
-    loop = Loop(store)
-    sync = store.sync
-    full = [StoreFull("store: database or disk is full")]
-
-    def sync_unless_full(force: bool = False) -> int:
-        if full:
-            raise full.pop()
-        return sync(force)
-
-    store.sync = sync_unless_full
-    loop.consumer.add(TP0, good_request(request_id="a"))
-    loop.start()
-    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    loop = await held_by_a_full_disk(store, "sync")
     assert loop.consumer.committed == {} and job_ids(store) == ["a"]
-    assert "disk full" in (loop.metrics.readiness.reason() or "")
     loop.consumer.add(TP0, good_request(request_id="b"))
     # taken after the backoff (1 s): the job of the first was on disk; both are committed
     await loop.until(lambda: loop.consumer.committed == {TP0: 2})
@@ -190,17 +213,60 @@ async def test_a_full_disk_at_commit_holds_the_offsets_and_intake(store):
     assert job_ids(store) == ["a", "b"] and loop.metrics.readiness.reason() is None
 
 
-async def test_a_dead_letter_that_cannot_be_sent_leaves_its_message_to_read_again(store):
-    loop = Loop(store)
-    loop.producer.send_errors.append(KafkaTimeoutError())
-    loop.consumer.add(TP0, good_request(request_id="a"), b"bad", good_request(request_id="c"))
+async def test_a_full_disk_at_commit_is_tried_again_though_no_message_follows(store):
+    loop = await held_by_a_full_disk(store, "sync")
+    # the next try (after 1 s) syncs and commits: intake resumes and is ready again
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1})
+    await loop.until(lambda: not loop.consumer.paused())
+    assert loop.metrics.readiness.reason() is None
+    await loop.stop()
+    assert job_ids(store) == ["a"]
+
+
+async def test_a_rebalance_while_the_disk_is_full_leaves_intake_paused(store):
+    loop = await held_by_a_full_disk(store, "create_job")
+    await loop.consumer.rebalance([TP0])  # every pause forgotten; the next try is in 1 s
+    fetches, seeks = loop.consumer.fetches, seeks_of(loop.consumer)
+    await asyncio.sleep(0.2)
+    # the record is fetched once more, sought back to and its partition paused again
+    assert loop.consumer.fetches - fetches <= 1 and seeks_of(loop.consumer) - seeks <= 1
+    assert loop.consumer.paused() == {TP0}
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1})
+    await loop.stop()
+    assert job_ids(store) == ["a"] and loop.metrics.readiness.reason() is None
+
+
+@pytest.mark.parametrize("failing", ["send", "delivery"])
+async def test_a_dead_letter_that_cannot_be_sent_is_tried_again_in_its_place(store, failing):
+    loop = Loop(store, TP0, TP1)
+    errors = loop.producer.send_errors if failing == "send" else loop.producer.ack_errors
+    errors.append(KafkaTimeoutError())
+    loop.consumer.add(TP0, good_request(request_id="a"), NAMED_BAD, good_request(request_id="c"))
+    loop.consumer.add(TP1, good_request(request_id="d"))
     loop.start()
-    with pytest.raises(KafkaTimeoutError):
-        await loop.task
-    assert loop.consumer.committed == {} and job_ids(store) == ["a"]
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    await loop.until(lambda: loop.consumer.committed == {TP0: 1, TP1: 1})  # TP1 goes on
+    assert job_ids(store) == ["a", "d"] and loop.producer.sent == []
+    # after the backoff (1 s) the same message: its dead letter, then the rest of TP0
+    await loop.until(lambda: loop.consumer.committed == {TP0: 3, TP1: 1})
+    await loop.stop()
+    assert job_ids(store) == ["a", "d", "c"] and sources(loop.producer) == [f"{REQUESTS_TOPIC}:0:1"]
+    assert rejections(store, "bad") == 1
+
+
+async def test_a_dead_letter_waiting_at_a_stop_is_sent_at_the_next_start(store):
+    loop = Loop(store)
+    loop.producer.down = KafkaTimeoutError()
+    loop.consumer.add(TP0, good_request(request_id="a"), NAMED_BAD, good_request(request_id="c"))
+    loop.start()
+    await loop.until(lambda: loop.consumer.paused() == {TP0})
+    await loop.stop()
+    assert loop.consumer.committed == {TP0: 1} and job_ids(store) == ["a"]
     again = Loop(store)  # the next start reads the partition from its committed offset
-    again.consumer.logs = loop.consumer.logs
+    again.consumer.logs, again.consumer.committed = loop.consumer.logs, loop.consumer.committed
+    again.consumer.position = dict(loop.consumer.committed)
     again.start()
     await again.until(lambda: again.consumer.committed == {TP0: 3})
     await again.stop()
     assert job_ids(store) == ["a", "c"] and sources(again.producer) == [f"{REQUESTS_TOPIC}:0:1"]
+    assert rejections(store, "bad") == 1  # stored at the first start, not again
