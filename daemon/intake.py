@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +60,7 @@ from daemon.contract import (
     is_derived_job_id,
 )
 from daemon.errors import JobNotFound, StoreFull
+from daemon.holds import Backoff, DiskHold
 from daemon.logs import printable
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings
@@ -72,8 +72,6 @@ POLL_TIMEOUT_MS = 500
 MAX_RECORDS_PER_POLL = 200
 MAX_ERROR_CHARS = 1000  # the error header and the job.rejected event
 MAX_FALLBACK_KEY_BYTES = 1024
-RETRY_FIRST_S = 1.0  # after a full disk or a dead letter not sent; doubling
-RETRY_MAX_S = 30.0
 OUR_HEADERS = ("error", "source", "truncated")
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
@@ -112,9 +110,9 @@ class Intake:
         # Per partition, the offset after the last record that is a job or on the DLQ.
         self._processed: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
-        self._disk = _DiskHold(metrics=self._metrics)
+        self._disk = DiskHold(metrics=self._metrics)
         # Partitions whose next message waits for its dead letter to be sent.
-        self._unsent: dict[TopicPartition, _Backoff] = {}
+        self._unsent: dict[TopicPartition, Backoff] = {}
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
@@ -201,7 +199,7 @@ class Intake:
             return  # revoked during the send: its next owner reads the message again
         self._consumer.seek(tp, record.offset)
         self._pause({tp})
-        backoff_s = self._unsent.setdefault(tp, _Backoff()).next_try()
+        backoff_s = self._unsent.setdefault(tp, Backoff()).next_try()
         log.error(
             "the dead letter of %s:%d:%d was not sent (%r): partition paused, next try in %.0f s",
             record.topic,
@@ -393,52 +391,6 @@ class Intake:
             except MessageSizeTooLargeError:
                 log.warning("the broker refused the dead letter of %s; sending less", source)
         raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
-
-
-class _Backoff:
-    """Something intake waits for: the next try after a backoff that doubles (1 s up to
-    30 s) while tries fail."""
-
-    def __init__(self) -> None:
-        self._backoff_s = 0.0  # 0: not waiting
-        self._retry_at = 0.0
-
-    def next_try(self) -> float:
-        """Another failure: the seconds until the next try."""
-        self._backoff_s = min(self._backoff_s * 2, RETRY_MAX_S) or RETRY_FIRST_S
-        self._retry_at = time.monotonic() + self._backoff_s
-        return self._backoff_s
-
-    def held(self) -> bool:
-        return bool(self._backoff_s) and time.monotonic() < self._retry_at
-
-    def due(self) -> bool:
-        """Waiting, and the time for the next try has come."""
-        return bool(self._backoff_s) and not self.held()
-
-    def clear(self) -> bool:
-        """Done waiting; whether it was."""
-        waiting, self._backoff_s = bool(self._backoff_s), 0.0
-        return waiting
-
-
-class _DiskHold(_Backoff):
-    """Intake held back by a full disk, the reason on /readyz until a write succeeds."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def hold(self, exc: StoreFull) -> None:
-        backoff_s = self.next_try()
-        reason = f"store: disk full, intake paused (next try in {backoff_s:.0f} s)"
-        self._metrics.readiness.set("disk", reason)
-        log.error("%s: intake paused, next try in %.0f s", exc, backoff_s)
-
-    def writable(self) -> None:
-        if self.clear():
-            self._metrics.readiness.clear("disk")
-            log.info("the store takes writes again: intake resumed")
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

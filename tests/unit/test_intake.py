@@ -15,7 +15,8 @@ from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.intake import RETRY_FIRST_S, RETRY_MAX_S, Intake
+from daemon.holds import RETRY_FIRST_S, RETRY_MAX_S
+from daemon.intake import Intake
 from daemon.metrics import Metrics
 from daemon.settings import KafkaSettings, load_settings
 from daemon.store import Store
@@ -226,9 +227,9 @@ async def test_a_full_disk_holds_intake_and_loses_nothing(store):
 
 def test_the_disk_backoff_doubles_up_to_its_cap(store):
     from daemon.errors import StoreFull
-    from daemon.intake import _DiskHold
+    from daemon.holds import DiskHold
 
-    hold = _DiskHold(Metrics())
+    hold = DiskHold(Metrics())
     waits = []
     for _ in range(8):
         hold.hold(StoreFull())
