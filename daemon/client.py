@@ -24,10 +24,9 @@ from pydantic import ValidationError
 from daemon.contract import Event, GenerationRequest, is_derived_job_id, parse_event
 from daemon.errors import BadRequest, ConfigError
 from daemon.kafka import client_options, make_producer
-from daemon.settings import Settings
+from daemon.settings import EMBEDDED, Settings
 
 log = logging.getLogger(__name__)
-EMBEDDED = "embedded"
 TERMINAL_EVENTS = frozenset({"job.completed"})
 POLL_MS = 500
 CAUGHT_UP_MS = 150  # after a job.completed: is a job.resumed right behind it?

@@ -21,7 +21,7 @@ from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Intake
 from daemon.jobs import JobRunner, record_deaths
-from daemon.kafka import client_options, make_consumer, make_producer
+from daemon.kafka import make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
@@ -30,12 +30,11 @@ from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
 from daemon.scheduler import Scheduler
-from daemon.settings import Settings
+from daemon.settings import EMBEDDED, Settings
 from daemon.store import Store
-from daemon.topics import ensure_topics, topic_configs
+from daemon.topics import ensure_daemon_topics
 
 log = logging.getLogger(__name__)
-EMBEDDED = "embedded"
 FLUSH_TIMEOUT_S = 10.0
 
 
@@ -133,14 +132,7 @@ class Daemon:
         with contextlib.suppress(StoreFull):  # else the job runner records them later
             record_deaths(self.store, self.progress)
         await self._connect_broker()
-        topics = [kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic]
-        await ensure_topics(
-            self.bootstrap_servers,
-            topics,
-            kafka.topic_partitions,
-            configs=topic_configs(kafka),
-            **client_options(kafka),
-        )
+        await ensure_daemon_topics(kafka, self.bootstrap_servers)
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
         resources.push_async_callback(self.producer.stop)

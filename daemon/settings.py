@@ -30,6 +30,7 @@ from daemon.errors import ConfigError
 from daemon.states import PHASE_BY_NAME, PHASE_NAMES
 
 DEFAULT_MODEL = "claude-sonnet-5-5"
+EMBEDDED = "embedded"  # kafka.bootstrap_servers: a private in-memory broker for this process
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "config_file", default=None
 )
@@ -40,7 +41,7 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "embedded"
+    bootstrap_servers: str = EMBEDDED
     requests_topic: str = "codegen.requests"
     events_topic: str = "codegen.events"
     dead_letter_topic: str = "codegen.requests.dlq"
@@ -62,6 +63,21 @@ class KafkaSettings(_Section):
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    # Cluster mode (docs/cluster-design.md): on when changelog_topic is set and the broker
+    # is not the embedded one, whose topics live in memory and are private to one daemon.
+    changelog_topic: str = ""
+    commands_topic: str = Field(default="codegen.commands", min_length=1)
+    changelog_min_compaction_lag_ms: int = Field(default=3_600_000, ge=0)
+    restore_timeout_s: float = Field(default=120.0, gt=0)
+    transactions: bool = False
+
+    @property
+    def cluster_mode(self) -> bool:
+        return bool(self.changelog_topic) and self.bootstrap_servers != EMBEDDED
+
+    def cluster_topics(self) -> list[str]:
+        """The topics of cluster mode (changelog, commands); none when it is off."""
+        return [self.changelog_topic, self.commands_topic] if self.cluster_mode else []
 
 
 class StoreSettings(_Section):
@@ -263,6 +279,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     finally:
         _config_file.reset(token)
     _check_prices(settings)
+    _check_cluster(settings.kafka)
     return settings
 
 
@@ -275,6 +292,26 @@ def _check_prices(settings: Settings) -> None:
             'llm.allowed_models) have no price in llm.prices; add [llm.prices."<model>"] '
             "with input, output, cache_read and cache_write (US$ per million tokens)"
         )
+
+
+def _check_cluster(kafka: KafkaSettings) -> None:
+    """The cluster topics are topics of their own; transactions need cluster mode on Kafka."""
+    others = {kafka.requests_topic, kafka.events_topic, kafka.dead_letter_topic}
+    if kafka.changelog_topic and (
+        kafka.changelog_topic == kafka.commands_topic
+        or others & {kafka.changelog_topic, kafka.commands_topic}
+    ):
+        raise ConfigError(
+            "kafka.changelog_topic and kafka.commands_topic must differ from each other and "
+            "from kafka.requests_topic, kafka.events_topic and kafka.dead_letter_topic"
+        )
+    if kafka.transactions and not kafka.cluster_mode:
+        raise ConfigError(
+            "kafka.transactions = true needs cluster mode: kafka.changelog_topic set and a "
+            'Kafka cluster in kafka.bootstrap_servers (the "embedded" broker has no transactions)'
+        )
+    if kafka.transactions and kafka.acks != "all":
+        raise ConfigError(f'kafka.transactions = true needs kafka.acks = "all", not "{kafka.acks}"')
 
 
 # ---------------------------------------------------------------------------
