@@ -81,6 +81,20 @@ class Events(StoreBase):
         self._mark(job_id, STATE, f"event/{event.seq}")
         return event
 
+    def last_seq(self, job_id: str) -> int:
+        row = self.db.conn.execute(
+            "SELECT last_seq FROM sequences WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _raise_seq(self, job_id: str, seq: int) -> None:
+        """The job's seq counter at ``seq`` at least (it never goes back)."""
+        self.db.conn.execute(
+            "INSERT INTO sequences (job_id, last_seq) VALUES (?, ?) "
+            "ON CONFLICT(job_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            (job_id, seq),
+        )
+
     def emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
         with self.transaction():
             return self._emit(job_id, request_id, body)

@@ -69,15 +69,16 @@ class Retention(Events):
             )
         return Pruned(jobs=len(ids), events=events)
 
-    def import_pruned(self, job_id: str, pruned_at: float) -> None:
+    def import_pruned(self, job_id: str, pruned_at: float, last_seq: int) -> None:
         """The changelog says the job was pruned: delete what is left of it here and keep
-        its id, as :meth:`prune_jobs` does."""
+        its id and its seq counter, as :meth:`prune_jobs` does."""
         with self.transaction():
             self._delete_jobs([job_id])
             self.db.conn.execute(
                 "INSERT OR REPLACE INTO pruned_jobs (job_id, pruned_at) VALUES (?, ?)",
                 (job_id, pruned_at),
             )
+            self._raise_seq(job_id, last_seq)
 
     def _delete_jobs(self, ids: list[str]) -> int:
         """Delete the jobs with their phases, files, calls and events (but the newest
