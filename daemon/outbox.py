@@ -324,12 +324,19 @@ def _smaller_forms(event: Event, was: str, export: str) -> Iterator[tuple[str, E
     """The event without its files' contents, then cut to its type's own fields; each
     with the note that says so."""
     if isinstance(event, PhaseCompletedEvent) and any(f.content for f in event.files):
-        files = [f.model_copy(update={"content": ""}) for f in event.files]
-        note = f"file contents left out: {was}; {export}"
-        yield note, event.model_copy(update={"files": files, "warnings": [*event.warnings, note]})
+        yield contents_left_out(event, was, export)
     if not _is_smallest(event):
         note = f"{SMALLEST_NOTE}: {was}; {export}"
         yield note, _smallest(event, note)
+
+
+def contents_left_out(
+    event: PhaseCompletedEvent, was: str, export: str
+) -> tuple[str, PhaseCompletedEvent]:
+    """The event without its files' contents, with the warning that says so, and the note."""
+    files = [f.model_copy(update={"content": ""}) for f in event.files]
+    note = f"file contents left out: {was}; {export}"
+    return note, event.model_copy(update={"files": files, "warnings": [*event.warnings, note]})
 
 
 def _is_smallest(event: Event) -> bool:

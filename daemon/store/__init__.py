@@ -17,14 +17,15 @@ from daemon.store.base import BUSY_TIMEOUT_MS, disk_full
 from daemon.store.events import OutboxRow
 from daemon.store.jobs import Jobs
 from daemon.store.phases import Death, PhaseRecord, Phases
+from daemon.store.replica import Replica
 from daemon.store.retention import Pruned, Retention
 from daemon.store.schema import SCHEMA_VERSION
 
 
-class Store(Jobs, Phases, Retention):
+class Store(Jobs, Phases, Retention, Replica):
     """All reads and writes of codegend's SQLite file, over one connection: the layers
     beneath (connection, events, files, states and their moves) are shared by jobs,
-    phases and retention, so a phase's commit is one transaction."""
+    phases, retention and the changelog's replica, so a phase's commit is one transaction."""
 
 
 __all__ = [

@@ -33,10 +33,12 @@ def disk_full(exc: BaseException) -> bool:
 
 
 class StoreBase:
-    """One connection to the store file, and its transactions."""
+    """One connection to the store file, and its transactions. With ``changelog`` on,
+    every write also marks the changelog keys it changed, in its own transaction."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, changelog: bool = False) -> None:
         self.path = path
+        self.changelog = changelog
         self._pending_calls: list[tuple[object, ...]] = []
         self._unsynced = False
         self.synced_outbox_id = 0  # outbox rows up to this id are on disk (see sync)
@@ -63,6 +65,11 @@ class StoreBase:
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if result != "ok":
             raise StoreError(f"store {self.path} is corrupt: {result}")
+
+    def store_id(self) -> str:
+        """This store's identity (made by the migration to schema 8), named in its claims."""
+        row = self.db.conn.execute("SELECT value FROM store_meta WHERE key = 'store_id'").fetchone()
+        return str(row[0])
 
     def close(self) -> None:
         self.flush()

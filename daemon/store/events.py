@@ -11,6 +11,25 @@ from dataclasses import dataclass
 from daemon.contract import Event, EventBody, PhaseCompletedEvent, event_of, utc_now
 from daemon.store.base import StoreBase, _marks
 
+# The suffix of a job's state key: the key is the bare job id (see key_of).
+STATE = ""
+MARK = (
+    'INSERT OR REPLACE INTO changelog_marks (key, "partition") '
+    'SELECT ?, "partition" FROM jobs WHERE job_id = ?'
+)
+
+
+def key_of(job_id: str, suffix: str) -> str:
+    """The changelog key of a job's part: ``job_id`` for its state, else ``job_id/suffix``."""
+    return f"{job_id}/{suffix}" if suffix else job_id
+
+
+@dataclass(frozen=True)
+class Mark:
+    id: int
+    key: str
+    partition: int
+
 
 @dataclass(frozen=True)
 class OutboxRow:
@@ -22,6 +41,22 @@ class OutboxRow:
 
 class Events(StoreBase):
     """Appending events to the outbox and reading them back for the relay."""
+
+    def _mark(self, job_id: str, *suffixes: str) -> None:
+        """Mark the changelog keys of the job's parts ``suffixes`` (STATE, ``request``,
+        ``file/PATH``, ...) as changed, in the job's partition: a re-marked key moves to the
+        end. Call inside the transaction of the change; nothing when the changelog is off."""
+        if self.changelog:
+            self.db.conn.executemany(
+                MARK, [(key_of(job_id, suffix), job_id) for suffix in suffixes]
+            )
+
+    def marks(self, limit: int = 10_000) -> list[Mark]:
+        """The marked keys, in mark order."""
+        rows = self.db.conn.execute(
+            'SELECT id, key, "partition" FROM changelog_marks ORDER BY id LIMIT ?', (limit,)
+        ).fetchall()
+        return [Mark(*row) for row in rows]
 
     def _emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
         """Append the event that says ``body`` to the outbox, with the job's next seq; call
@@ -43,7 +78,22 @@ class Events(StoreBase):
             "INSERT INTO outbox (event_id, job_id, seq, type, payload, created_at) VALUES (?,?,?,?,?,?)",
             (event.event_id, job_id, event.seq, event.type, event.to_json(), time.time()),
         )
+        self._mark(job_id, STATE, f"event/{event.seq}")
         return event
+
+    def last_seq(self, job_id: str) -> int:
+        row = self.db.conn.execute(
+            "SELECT last_seq FROM sequences WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def _raise_seq(self, job_id: str, seq: int) -> None:
+        """The job's seq counter at ``seq`` at least (it never goes back)."""
+        self.db.conn.execute(
+            "INSERT INTO sequences (job_id, last_seq) VALUES (?, ?) "
+            "ON CONFLICT(job_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+            (job_id, seq),
+        )
 
     def emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
         with self.transaction():
@@ -77,15 +127,27 @@ class Events(StoreBase):
             yield PhaseCompletedEvent.model_validate_json(payload)
 
     def mark_published(self, ids: Iterable[int]) -> None:
-        ids = list(ids)
+        now = time.time()
         with self.transaction():
-            self.db.conn.executemany(
-                "UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in ids]
-            )
+            for row_id in ids:
+                self._mark_event(
+                    "UPDATE outbox SET published_at = ? WHERE id = ? RETURNING job_id, seq",
+                    (now, row_id),
+                )
 
     def replace_payload(self, row_id: int, payload: bytes) -> None:
         with self.transaction():
-            self.db.conn.execute("UPDATE outbox SET payload = ? WHERE id = ?", (payload, row_id))
+            self._mark_event(
+                "UPDATE outbox SET payload = ? WHERE id = ? RETURNING job_id, seq",
+                (payload, row_id),
+            )
+
+    def _mark_event(self, update: str, args: tuple[object, ...]) -> None:
+        """Run ``update`` of one outbox row (it returns the row's job_id and seq) and mark
+        the row's event key."""
+        row = self.db.conn.execute(update, args).fetchone()
+        if row is not None:
+            self._mark(row[0], f"event/{row[1]}")
 
     def outbox_backlog(self) -> int:
         return int(

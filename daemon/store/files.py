@@ -24,17 +24,24 @@ class Files(Events):
 
     def stage_files(self, job_id: str, phase: str, files: Sequence[NewFile]) -> None:
         """Commit files of a running phase the moment they are complete."""
-        rows = [self._file_row(job_id, phase, new.record()) for new in files]
         with self.transaction():
-            self.db.conn.executemany(UPSERT_FILE, rows)
+            self._upsert_files(job_id, phase, [new.record() for new in files])
 
     def stage_plan(self, job_id: str, plan: ArchPlan) -> None:
         """Commit ARCH's plan as far as it goes, so a restart continues it rather than
         paying for it again (ARCH's commit writes the whole plan)."""
         with self.transaction():
-            self.db.conn.execute(
-                "UPDATE jobs SET plan = ? WHERE job_id = ?", (plan.model_dump_json(), job_id)
-            )
+            self._set_plan(job_id, plan)
+
+    def _upsert_files(self, job_id: str, phase: str, records: Sequence[FileRecord]) -> None:
+        self.db.conn.executemany(UPSERT_FILE, [self._file_row(job_id, phase, r) for r in records])
+        self._mark(job_id, *(f"file/{r.path}" for r in records))
+
+    def _set_plan(self, job_id: str, plan: ArchPlan) -> None:
+        self.db.conn.execute(
+            "UPDATE jobs SET plan = ? WHERE job_id = ?", (plan.model_dump_json(), job_id)
+        )
+        self._mark(job_id, "plan")
 
     @staticmethod
     def _file_row(job_id: str, phase: str, record: FileRecord) -> tuple[object, ...]:

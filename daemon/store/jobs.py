@@ -13,7 +13,9 @@ from daemon.machine import JobMachine, phase_dest, phase_sources
 from daemon.records import JobRecord
 from daemon.states import JobState, PhaseStatus
 from daemon.store.base import _marks
+from daemon.store.events import STATE
 from daemon.store.moves import TERMINAL_NAMES, UNFINISHED, Moves
+from daemon.store.schema import partition_of
 
 
 class Jobs(Moves):
@@ -31,14 +33,16 @@ class Jobs(Moves):
             ).fetchone():
                 return False
             cursor = self.db.conn.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, request_id, project_name, request, source, state, "
-                "planned, cancel_requested, created_at, updated_at) VALUES (?,?,?,?,?,?,?,0,?,?)",
+                "INSERT OR IGNORE INTO jobs (job_id, request_id, project_name, request, source, "
+                '"partition", state, planned, cancel_requested, created_at, updated_at) '
+                "VALUES (?,?,?,?,?,?,?,?,0,?,?)",
                 (
                     job_id,
                     request.request_id,
                     request.project_name,
                     request.model_dump_json(),
                     source,
+                    partition_of(source),
                     JobState.PENDING.name,
                     json.dumps(planned),
                     now,
@@ -51,6 +55,7 @@ class Jobs(Moves):
                 "INSERT INTO phases (job_id, phase, status, attempts) VALUES (?, ?, ?, 0)",
                 [(job_id, phase, PhaseStatus.PENDING.value) for phase in planned],
             )
+            self._mark(job_id, STATE, "request")
             self._emit(
                 job_id,
                 request.request_id,
@@ -93,6 +98,7 @@ class Jobs(Moves):
         self.job(job_id)
         with self.transaction():
             self.db.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+            self._mark(job_id, STATE)
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self.db.conn.execute(
@@ -128,10 +134,13 @@ class Jobs(Moves):
     def release_held(self) -> int:
         """At start: jobs put aside for the model API's refusal may run at once."""
         with self.transaction():
-            cursor = self.db.conn.execute(
-                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL"
-            )
-        return cursor.rowcount
+            released = self.db.conn.execute(
+                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL "
+                "RETURNING job_id"
+            ).fetchall()
+            for (job_id,) in released:
+                self._mark(job_id, STATE)
+        return len(released)
 
     def announce_resumed(self, reason: str) -> list[tuple[str, JobState]]:
         """A job.resumed event for every job stopped in a phase, in one transaction;
@@ -178,10 +187,11 @@ class Jobs(Moves):
             return
         sources = [s.value for s in phase_sources("fail")]
         with self.transaction():
-            self.db.conn.execute(
+            failed = self.db.conn.execute(
                 "UPDATE phases SET status = ?, error = 'internal error' "
-                f"WHERE job_id = ? AND status IN ({_marks(sources)})",
+                f"WHERE job_id = ? AND status IN ({_marks(sources)}) RETURNING phase",
                 (phase_dest("fail").value, job_id, *sources),
-            )
+            ).fetchall()
+            self._mark(job_id, STATE, *(f"phase/{name}" for (name,) in failed))
             self._advance(job, JobState.FAILED, trigger="fail")
         job.state = JobState.FAILED

@@ -14,6 +14,7 @@ from daemon.machine import JOB_TRIGGERS, phase_dest, phase_sources
 from daemon.records import JobRecord
 from daemon.states import ArchPlan, JobState, PhaseStatus
 from daemon.store.base import _marks
+from daemon.store.events import STATE
 from daemon.store.files import Files
 from daemon.store.schema import USAGE_COLUMNS
 
@@ -87,6 +88,7 @@ class Moves(Files):
             raise IllegalMove(
                 f"job {job_id}: cannot {trigger} to {state.name} from {row[0] if row else 'nowhere'}"
             )
+        self._mark(job_id, STATE)
 
     def _move_phase(
         self,
@@ -112,6 +114,7 @@ class Moves(Files):
             raise IllegalMove(
                 f"job {job_id}: cannot {trigger} {phase}, which is {found[0] if found else 'not planned'}"
             )
+        self._mark(job_id, STATE)
         return int(row[0])
 
     def _advance(

@@ -12,7 +12,6 @@ from daemon.contract import FileRecord, PhaseCompleted, PhaseFailure, PhaseStart
 from daemon.progress import Point
 from daemon.records import CallRecord, JobRecord, PhaseOutcome
 from daemon.states import JobState, PhaseStatus
-from daemon.store.files import UPSERT_FILE
 from daemon.store.moves import Moves
 from daemon.store.schema import USAGE_COLUMNS
 
@@ -106,6 +105,7 @@ class Phases(Moves):
                 ", attempts = attempts + 1, started_at = ?, error = NULL",
                 (time.time(),),
             )
+            self._mark(job.job_id, f"phase/{phase}")  # its started_at, its error cleared
             started = PhaseStarted(phase=phase, step=step, attempt=attempt)
             self._emit(job.job_id, job.request_id, started)
         job.state = state
@@ -120,19 +120,13 @@ class Phases(Moves):
     ) -> list[FileRecord]:
         """One transaction: the files, the phase's result, the job's next state, the events."""
         records = [new.record() for new in outcome.files]
-        conn = self.db.conn
         with self.transaction():
-            conn.executemany(
-                UPSERT_FILE, [self._file_row(job.job_id, outcome.phase, r) for r in records]
-            )
+            self._upsert_files(job.job_id, outcome.phase, records)
             self._finish_phase_row(job.job_id, outcome, "complete", None)
             if outcome.plan is not None:
-                conn.execute(
-                    "UPDATE jobs SET plan = ? WHERE job_id = ?",
-                    (outcome.plan.model_dump_json(), job.job_id),
-                )
+                self._set_plan(job.job_id, outcome.plan)
             if outcome.verification is not None:
-                conn.execute(
+                self.db.conn.execute(
                     "UPDATE jobs SET verification = ? WHERE job_id = ?",
                     (outcome.verification.model_dump_json(), job.job_id),
                 )
@@ -174,6 +168,7 @@ class Phases(Moves):
     def _finish_phase_row(
         self, job_id: str, outcome: PhaseOutcome, trigger: str, error: str | None
     ) -> int:
+        self._mark(job_id, f"phase/{outcome.phase}")
         return self._move_phase(
             job_id,
             outcome.phase,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from daemon.store.base import StoreBase, _marks
+from daemon.store.base import _marks
+from daemon.store.events import STATE, Events
 from daemon.store.moves import TERMINAL_NAMES
 
 NOT_NEWEST = "id < (SELECT max(id) FROM outbox)"
@@ -28,7 +29,7 @@ class Pruned:
         return Pruned(self.jobs + other.jobs, self.events + other.events)
 
 
-class Retention(StoreBase):
+class Retention(Events):
     """Pruning what is old and done."""
 
     def prunable(self, before: float) -> Pruned:
@@ -59,18 +60,56 @@ class Retention(StoreBase):
             ]
             if not ids:
                 return Pruned()
-            marks = ",".join("?" * len(ids))
-            for table in ("calls", "files", "phases"):
-                self.db.conn.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
-            events = self.db.conn.execute(
-                f"DELETE FROM outbox WHERE job_id IN ({marks}) AND {NOT_NEWEST}", ids
-            ).rowcount
-            self.db.conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
+            for job_id in ids:
+                self._mark_every_key(job_id)
+            events = self._delete_jobs(ids)
             self.db.conn.executemany(
                 "INSERT OR IGNORE INTO pruned_jobs (job_id, pruned_at) VALUES (?, ?)",
                 [(job_id, time.time()) for job_id in ids],
             )
         return Pruned(jobs=len(ids), events=events)
+
+    def import_pruned(self, job_id: str, pruned_at: float, last_seq: int) -> None:
+        """The changelog says the job was pruned: delete what is left of it here and keep
+        its id and its seq counter, as :meth:`prune_jobs` does."""
+        with self.transaction():
+            self._delete_jobs([job_id])
+            self.db.conn.execute(
+                "INSERT OR REPLACE INTO pruned_jobs (job_id, pruned_at) VALUES (?, ?)",
+                (job_id, pruned_at),
+            )
+            self._raise_seq(job_id, last_seq)
+
+    def _delete_jobs(self, ids: list[str]) -> int:
+        """Delete the jobs with their phases, files, calls and events (but the newest
+        outbox row); returns the events deleted."""
+        marks = _marks(ids)
+        for table in ("calls", "files", "phases"):
+            self.db.conn.execute(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+        events = self.db.conn.execute(
+            f"DELETE FROM outbox WHERE job_id IN ({marks}) AND {NOT_NEWEST}", ids
+        ).rowcount
+        self.db.conn.execute(f"DELETE FROM jobs WHERE job_id IN ({marks})", ids)
+        return int(events)
+
+    def _mark_every_key(self, job_id: str) -> None:
+        """Mark every key of a job about to be deleted (its records become tombstones, its
+        state key the pruned marker)."""
+        if not self.changelog:
+            return
+        conn = self.db.conn
+        phases = conn.execute("SELECT phase FROM phases WHERE job_id = ?", (job_id,))
+        files = conn.execute("SELECT path FROM files WHERE job_id = ?", (job_id,))
+        events = conn.execute("SELECT seq FROM outbox WHERE job_id = ?", (job_id,))
+        self._mark(
+            job_id,
+            "request",
+            "plan",
+            *(f"phase/{name}" for (name,) in phases.fetchall()),
+            *(f"file/{path}" for (path,) in files.fetchall()),
+            *(f"event/{seq}" for (seq,) in events.fetchall()),
+            STATE,
+        )
 
     def prune_events(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` outbox rows published before ``before``, in one

@@ -3,6 +3,7 @@ transaction of its own. A store file records its version in ``PRAGMA user_versio
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +133,46 @@ def _add_verification(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("verification", str)
 
 
+def partition_of(source: str) -> int:
+    """The requests partition of a job read from ``topic:partition:offset`` (topic names
+    hold no ``:``); 0 for a job with another source (written by a tool or a test)."""
+    parts = source.rsplit(":", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+
+
+def _add_cluster(db: sqlite_utils.Database) -> None:
+    jobs = db.table("jobs")
+    jobs.add_column("partition", int)
+    rows = db.conn.execute("SELECT job_id, source FROM jobs").fetchall()
+    db.conn.executemany(
+        'UPDATE jobs SET "partition" = ? WHERE job_id = ?',
+        [(partition_of(source or ""), job_id) for job_id, source in rows],
+    )
+    jobs.create_index(["partition", "state", "created_at"])
+    # The changelog keys changed since the relay last sent them, in mark order:
+    # AUTOINCREMENT, so a re-marked key always gets a greater id than any before it.
+    db.conn.execute(
+        "CREATE TABLE changelog_marks (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        'key TEXT NOT NULL UNIQUE, "partition" INTEGER NOT NULL)'
+    )
+    # One row per requests partition this store has owned.
+    db.table("partitions").create(
+        {
+            "partition": int,
+            "fence": int,
+            "claim_offset": int,
+            "state": str,
+            "synced_offset": int,
+            "commands_offset": int,
+            "updated_at": float,
+        },
+        pk="partition",
+    )
+    # This store's identity, named in its claims.
+    db.table("store_meta").create({"key": str, "value": str}, pk="key")
+    db.conn.execute("INSERT INTO store_meta VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_v1,
     _add_interruptions,
@@ -140,6 +181,7 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _add_sync_points,
     _add_death_points,
     _add_verification,
+    _add_cluster,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

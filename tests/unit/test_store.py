@@ -193,6 +193,10 @@ def test_an_old_store_is_migrated(tmp_path):
     conn.execute("ALTER TABLE jobs DROP COLUMN held")
     conn.execute("DROP TABLE pruned_jobs")
     conn.execute("ALTER TABLE jobs DROP COLUMN verification")
+    conn.execute("DROP INDEX idx_jobs_partition_state_created_at")
+    conn.execute('ALTER TABLE jobs DROP COLUMN "partition"')
+    for table in ("changelog_marks", "partitions", "store_meta"):
+        conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
@@ -206,6 +210,8 @@ def test_an_old_store_is_migrated(tmp_path):
         assert "deaths_in_a_row" in store.db["phases"].columns_dict
         assert "held" in store.db["jobs"].columns_dict and store.db["pruned_jobs"].exists()
         assert "verification" in store.db["jobs"].columns_dict
+        assert "partition" in store.db["jobs"].columns_dict and store.store_id()
+        assert store.db["changelog_marks"].exists() and store.db["partitions"].exists()
     finally:
         store.close()
 
