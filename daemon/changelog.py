@@ -11,8 +11,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from daemon.contents import contents_left_out
 from daemon.contract import GenerationRequest, PhaseCompletedEvent, Verification, parse_event
-from daemon.outbox import contents_left_out
 from daemon.states import ArchPlan
 from daemon.store import Store
 from daemon.store.replica import PHASE_RESULT, VERIFYING_PHASE

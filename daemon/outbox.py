@@ -32,6 +32,8 @@ from aiokafka.errors import (
 )
 
 from daemon import chaos
+from daemon.changelog_writer import ChangelogWriter
+from daemon.contents import contents_left_out
 from daemon.contract import (
     Event,
     JobCompletedEvent,
@@ -83,7 +85,9 @@ class OutboxRelay:
         max_bytes: int = 16 * 1024**2,
         metrics: Metrics | None = None,
         before_publish: Callable[[], Awaitable[None]] | None = None,
+        changelog: ChangelogWriter | None = None,
     ) -> None:
+        self._changelog = changelog  # cluster mode: the changelog's records go first
         self._metrics = metrics or Metrics()
         self._before_publish = before_publish
         self._max_bytes = max_bytes
@@ -141,10 +145,14 @@ class OutboxRelay:
 
     async def publish_batch(self) -> int:
         """Publish what is committed (but the jobs waiting behind a refused event); returns
-        how many rows moved on (published, or made smaller to be sent again at once)."""
+        how many rows moved on (published, or made smaller to be sent again at once), and
+        in cluster mode how many changelog records went out before them."""
         rows = self._store.unpublished(BATCH_ROWS, skip_jobs=self._waiting_jobs())
+        # Read after the rows: the keys their transactions marked are all sent, and
+        # acknowledged, before any of them (a failure raises and holds them all).
+        replicated = await self._changelog.send_marked() if self._changelog else 0
         if not rows:
-            return 0
+            return replicated
         if self._before_publish is not None:
             await self._before_publish()  # e.g. the files of these phases are written out
         if rows[-1].id > self._store.synced_outbox_id:
@@ -168,7 +176,7 @@ class OutboxRelay:
         self._acknowledged(acked)
         if error is not None:
             raise error
-        return len(acked) + shrunk
+        return len(acked) + shrunk + replicated
 
     async def _send_all(
         self, rows: list[OutboxRow]
@@ -328,15 +336,6 @@ def _smaller_forms(event: Event, was: str, export: str) -> Iterator[tuple[str, E
     if not _is_smallest(event):
         note = f"{SMALLEST_NOTE}: {was}; {export}"
         yield note, _smallest(event, note)
-
-
-def contents_left_out(
-    event: PhaseCompletedEvent, was: str, export: str
-) -> tuple[str, PhaseCompletedEvent]:
-    """The event without its files' contents, with the warning that says so, and the note."""
-    files = [f.model_copy(update={"content": ""}) for f in event.files]
-    note = f"file contents left out: {was}; {export}"
-    return note, event.model_copy(update={"files": files, "warnings": [*event.warnings, note]})
 
 
 def _is_smallest(event: Event) -> bool:

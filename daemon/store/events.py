@@ -17,6 +17,7 @@ MARK = (
     'INSERT OR REPLACE INTO changelog_marks (key, "partition") '
     'SELECT ?, "partition" FROM jobs WHERE job_id = ?'
 )
+MAX_MARK_ID = 2**63 - 1  # SQLite's largest integer
 
 
 def key_of(job_id: str, suffix: str) -> str:
@@ -51,12 +52,26 @@ class Events(StoreBase):
                 MARK, [(key_of(job_id, suffix), job_id) for suffix in suffixes]
             )
 
-    def marks(self, limit: int = 10_000) -> list[Mark]:
-        """The marked keys, in mark order."""
+    def marks(self, limit: int = 10_000, up_to: int | None = None) -> list[Mark]:
+        """The marked keys, in mark order; only those of id ``up_to`` at most if given."""
         rows = self.db.conn.execute(
-            'SELECT id, key, "partition" FROM changelog_marks ORDER BY id LIMIT ?', (limit,)
+            'SELECT id, key, "partition" FROM changelog_marks WHERE id <= ? ORDER BY id LIMIT ?',
+            (MAX_MARK_ID if up_to is None else up_to, limit),
         ).fetchall()
         return [Mark(*row) for row in rows]
+
+    def last_mark_id(self) -> int:
+        """The highest mark id so far, 0 when there is no mark."""
+        row = self.db.conn.execute("SELECT max(id) FROM changelog_marks").fetchone()
+        return int(row[0] or 0)
+
+    def delete_marks(self, marks: Iterable[Mark]) -> None:
+        """Delete the marks as they were: a key marked again since has a new id and stays."""
+        with self.transaction():
+            self.db.conn.executemany(
+                "DELETE FROM changelog_marks WHERE key = ? AND id = ?",
+                [(mark.key, mark.id) for mark in marks],
+            )
 
     def _emit(self, job_id: str, request_id: str | None, body: EventBody) -> Event:
         """Append the event that says ``body`` to the outbox, with the job's next seq; call

@@ -152,6 +152,7 @@ class Sent:
     value: bytes | None
     key: bytes | None
     headers: list[tuple[str, bytes]]
+    partition: int | None = None  # given explicitly; None: the partitioner's choice
 
     @property
     def size(self) -> int:
@@ -185,8 +186,9 @@ class FakeProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[None]:
-        record = Sent(topic, value, key, list(headers or []))
+        record = Sent(topic, value, key, list(headers or []), partition)
         if self.before_send is not None:
             await self.before_send(record)
         if self.down is not None:
@@ -207,8 +209,9 @@ class FakeProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
-        await (await self.send(topic, value, key=key, headers=headers))
+        await (await self.send(topic, value, key=key, headers=headers, partition=partition))
 
     def _settle(self, future: asyncio.Future[None], record: Sent) -> None:
         if self.ack_errors and (error := self.ack_errors.pop(0)) is not None:
@@ -220,9 +223,9 @@ class FakeProducer:
             self.sent.append(record)
             future.set_result(None)
 
-    def events(self) -> list[Event]:
-        """What was acknowledged, read as events."""
-        return [parse_event(record.value or b"") for record in self.sent]
+    def events(self, topic: str | None = None) -> list[Event]:
+        """What was acknowledged (to ``topic`` if given), read as events."""
+        return [parse_event(r.value or b"") for r in self.sent if topic in (None, r.topic)]
 
 
 Step = PhaseOutcome | BaseException | Usage

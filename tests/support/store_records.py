@@ -39,7 +39,7 @@ def publish_job(store: Store, job_id: str, at: float) -> None:
 
 
 def job_with_four_events(
-    store: Store, job_id: str, content: str = "x", error: str | None = None
+    store: Store, job_id: str, content: str = "x", error: str | None = None, source: str = "test"
 ) -> None:
     """A job with four events: accepted, ARCH started, ARCH completed (its file holds
     ``content``) or failed (with ``error``), DB started."""
@@ -50,7 +50,7 @@ def job_with_four_events(
             "mockup": {"kind": "text", "description": "x"},
         }
     )
-    store.create_job(job_id, request, "test", ["ARCH", "DB"])
+    store.create_job(job_id, request, source, ["ARCH", "DB"])
     job = store.job(job_id)
     store.start_phase(job, "ARCH", "1", JobState.ARCH)
     outcome = PhaseOutcome(phase="ARCH", step="1", files=[NewFile("a.txt", content)])
