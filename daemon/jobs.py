@@ -358,6 +358,9 @@ class JobRunner:
         outcome = PhaseOutcome(phase=phase.name, step=phase.step, usage=usage)
         if ends_job or machine.finishes_with(phase.name):
             final = await self._project_warnings(job, outcome)
+            if machine.finished:  # a sibling ran out of budget too while the checks ran
+                self._interrupt(job, machine, phase)
+                return
         else:
             final = []
         machine.phase_done(phase.name, failed=True)
