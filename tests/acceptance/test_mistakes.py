@@ -37,6 +37,7 @@ def the_error(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_the_embedded_broker_without_its_binary_is_one_line(tmp_path):
     missing = str(tmp_path / "no-tansu")
+    # replay: `run` must get past its credentials check (no key here) to reach the broker
     replay = {"CODEGEND_LLM__PROVIDER": "replay", "CODEGEND_LLM__CASSETTE_DIR": str(CASSETTE)}
     commands = {
         "demo": (["demo", "--output", str(tmp_path / "out")], {}),
@@ -51,6 +52,7 @@ def test_the_embedded_broker_without_its_binary_is_one_line(tmp_path):
                 tmp_path / name,
                 *args,
                 CALF_TANSU_BIN=missing,
+                # the demo would probe node and npm first; this test is about the broker
                 CODEGEND_VERIFY__TOOLCHAIN="false",
                 **settings,
             )
@@ -66,6 +68,7 @@ def test_the_embedded_broker_without_its_binary_is_one_line(tmp_path):
 
 
 def test_replay_without_a_cassette_is_one_line(tmp_path):
+    # the replay provider is the subject here: the default provider needs no cassette
     replay = {"CODEGEND_LLM__PROVIDER": "replay"}
     result = run_codegend(tmp_path, "run", **replay)
     assert result.returncode == 1
