@@ -8,7 +8,7 @@ pydantic models, so teams in other languages can generate clients.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import TypeAdapter
 
@@ -17,7 +17,6 @@ from daemon.contract import (
     EVENTS,
     REQUEST_ID_PATTERN,
     REQUIRED_BY_TYPE,
-    EventType,
     GenerationRequest,
 )
 from daemon.settings import KafkaSettings
@@ -185,7 +184,7 @@ def _operations(defaults: KafkaSettings) -> dict[str, Any]:
 
 
 def _messages() -> dict[str, Any]:
-    event_types = list(get_args(EventType))
+    event_types = list(REQUIRED_BY_TYPE)
     fields = "; ".join(f"{kind}: {', '.join(REQUIRED_BY_TYPE[kind])}" for kind in event_types)
     return {
         "GenerationRequest": {

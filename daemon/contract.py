@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -127,15 +127,6 @@ class GenerationRequest(_Message):
 # ---------------------------------------------------------------------------
 # Events
 
-EventType = Literal[
-    "job.accepted",
-    "job.rejected",
-    "phase.started",
-    "phase.completed",
-    "phase.failed",
-    "job.resumed",
-    "job.completed",
-]
 JobStatus = Literal["completed", "partial", "failed", "cancelled"]
 
 
@@ -331,16 +322,9 @@ Event = Annotated[
 ]
 """One event on the events topic: the envelope, and the fields of its ``type``."""
 EVENTS: TypeAdapter[Event] = TypeAdapter(Event)
-BODIES: tuple[type[EventBody], ...] = (
-    JobAccepted,
-    JobRejected,
-    PhaseStarted,
-    PhaseCompleted,
-    PhaseFailure,
-    JobResumed,
-    JobCompleted,
-)
-# The fields each type of event must carry besides the envelope.
+BODIES: tuple[type[EventBody], ...] = get_args(EventBody)
+# The fields each type of event must carry besides the envelope, by type, in the order of
+# EventBody.
 REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
     body.model_fields["type"].default: tuple(
         name for name, field in body.model_fields.items() if field.is_required()
