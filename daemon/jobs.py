@@ -42,16 +42,20 @@ def record_deaths(store: Store, progress: ProgressFile | NoProgress) -> int:
         death = store.record_death(job_id, phase, point)
         if death is not None:
             deaths += 1
-            log.warning(
-                "%s: the daemon died while this phase ran (%s; %d in a row at that point "
-                "without progress, %d in all)",
-                phase,
-                point.describe() if point else "where is not known",
-                death.in_a_row,
-                death.total,
-                extra={"job_id": job_id},
-            )
+            _log_death(job_id, phase, death)
     return deaths
+
+
+def _log_death(job_id: str, phase: str, death: Death) -> None:
+    log.warning(
+        "%s: the daemon died while this phase ran (%s; %d in a row at that point "
+        "without progress, %d in all)",
+        phase,
+        death.point.describe() if death.point else "where is not known",
+        death.in_a_row,
+        death.total,
+        extra={"job_id": job_id},
+    )
 
 
 class JobRunner:
@@ -199,15 +203,7 @@ class JobRunner:
         )
         if death is None:
             return store.deaths_in_a_row(*key)
-        log.warning(
-            "%s: the daemon died while this phase ran (%s; %d in a row at that point "
-            "without progress, %d in all)",
-            phase.name,
-            death.point.describe() if death.point else "where is not known",
-            death.in_a_row,
-            death.total,
-            extra={"job_id": job.job_id},
-        )
+        _log_death(job.job_id, phase.name, death)
         self._last_death[key] = death
         return death.in_a_row
 
