@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -105,6 +105,8 @@ class CallPolicy:
     slots: asyncio.Semaphore  # llm.max_concurrent_requests
     limiter: RateLimiter
     metrics: Metrics
+    # Awaited before each call goes out (cluster mode: the job's partition is still ours).
+    guard: Callable[[str], Awaitable[None]] | None = None
     _access_denied: tuple[float, str] | None = field(default=None, init=False)  # (until, why)
 
     async def complete(self, run: PhaseRun, call: LLMCall, on_text: TextSink) -> LLMAnswer | None:
@@ -119,6 +121,8 @@ class CallPolicy:
         attempt = _Attempt(call, estimate, progress, on_text)
         try:
             async with self.slots:
+                if self.guard is not None:
+                    await self.guard(call.job_id)
                 answer = await self.llm.complete(call, attempt.feed)
         except ModelAccessDenied as exc:
             self._failed(run, attempt, exc)

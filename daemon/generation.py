@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -136,11 +136,12 @@ class PhaseRunner:
         call_slots: asyncio.Semaphore,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        guard: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._settings = settings
         self._policy = CallPolicy(
-            llm, settings.llm, call_slots, limiter or RateLimiter(), self._metrics
+            llm, settings.llm, call_slots, limiter or RateLimiter(), self._metrics, guard
         )
 
     async def run(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ from aiokafka.errors import (
 from pydantic import ValidationError
 
 from daemon import chaos
+from daemon.changelog_writer import ChangelogWriter
 from daemon.contract import (
     REQUEST_ID_PATTERN,
     GenerationRequest,
@@ -63,6 +64,7 @@ from daemon.errors import JobNotFound, StoreFull
 from daemon.holds import Backoff, DiskHold
 from daemon.logs import printable
 from daemon.metrics import Metrics
+from daemon.ownership import Ownership
 from daemon.settings import KafkaSettings
 from daemon.states import plan_phases
 from daemon.store import Store
@@ -95,7 +97,9 @@ class Intake:
         metrics: Metrics | None = None,
         allowed_models: Collection[str] | None = None,
         verify: bool = True,
+        cluster: Cluster | None = None,
     ) -> None:
+        self._cluster = cluster
         self._metrics = metrics or Metrics()
         self._verify = verify  # whether jobs end with the VERIFY state
         self._max_unfinished = max_unfinished
@@ -109,13 +113,19 @@ class Intake:
         self._running = True
         # Per partition, the offset after the last record that is a job or on the DLQ.
         self._processed: dict[TopicPartition, int] = {}
+        # Cluster mode: per partition, (offset after a record, the last changelog mark
+        # then); the offset is committed once the writer has confirmed that mark.
+        self._replicating: dict[TopicPartition, list[tuple[int, int]]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._disk = DiskHold(metrics=self._metrics)
         # Partitions whose next message waits for its dead letter to be sent.
         self._unsent: dict[TopicPartition, Backoff] = {}
 
     def subscribe(self) -> None:
-        self._consumer.subscribe([self._kafka.requests_topic], listener=_CommitOnRevoke(self))
+        listener = (
+            _CommitOnRevoke(self) if self._cluster is None else _Rebalance(self, self._cluster)
+        )
+        self._consumer.subscribe([self._kafka.requests_topic], listener=listener)
 
     def stop(self) -> None:
         self._running = False
@@ -130,7 +140,9 @@ class Intake:
                 await self.commit([tp])
             if batches:
                 self._on_new_work()
-            if self._disk.due():  # offsets held by a full disk at commit: no message may come
+            if self._disk.due() or self._replicating:
+                # Offsets held by a full disk, or waiting for their jobs' replication: no
+                # message may come to commit them.
                 await self.commit(self._consumer.assignment())
             self._resume_when_able()
 
@@ -153,12 +165,19 @@ class Intake:
                 self._hold_dead_letter(tp, record, exc)
                 return
             self._processed[tp] = record.offset + 1
+            if self._cluster is not None:
+                mark = self._store.last_mark_id()
+                self._replicating.setdefault(tp, []).append((record.offset + 1, mark))
             self._disk.writable()
             self._unsent.pop(tp, None)
 
     def _waits(self, tp: TopicPartition) -> bool:
-        """Whether ``tp`` must wait (a full disk, its dead letter's next try, too many jobs),
-        paused again if need be: a rebalance forgets every pause."""
+        """Whether ``tp`` must wait (a full disk, its dead letter's next try, too many jobs,
+        in cluster mode a partition not restored yet), paused again if need be: a
+        rebalance forgets every pause."""
+        if self._cluster is not None and not self._cluster.ownership.ready(tp.partition):
+            self._pause({tp})
+            return True
         if self._disk.held():
             self._pause(self._consumer.assignment())
             return True
@@ -219,17 +238,45 @@ class Intake:
             return
         if self._max_unfinished and self._store.unfinished_jobs() >= self._max_unfinished * 0.9:
             return
-        ready = {tp for tp in paused if not self._dead_letter_waits(tp)}
+        ready = {tp for tp in paused if not self._dead_letter_waits(tp) and self._owned(tp)}
         if ready:
             self._consumer.resume(*ready)
             log.info("resuming intake")
 
+    def forget_uncommitted(self, kept: Collection[int]) -> None:
+        """After a rebalance: what was processed on partitions no longer ours is the next
+        owner's to commit (it reads those requests again and finds their jobs)."""
+        for tp in list(self._replicating):
+            if tp.partition not in kept:
+                del self._replicating[tp]
+        for tp in list(self._processed):
+            if tp.partition not in kept:
+                self._processed.pop(tp, None)
+                self._committed.pop(tp, None)
+
+    def _owned(self, tp: TopicPartition) -> bool:
+        return self._cluster is None or self._cluster.ownership.ready(tp.partition)
+
+    def _committable(self, tp: TopicPartition) -> int:
+        """The offset that may be committed: every record before it is a job or on the DLQ
+        and, in cluster mode, its job is confirmed in the changelog."""
+        if self._cluster is None:
+            return self._processed.get(tp, -1)
+        confirmed = self._cluster.writer.confirmed_mark
+        waiting = self._replicating.get(tp, [])
+        offset = -1
+        while waiting and waiting[0][1] <= confirmed:
+            offset = waiting.pop(0)[0]
+        if not waiting:
+            self._replicating.pop(tp, None)
+        return offset
+
     async def commit(self, partitions: Iterable[TopicPartition]) -> None:
-        """Commit what is processed: every record before the offset is a job or on the DLQ."""
+        """Commit what is processed: every record before the offset is a job or on the DLQ
+        (in cluster mode: and replicated)."""
+        ready = {tp: self._committable(tp) for tp in partitions}
         offsets = {
-            tp: self._processed[tp]
-            for tp in partitions
-            if self._processed.get(tp, -1) > self._committed.get(tp, -1)
+            tp: offset for tp, offset in ready.items() if offset > self._committed.get(tp, -1)
         }
         if not offsets or not self._synced():
             return
@@ -391,6 +438,47 @@ class Intake:
             except MessageSizeTooLargeError:
                 log.warning("the broker refused the dead letter of %s; sending less", source)
         raise MessageSizeTooLargeError(f"the broker refuses even an empty dead letter of {source}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What intake works with in cluster mode: the partitions this daemon owns, the writer
+    that confirms their records, and whom to tell of a rebalance."""
+
+    ownership: Ownership
+    writer: ChangelogWriter
+    on_assigned: Callable[[set[int]], None] = lambda partitions: None
+    on_revoked: Callable[[set[int]], Awaitable[None]] | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Cluster mode (docs/cluster-design.md section 2.2). Revoked: nothing new starts for
+    the partitions, what is replicated is committed. Assigned: partitions kept go on,
+    lost ones stop, new ones stay paused while they restore. Called inside the group join
+    (on assignment without heartbeats): only decides, never waits for a restore."""
+
+    def __init__(self, intake: Intake, cluster: Cluster) -> None:
+        self._intake = intake
+        self._cluster = cluster
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._cluster.ownership.suspend({tp.partition for tp in revoked})
+        await self._intake.commit(revoked)
+        if self._cluster.on_revoked is not None:
+            await self._cluster.on_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        numbers = {tp.partition for tp in assigned}
+        self._intake.forget_uncommitted(numbers)
+        kept, lost, new = self._cluster.ownership.reassign(numbers)
+        log.info(
+            "consuming %s (kept %s, restoring %s, lost %s)",
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "nothing",
+            sorted(kept),
+            sorted(new),
+            sorted(lost),
+        )
+        self._cluster.on_assigned(numbers)
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from daemon import chaos
 from daemon.callpolicy import MODEL_ACCESS_RETRY_S, budget_refusal
@@ -76,8 +76,10 @@ class JobRunner:
         llm: LLMSettings | None = None,
         metrics: Metrics | None = None,
         progress: ProgressFile | NoProgress | None = None,
+        guard: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         jobs, llm = jobs or JobsSettings(), llm or LLMSettings()
+        self._guard = guard  # awaited before a phase starts (cluster mode: still our partition)
         self._metrics = metrics or Metrics()
         self._code_checks = jobs.code_checks
         self._max_crashes = jobs.max_phase_crashes
@@ -214,6 +216,8 @@ class JobRunner:
         report.phase_starting(phase)
         slot = self._progress.enter(job.job_id, phase.name)  # before 'running' is on disk
         try:
+            if self._guard is not None:
+                await self._guard(job.job_id)
             machine.fire(phase.name, "start")
             store.start_phase(job, phase.name, phase.step, machine.current)
             self._ran_here.add((job.job_id, phase.name))

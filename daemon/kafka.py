@@ -105,3 +105,12 @@ def make_consumer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaConsu
         max_partition_fetch_bytes=kafka.max_request_bytes + 64 * 1024,
         fetch_max_bytes=max(52_428_800, kafka.max_request_bytes + 64 * 1024),
     )
+
+
+def group_generation(consumer: AIOKafkaConsumer) -> int:
+    """The consumer group generation of the consumer's current assignment; -1 when not
+    known. aiokafka keeps it in an internal attribute (``consumer._coordinator.generation``,
+    set from the JoinGroup answer): this is the only place that reads it."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", -1)
+    return generation if isinstance(generation, int) else -1

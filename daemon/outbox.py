@@ -147,10 +147,18 @@ class OutboxRelay:
         """Publish what is committed (but the jobs waiting behind a refused event); returns
         how many rows moved on (published, or made smaller to be sent again at once), and
         in cluster mode how many changelog records went out before them."""
-        rows = self._store.unpublished(BATCH_ROWS, skip_jobs=self._waiting_jobs())
-        # Read after the rows: the keys their transactions marked are all sent, and
-        # acknowledged, before any of them (a failure raises and holds them all).
-        replicated = await self._changelog.send_marked() if self._changelog else 0
+        writer = self._changelog
+        rows = self._store.unpublished(
+            BATCH_ROWS,
+            skip_jobs=self._waiting_jobs(),
+            partitions=writer.owned_partitions() if writer else None,
+        )
+        replicated = 0
+        if writer is not None:
+            # Read after the rows: the keys their transactions marked are all sent, and
+            # confirmed, before any of them (a failure raises and holds them all).
+            replicated = await writer.send_marked()
+            rows = [row for row in rows if writer.publishable(row.partition)]
         if not rows:
             return replicated
         if self._before_publish is not None:
@@ -222,11 +230,11 @@ class OutboxRelay:
                 row = smaller
 
     async def _send(self, row: OutboxRow) -> asyncio.Future[object]:
+        headers = [("type", row.type.encode())]
+        if self._changelog is not None:
+            headers += self._changelog.owner_header(row.partition)
         delivery: asyncio.Future[object] = await self._producer.send(
-            self._topic,
-            value=row.payload,
-            key=row.job_id.encode(),
-            headers=[("type", row.type.encode())],
+            self._topic, value=row.payload, key=row.job_id.encode(), headers=headers
         )
         return delivery
 

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable, Collection
 
 from daemon.errors import StoreFull
 from daemon.jobs import JobRunner
@@ -30,7 +31,9 @@ class Scheduler:
         runner: JobRunner,
         jobs: JobsSettings | None = None,
         readiness: Readiness | None = None,
+        partitions: Callable[[], Collection[int] | None] = lambda: None,
     ) -> None:
+        self._partitions = partitions  # the requests partitions whose jobs run here; None: all
         self._store = store
         self._runner = runner
         self._max = (jobs or JobsSettings()).max_concurrent
@@ -62,7 +65,10 @@ class Scheduler:
         now = time.monotonic()
         cooling = [job_id for job_id, until in self._cooling.items() if until > now]
         exclude = [*self._tasks, *self._broken, *cooling]
-        for job_id in self._store.runnable_jobs(exclude=exclude, limit=free):
+        runnable = self._store.runnable_jobs(
+            exclude=exclude, limit=free, partitions=self._partitions()
+        )
+        for job_id in runnable:
             task = asyncio.create_task(self._runner.run(job_id), name=f"job:{job_id}")
             self._tasks[job_id] = task
             task.add_done_callback(functools.partial(self._finished, job_id))
@@ -92,6 +98,18 @@ class Scheduler:
             self._store.end_job(job_id)
         except Exception:
             log.exception("the failed job could not be ended", extra={"job_id": job_id})
+
+    def stop_jobs(self, partitions: Collection[int]) -> list[str]:
+        """Cancel the running jobs of the requests partitions (another daemon owns them
+        now): their phases are interrupted, not failed. Returns the jobs stopped."""
+        stopped = [
+            job_id for job_id in self._tasks if self._store.partition_of_job(job_id) in partitions
+        ]
+        for job_id in stopped:
+            self._tasks[job_id].cancel()
+        if stopped:
+            log.info("stopped %d jobs of partitions %s", len(stopped), sorted(partitions))
+        return stopped
 
     async def drain(self, grace_s: float) -> None:
         """Stop starting jobs; give running phases ``grace_s`` to finish, then cancel them.

@@ -20,13 +20,14 @@ from daemon.broker import EmbeddedBroker
 from daemon.changelog_writer import ChangelogWriter
 from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
-from daemon.intake import Intake
+from daemon.intake import Cluster, Intake
 from daemon.jobs import JobRunner, record_deaths
 from daemon.kafka import make_consumer, make_producer
 from daemon.llm import AnthropicProvider, LLMProvider, RecordingProvider, ReplayProvider
 from daemon.metrics import HealthServer, Metrics, not_ready
 from daemon.outbox import OutboxRelay
 from daemon.outputs import OutputWriter
+from daemon.ownership import Ownership
 from daemon.progress import open_progress
 from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
@@ -37,6 +38,7 @@ from daemon.topics import ensure_daemon_topics
 
 log = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
+FLUSH_ON_REVOKE_S = 5.0
 
 
 def broker_address_file(settings: Settings) -> Path:
@@ -130,8 +132,9 @@ class Daemon:
         resources.callback(self.store.close)
         self.progress = open_progress(settings.store.path)
         resources.callback(self.progress.close)
-        with contextlib.suppress(StoreFull):  # else the job runner records them later
-            record_deaths(self.store, self.progress)
+        if not kafka.cluster_mode:  # in cluster mode, each restore of a partition does
+            with contextlib.suppress(StoreFull):  # else the job runner records them later
+                record_deaths(self.store, self.progress)
         await self._connect_broker()
         await ensure_daemon_topics(kafka, self.bootstrap_servers)
         self.producer = make_producer(kafka, self.bootstrap_servers)
@@ -145,7 +148,8 @@ class Daemon:
         if restored := self.runner.restore_outputs():
             log.info("wrote the output files of %d phases not yet announced", restored)
         self.intake.subscribe()
-        await self._until_written(self._resume_jobs)
+        if self.ownership is None:  # in cluster mode, each restore of a partition does
+            await self._until_written(self._resume_jobs)
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="outbox-relay"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
@@ -161,16 +165,49 @@ class Daemon:
             settings.llm.provider,
         )
 
-    def _changelog_writer(self) -> ChangelogWriter | None:
-        """In cluster mode, what sends the changelog's records ahead of the events; the
-        confirmation of section 1.3 step 3 comes with ownership."""
+    def _build_cluster(self) -> None:
+        """In cluster mode: the partitions this daemon owns (restored from the changelog,
+        fenced by their claims), and the writer that sends the changelog's records ahead
+        of the events (docs/cluster-design.md)."""
         kafka = self.settings.kafka
+        self.ownership: Ownership | None = None
+        self.writer: ChangelogWriter | None = None
         if not kafka.cluster_mode:
-            return None
-        return ChangelogWriter(self.store, self.producer, kafka.changelog_topic)
+            return
+        self.store.forget_ownership()  # nothing is ours until the group says so
+        self.ownership = Ownership(
+            kafka,
+            self.bootstrap_servers,
+            self.store,
+            self.producer,
+            self.consumer,
+            metrics=self.metrics,
+            progress=self.progress,
+            on_ready=self._on_partition_ready,
+            on_lost=self._on_partitions_lost,
+        )
+        self._resources.push_async_callback(self.ownership.close)
+        self.writer = ChangelogWriter(
+            self.store, self.producer, kafka.changelog_topic, tenures=self.ownership
+        )
+
+    def _on_partition_ready(self, partition: int) -> None:
+        self.scheduler.wake()
+        self.relay.wake()
+
+    def _on_partitions_lost(self, partitions: set[int]) -> None:
+        self.scheduler.stop_jobs(partitions)
+
+    async def _on_revoked(self, partitions: set[int]) -> None:
+        """Before partitions may move: publish what is committed for them, briefly (the
+        whole group waits for this member)."""
+        if partitions and self._tasks:
+            await self.relay.flush(FLUSH_ON_REVOKE_S)
 
     def _build_services(self) -> None:
         settings = self.settings
+        self._build_cluster()
+        ownership = self.ownership
         self.outputs = OutputWriter(settings.output.dir)
         self._resources.callback(self.outputs.close)
         self.relay = OutboxRelay(
@@ -180,14 +217,15 @@ class Daemon:
             settings.kafka.max_publish_bytes,
             metrics=self.metrics,
             before_publish=self.outputs.written,
-            changelog=self._changelog_writer(),
+            changelog=self.writer,
         )
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         llm = settings.llm
         limiter = RateLimiter(
             llm.requests_per_min, llm.input_tokens_per_min, llm.output_tokens_per_min
         )
-        phases = PhaseRunner(self._llm, settings, call_slots, limiter, self.metrics)
+        guard = ownership.guard if ownership is not None else None
+        phases = PhaseRunner(self._llm, settings, call_slots, limiter, self.metrics, guard)
         self.runner = JobRunner(
             self.store,
             phases,
@@ -197,8 +235,18 @@ class Daemon:
             llm=settings.llm,
             metrics=self.metrics,
             progress=self.progress,
+            guard=guard,
         )
-        self.scheduler = Scheduler(self.store, self.runner, settings.jobs, self.metrics.readiness)
+        self.scheduler = Scheduler(
+            self.store,
+            self.runner,
+            settings.jobs,
+            self.metrics.readiness,
+            partitions=ownership.ready_partitions if ownership is not None else lambda: None,
+        )
+        cluster = None
+        if ownership is not None and self.writer is not None:
+            cluster = Cluster(ownership, self.writer, on_revoked=self._on_revoked)
         self.intake = Intake(
             self.consumer,
             self.producer,
@@ -210,6 +258,7 @@ class Daemon:
             metrics=self.metrics,
             allowed_models=settings.allowed_models(),
             verify=settings.verify.enabled,
+            cluster=cluster,
         )
 
     async def _serve_health(self) -> None:

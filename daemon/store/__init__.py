@@ -16,13 +16,14 @@ from __future__ import annotations
 from daemon.store.base import BUSY_TIMEOUT_MS, disk_full
 from daemon.store.events import OutboxRow
 from daemon.store.jobs import Jobs
+from daemon.store.partitions import PartitionRecord, Partitions
 from daemon.store.phases import Death, PhaseRecord, Phases
 from daemon.store.replica import Replica
 from daemon.store.retention import Pruned, Retention
 from daemon.store.schema import SCHEMA_VERSION
 
 
-class Store(Jobs, Phases, Retention, Replica):
+class Store(Jobs, Phases, Partitions, Retention, Replica):
     """All reads and writes of codegend's SQLite file, over one connection: the layers
     beneath (connection, events, files, states and their moves) are shared by jobs,
     phases, retention and the changelog's replica, so a phase's commit is one transaction."""
@@ -33,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Death",
     "OutboxRow",
+    "PartitionRecord",
     "PhaseRecord",
     "Pruned",
     "Store",

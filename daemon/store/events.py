@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from daemon.contract import Event, EventBody, PhaseCompletedEvent, event_of, utc_now
@@ -38,6 +38,7 @@ class OutboxRow:
     job_id: str
     type: str
     payload: bytes
+    partition: int | None = None  # the job's requests partition; None: no job (a rejection)
 
 
 class Events(StoreBase):
@@ -52,11 +53,23 @@ class Events(StoreBase):
                 MARK, [(key_of(job_id, suffix), job_id) for suffix in suffixes]
             )
 
-    def marks(self, limit: int = 10_000, up_to: int | None = None) -> list[Mark]:
-        """The marked keys, in mark order; only those of id ``up_to`` at most if given."""
+    def marks(
+        self,
+        limit: int = 10_000,
+        up_to: int | None = None,
+        partitions: Collection[int] | None = None,
+        after: int = 0,
+    ) -> list[Mark]:
+        """The marked keys, in mark order, of id above ``after``; only those of id ``up_to``
+        at most, and of the requests ``partitions``, if given."""
+        where, args = "", tuple[int, ...]()
+        if partitions is not None:
+            owned = tuple(partitions)
+            where, args = f' AND "partition" IN ({_marks(owned)})', owned
         rows = self.db.conn.execute(
-            'SELECT id, key, "partition" FROM changelog_marks WHERE id <= ? ORDER BY id LIMIT ?',
-            (MAX_MARK_ID if up_to is None else up_to, limit),
+            'SELECT id, key, "partition" FROM changelog_marks WHERE id > ? AND id <= ?'
+            f"{where} ORDER BY id LIMIT ?",
+            (after, MAX_MARK_ID if up_to is None else up_to, *args, limit),
         ).fetchall()
         return [Mark(*row) for row in rows]
 
@@ -121,14 +134,26 @@ class Events(StoreBase):
         ).fetchone()
         return row is not None
 
-    def unpublished(self, limit: int, skip_jobs: Iterable[str] = ()) -> list[OutboxRow]:
+    def unpublished(
+        self,
+        limit: int,
+        skip_jobs: Iterable[str] = (),
+        partitions: Collection[int] | None = None,
+    ) -> list[OutboxRow]:
         """The oldest unpublished rows, but none of the jobs in ``skip_jobs`` (whose events
-        wait behind one the broker refused)."""
+        wait behind one the broker refused); with ``partitions``, only the rows of jobs of
+        those requests partitions and those of no job (rejections)."""
         skipped = list(skip_jobs)
+        where = f"o.published_at IS NULL AND o.job_id NOT IN ({_marks(skipped)})"
+        args: list[object] = [*skipped]
+        if partitions is not None:
+            owned = list(partitions)
+            where += f' AND (j.job_id IS NULL OR j."partition" IN ({_marks(owned)}))'
+            args += owned
         rows = self.db.conn.execute(
-            "SELECT id, job_id, type, payload FROM outbox WHERE published_at IS NULL "
-            f"AND job_id NOT IN ({_marks(skipped)}) ORDER BY id LIMIT ?",
-            (*skipped, limit),
+            'SELECT o.id, o.job_id, o.type, o.payload, j."partition" FROM outbox o '
+            f"LEFT JOIN jobs j ON j.job_id = o.job_id WHERE {where} ORDER BY o.id LIMIT ?",
+            (*args, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from daemon.contract import GenerationRequest, JobAccepted, JobResumed
@@ -84,13 +84,20 @@ class Jobs(Moves):
             ).fetchone()[0]
         )
 
-    def runnable_jobs(self, exclude: Iterable[str], limit: int) -> list[str]:
-        """Jobs not in a terminal state, oldest first, skipping those already running here."""
+    def runnable_jobs(
+        self, exclude: Iterable[str], limit: int, partitions: Collection[int] | None = None
+    ) -> list[str]:
+        """Jobs not in a terminal state, oldest first, skipping those already running here;
+        with ``partitions``, only the jobs of those requests partitions."""
         exclude = set(exclude)
+        where, args = "", tuple[int, ...]()
+        if partitions is not None:
+            owned = tuple(partitions)
+            where, args = f' AND "partition" IN ({_marks(owned)})', owned
         rows = self.db.conn.execute(
-            f"SELECT job_id FROM jobs WHERE {UNFINISHED} "
+            f"SELECT job_id FROM jobs WHERE {UNFINISHED}{where} "
             "AND (not_before IS NULL OR not_before <= ?) ORDER BY created_at LIMIT ?",
-            (*TERMINAL_NAMES, time.time(), limit + len(exclude)),
+            (*TERMINAL_NAMES, *args, time.time(), limit + len(exclude)),
         ).fetchall()
         return [row[0] for row in rows if row[0] not in exclude][:limit]
 
@@ -142,12 +149,18 @@ class Jobs(Moves):
                 self._mark(job_id, STATE)
         return len(released)
 
-    def announce_resumed(self, reason: str) -> list[tuple[str, JobState]]:
-        """A job.resumed event for every job stopped in a phase, in one transaction;
-        returns those jobs and their states."""
+    def announce_resumed(
+        self, reason: str, partition: int | None = None
+    ) -> list[tuple[str, JobState]]:
+        """A job.resumed event for every job stopped in a phase (of the requests partition
+        if given), in one transaction; returns those jobs and their states."""
+        where, args = "", tuple[int, ...]()
+        if partition is not None:
+            where, args = ' AND "partition" = ?', (partition,)
         rows = self.db.conn.execute(
-            f"SELECT job_id, request_id, state FROM jobs WHERE {UNFINISHED} ORDER BY created_at",
-            TERMINAL_NAMES,
+            f"SELECT job_id, request_id, state FROM jobs WHERE {UNFINISHED}{where} "
+            "ORDER BY created_at",
+            (*TERMINAL_NAMES, *args),
         ).fetchall()
         resumed = [(job_id, request_id, JobState[state]) for job_id, request_id, state in rows]
         resumed = [item for item in resumed if item[2].phase is not None]
