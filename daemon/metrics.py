@@ -2,8 +2,9 @@
 
 Every metric lives on a registry of the daemon's own, not prometheus-client's global one,
 so several daemons (and tests) in one process do not collide. Counters and histograms are
-fed at the instrumentation points, one line each; what the store and the consumer know
-(jobs by state, the outbox backlog, the consumer lag) is read when Prometheus scrapes.
+fed at the instrumentation points, one line each; what the store, the consumer and the rate
+limiter know (jobs by state, the outbox backlog, the consumer lag, the group's size, the
+rate share) is read when Prometheus scrapes.
 
 The endpoint runs in the daemon's event loop on ``metrics.host:metrics.port`` (loopback by
 default): ``/metrics`` (the text format), ``/healthz`` (200 while the loop answers) and
@@ -36,6 +37,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from daemon.contract import Usage
 from daemon.errors import ConfigError, StoreError
+from daemon.kafka import group_members
+from daemon.ratelimit import RateLimiter
 from daemon.settings import MetricsSettings
 from daemon.states import JobState
 from daemon.store import Store
@@ -136,6 +139,19 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.group_members = Gauge(
+            "codegend_group_members",
+            "Members of the consumer group, as the group leader's assignor counted them at "
+            "the last assignment; 0 while unknown (before the first assignment, during a "
+            "rebalance, while the group assigns by round robin)",
+            registry=registry,
+        )
+        self.rate_share = Gauge(
+            "codegend_rate_share",
+            "The fraction of the configured llm rate limits this daemon uses: partitions "
+            "owned / partitions of the requests topic (1 outside cluster mode)",
+            registry=registry,
+        )
         for kind in TOKEN_KINDS:
             self.tokens.labels(kind)
         for reason in RETRY_REASONS:
@@ -144,11 +160,17 @@ class Metrics:
             self.requests.labels(outcome)
         self._consumer: AIOKafkaConsumer | None = None
 
-    def watch(self, store: Store, consumer: AIOKafkaConsumer) -> None:
-        """Read jobs by state and the outbox backlog from ``store``, the lag from
-        ``consumer``, at every scrape."""
+    def watch(
+        self, store: Store, consumer: AIOKafkaConsumer, limiter: RateLimiter | None = None
+    ) -> None:
+        """Read jobs by state and the outbox backlog from ``store``, the lag and the group's
+        size from ``consumer`` (one of ``daemon.kafka.make_consumer``) and the rate share from
+        ``limiter``, at every scrape."""
         self.registry.register(_StoreCollector(store))
         self._consumer = consumer
+        self.group_members.set_function(lambda: group_members(consumer))
+        if limiter is not None:
+            self.rate_share.set_function(lambda: limiter.share)
 
     # -- the instrumentation points
 

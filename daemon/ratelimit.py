@@ -3,11 +3,16 @@
 Three token buckets (requests, input tokens, output tokens per minute) from config, kept
 in step with what the API reports (``anthropic-ratelimit-*-remaining`` and ``-reset``),
 and one global pause: a 429 or 529 makes every caller wait, not only the job that met it.
+
+In a cluster every daemon is configured with the account's limits and uses a share of them
+(``set_share``: owned partitions / partitions of the requests topic, docs/cluster-design.md
+section 6.1), so the daemons of a group together never go over the account's limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,14 +25,21 @@ KINDS = ("requests", "input-tokens", "output-tokens")
 
 @dataclass
 class Bucket:
-    """``capacity`` per minute, refilled continuously; 0 means unlimited."""
+    """``configured`` per minute, of which this daemon may use ``capacity`` (its share),
+    refilled continuously. ``configured`` 0 means unlimited, whatever the share; a limited
+    bucket whose share is 0 lets nothing through."""
 
-    capacity: float
+    configured: float
+    capacity: float = field(init=False)
     level: float = field(init=False)
     updated: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.level = self.capacity
+        self.capacity = self.level = self.configured
+
+    @property
+    def limited(self) -> bool:
+        return self.configured > 0
 
     def refill(self, now: float) -> None:
         if self.capacity:
@@ -35,14 +47,33 @@ class Bucket:
         self.updated = now
 
     def wait_s(self, amount: float) -> float:
-        """How long until ``amount`` is available (an amount above capacity waits for a full bucket)."""
-        if not self.capacity:
+        """How long until ``amount`` is available (an amount above capacity waits for a full
+        bucket); ``math.inf`` while a limited bucket has no share."""
+        if not self.limited:
             return 0.0
+        if not self.capacity:
+            return math.inf
         missing = min(amount, self.capacity) - self.level
         return max(0.0, missing * 60 / self.capacity)
 
+    def scale(self, fraction: float, now: float) -> None:
+        """Take ``fraction`` of the configured rate: what refilled until ``now`` counts at the
+        old rate, and the level is lowered to the new capacity, never raised."""
+        self.refill(now)
+        self.capacity = self.configured * fraction
+        self.level = min(self.level, self.capacity)
+
+    def give_back(self, amount: float) -> None:
+        """Return an unused reservation, never above capacity (which may have shrunk or been
+        refilled since the reservation was taken)."""
+        self.level += amount
+        if self.limited:
+            self.level = min(self.level, self.capacity)
+
 
 class RateLimiter:
+    """The three buckets and the pause. A limit of 0 is no limit; ``share`` starts at 1."""
+
     def __init__(
         self,
         requests_per_min: int = 0,
@@ -60,13 +91,43 @@ class RateLimiter:
         }
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        self._share = 1.0
+        self._has_share = asyncio.Event()
+        self._has_share.set()
+
+    @property
+    def share(self) -> float:
+        """The fraction of the configured limits this daemon uses, from 0 to 1."""
+        return self._share
+
+    def set_share(self, fraction: float) -> None:
+        """Use ``fraction`` of each configured limit from now on (the cluster's share of this
+        daemon). A smaller share lowers the buckets' levels to their new capacities at once;
+        a larger one only refills faster from here. Unlimited buckets stay unlimited.
+
+        A share of 0 (the daemon owns no partition, so it has no jobs): a call that needs a
+        limited bucket waits until a share comes back, however long; it does not sleep in
+        steps meanwhile. With no limit configured at all, calls are not held."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"a rate share is from 0 to 1, not {fraction}")
+        now = self._clock()
+        for bucket in self._buckets.values():
+            bucket.scale(fraction, now)
+        self._share = fraction
+        if fraction:
+            self._has_share.set()
+        else:
+            self._has_share.clear()
 
     async def acquire(self, input_tokens: int, output_tokens: int) -> None:
         """Wait until a call of this size fits every budget and no pause is on, then take it."""
         wanted = {"requests": 1, "input-tokens": input_tokens, "output-tokens": output_tokens}
         async with self._lock:  # one waiter at a time keeps the order fair
             while (delay_s := self._delay_s(wanted)) > 0:
-                await self._sleep(delay_s)
+                if math.isinf(delay_s):  # no share: only set_share can change that
+                    await self._has_share.wait()
+                else:
+                    await self._sleep(delay_s)
             for kind, amount in wanted.items():
                 self._buckets[kind].level -= amount
 
@@ -81,8 +142,14 @@ class RateLimiter:
         self, input_estimate: int, input_tokens: int, output_max: int, output_tokens: int
     ) -> None:
         """Give back what a call reserved but did not use."""
-        self._buckets["input-tokens"].level += input_estimate - input_tokens
-        self._buckets["output-tokens"].level += output_max - output_tokens
+        now = self._clock()
+        for kind, unused in (
+            ("input-tokens", input_estimate - input_tokens),
+            ("output-tokens", output_max - output_tokens),
+        ):
+            bucket = self._buckets[kind]
+            bucket.refill(now)
+            bucket.give_back(unused)
 
     def pause(self, seconds: float) -> None:
         """Every call waits ``seconds`` from now (the API said it is overloaded or limited)."""
@@ -98,7 +165,7 @@ class RateLimiter:
                 continue
             bucket = self._buckets[kind]
             bucket.refill(now)
-            if bucket.capacity:
+            if bucket.limited:
                 bucket.level = min(bucket.level, remaining)
             if remaining <= 0:
                 reset_in_s = _seconds_until(headers.get(f"{HEADER_PREFIX}{kind}-reset"))

@@ -198,6 +198,13 @@ class Daemon:
     def _on_partitions_lost(self, partitions: set[int]) -> None:
         self.scheduler.stop_jobs(partitions)
 
+    def _on_assigned(self, partitions: set[int]) -> None:
+        """Each daemon takes the share of the account's rate limits that its partitions
+        are of the requests topic's (docs/cluster-design.md section 6.1)."""
+        every = self.consumer.partitions_for_topic(self.settings.kafka.requests_topic)
+        if every:
+            self.limiter.set_share(len(partitions & every) / len(every))
+
     async def _on_revoked(self, partitions: set[int]) -> None:
         """Before partitions may move: publish what is committed for them, briefly (the
         whole group waits for this member)."""
@@ -221,7 +228,7 @@ class Daemon:
         )
         call_slots = asyncio.Semaphore(settings.llm.max_concurrent_requests)
         llm = settings.llm
-        limiter = RateLimiter(
+        self.limiter = limiter = RateLimiter(
             llm.requests_per_min, llm.input_tokens_per_min, llm.output_tokens_per_min
         )
         guard = ownership.guard if ownership is not None else None
@@ -246,7 +253,9 @@ class Daemon:
         )
         cluster = None
         if ownership is not None and self.writer is not None:
-            cluster = Cluster(ownership, self.writer, on_revoked=self._on_revoked)
+            cluster = Cluster(
+                ownership, self.writer, on_assigned=self._on_assigned, on_revoked=self._on_revoked
+            )
         self.intake = Intake(
             self.consumer,
             self.producer,
@@ -263,7 +272,7 @@ class Daemon:
 
     async def _serve_health(self) -> None:
         """/metrics, /healthz and /readyz on metrics.host:metrics.port, closed first at exit."""
-        self.metrics.watch(self.store, self.consumer)
+        self.metrics.watch(self.store, self.consumer, self.limiter)
         metrics = self.settings.metrics
         if not metrics.enabled:
             return

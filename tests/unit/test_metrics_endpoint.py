@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.contract import Usage
 from daemon.errors import ConfigError
+from daemon.kafka import make_consumer
 from daemon.metrics import HealthServer, Metrics
-from daemon.settings import MetricsSettings
+from daemon.ratelimit import RateLimiter
+from daemon.settings import KafkaSettings, MetricsSettings
 
 LOOPBACK = MetricsSettings(host="127.0.0.1", port=0)
 
@@ -58,6 +61,23 @@ def test_two_daemons_metrics_do_not_collide():
         "codegend_model_call_seconds_count", {"phase": "ARCH", "outcome": "answered"}
     )
     assert count == 1
+
+
+async def test_the_group_size_and_the_rate_share_are_read_at_each_scrape(store):
+    metrics, limiter = Metrics(), RateLimiter(requests_per_min=60)
+    consumer = make_consumer(KafkaSettings(), "127.0.0.1:9")
+    try:
+        value = metrics.registry.get_sample_value
+        assert (value("codegend_group_members"), value("codegend_rate_share")) == (0, 0)
+        metrics.watch(store, consumer, limiter)
+        assert (value("codegend_group_members"), value("codegend_rate_share")) == (0, 1)
+        assignor = consumer._partition_assignment_strategy[0]
+        assignor.on_assignment(ConsumerProtocolMemberAssignment(0, [], b'{"members": 3}'))
+        limiter.set_share(1 / 3)
+        assert value("codegend_group_members") == 3
+        assert value("codegend_rate_share") == pytest.approx(1 / 3)
+    finally:
+        await consumer.stop()
 
 
 async def test_metrics_are_served_in_the_text_format():
