@@ -104,6 +104,7 @@ class Ownership:
         self._on_lost = on_lost
         self._parts: dict[int, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # every partition's, until it ends
+        self._closed = False
         self._fresh_s = kafka.session_timeout_ms / 2000
         self.restores = 0  # how many partitions were restored (a figure for tests and metrics)
 
@@ -178,7 +179,11 @@ class Ownership:
         """The group's new assignment: partitions kept resume, lost ones stop, new ones
         restore (in tasks). Returns (kept, lost, new)."""
         generation = group_generation(self._group)
-        kept, lost, new = set(), set(), set()
+        kept: set[int] = set()
+        lost: set[int] = set()
+        new: set[int] = set()
+        if self._closed:  # a join that completes while the consumer leaves the group
+            return kept, lost, new
         for number in list(self._parts):
             if number not in assigned:
                 lost.add(number)
@@ -207,6 +212,7 @@ class Ownership:
         part.task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        self._closed = True
         for part in list(self._parts.values()):
             self._stop(part)
         await asyncio.gather(*self._tasks, return_exceptions=True)
