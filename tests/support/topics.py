@@ -4,6 +4,7 @@ produced onto them, and every event read back raw."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -34,6 +35,18 @@ async def produce(settings: Settings, *values: bytes, key: bytes | None = None) 
     await producer.start()
     try:
         for value in values:
+            await producer.send_and_wait(settings.kafka.requests_topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def produce_keyed(settings: Settings, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Each ``(key, value)`` onto the requests topic: the producer's partitioner (murmur2,
+    as the contract's producers use) picks each record's partition from its key."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value in records:
             await producer.send_and_wait(settings.kafka.requests_topic, value, key=key)
     finally:
         await producer.stop()

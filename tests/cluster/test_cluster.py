@@ -1,0 +1,150 @@
+"""Three daemons in one group share the requests; the jobs of one that is killed, restarted
+or stopped go on elsewhere, once each (docs/cluster-design.md section 7.2).
+
+Every daemon is a real ``codegend run`` process with its own store; the invariants are
+read from the raw events topic, the Messages API server's request log and the stores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.cluster.harness import (
+    ClusterHarness,
+    Published,
+    assert_none,
+    cluster,
+    distinct,
+    phase_started_problems,
+    silence_problems,
+)
+
+pytestmark = pytest.mark.cluster
+
+# Enough for every job to end after a move: six phases of about a second, the jobs of
+# the dead daemon queued behind those of their new owner (jobs.max_concurrent = 2), and a
+# session timeout (3 s) before they move.
+FINISH_TIMEOUT_S = 60.0
+# How long a restarted daemon is watched after the group settled: two session timeouts,
+# so the rebalance its join started is over and a model call it made has been answered.
+QUIET_S = 6.0
+
+
+@dataclass
+class KillRun:
+    cluster: ClusterHarness
+    victim: int
+    killed_at: float
+    moved: set[str]  # the jobs the victim had unfinished when it died
+
+
+@pytest.fixture(scope="module")
+def killed_for_good(tmp_path_factory, kafka_bootstrap) -> Iterator[KillRun]:
+    """Six keyed jobs on three daemons; once every daemon has a phase running (and three
+    completed, so the victim has committed work for its jobs' new owner to restore), SIGKILL
+    the one with the most running jobs; then wait (bounded) for every job to end."""
+    with cluster(tmp_path_factory.mktemp("killed"), kafka_bootstrap) as run:
+        run.start_all()
+        run.submit(6)
+        running = run.wait_all_running(completed=3)
+        victim = max(running, key=lambda i: (len(running[i]), -i))
+        killed_at = run.kill(victim)
+        moved = run.members[victim].unfinished_jobs()
+        assert moved, f"daemon {victim} had no unfinished job when killed: {running}"
+        run.wait_completed(FINISH_TIMEOUT_S)
+        yield KillRun(run, victim, killed_at, moved)
+
+
+@pytest.mark.timeout(150)
+def test_kill_one_for_good(killed_for_good):
+    run = killed_for_good
+    assert not run.cluster.members[run.victim].alive
+    run.cluster.check(
+        run.moved,
+        run.killed_at,
+        f"daemon {run.victim} killed for good, its jobs {', '.join(sorted(run.moved))} to move",
+    )
+
+
+@pytest.mark.timeout(90)
+def test_killed_daemon_restarts_silent(killed_for_good):
+    run = killed_for_good
+    harness = run.cluster
+    member = harness.members[run.victim]
+    before = harness.events()
+    unfinished = sorted(set(harness.requests) - harness.completed(before))
+    restarted_at = time.time()
+    harness.start(run.victim)  # on its old store
+    harness.wait_balanced()  # its join: a rebalance over the three
+    time.sleep(QUIET_S)
+    after = harness.events()
+
+    problems = (
+        [f"jobs unfinished before the restart: {', '.join(unfinished)}"] if unfinished else []
+    )
+    problems += silence_problems(member, restarted_at, run.moved, before, after)
+    assert_none(f"the restarted {member.name} (moved jobs {sorted(run.moved)})", problems, harness)
+
+
+@pytest.mark.timeout(150)
+def test_rolling_restart(make_cluster):
+    # longer than a phase (about 1 s): a stopping daemon finishes its running phases, so a
+    # rolling restart runs no phase twice (design section 7.1)
+    harness = make_cluster(CODEGEND_JOBS__SHUTDOWN_GRACE_S="10")
+    harness.start_all()
+    harness.submit(9)
+    harness.wait_all_running()
+    for i in range(len(harness.members)):
+        member = harness.members[i]
+        assert harness.stop(i) == 0, f"{member.name} did not stop cleanly\n{member.log_tail()}"
+        harness.start(i)  # waits for its ready file
+        harness.wait_balanced()
+    harness.wait_completed(FINISH_TIMEOUT_S)
+    events = harness.check()
+    assert_none("phases run twice", phase_started_problems(events, harness.requests), harness)
+
+
+@pytest.mark.timeout(90)
+def test_duplicate_after_move(make_cluster):
+    harness = make_cluster()
+    harness.start_all()
+    [request_id] = harness.submit(1)
+    missing = harness.wait_completed(FINISH_TIMEOUT_S)
+    assert not missing, f"{request_id} did not complete on a healthy cluster\n{harness.logs()}"
+    partition = harness.requests[request_id]
+    [first] = [m for m in harness.members if request_id in m.jobs()]  # it accepted the job
+    marks = {m.index: m.log_size() for m in harness.members}
+    assert harness.stop(first.index) == 0, first.log_tail()
+    owner = harness.members[harness.wait_owner(partition, marks, timeout_s=30)]
+    harness.send(request_id)
+
+    def accepted(events: list[Published]) -> int:
+        found = distinct(p.event for p in events if p.event.job_id == request_id)
+        return sum(1 for e in found.values() if e.type == "job.accepted")
+
+    duplicates = 'codegend_requests_total{outcome="duplicate"}'
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        counted = owner.metric(duplicates)
+        events = harness.events()
+        if counted or accepted(events) > 1:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)  # a second job.accepted would follow a duplicate counted by mistake
+    events = harness.events()
+    problems = []
+    if (n := accepted(events)) != 1:
+        problems.append(f"{request_id}: {n} job.accepted event_ids (want 1)")
+    if counted != 1:
+        problems.append(
+            f"{owner.name}, the partition's new owner, counted {counted:.0f} duplicates (want 1)"
+        )
+    assert_none(
+        f"{request_id} sent again after partition {partition} moved from {first.name}",
+        problems,
+        harness,
+    )
