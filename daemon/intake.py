@@ -473,7 +473,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
         kept, lost, new = self._cluster.ownership.reassign(numbers)
         log.info(
             "consuming %s (kept %s, restoring %s, lost %s)",
-            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)) or "nothing",
+            ", ".join(f"{tp.topic}:{tp.partition}" for tp in sorted(assigned)),
             sorted(kept),
             sorted(new),
             sorted(lost),

@@ -54,7 +54,7 @@ JOIN_TIMEOUT_S = 30.0
 MAX_LISTED = 12  # problem lines in one failure message
 TERMINAL_STATES = ("COMPLETED", "PARTIAL", "FAILED", "CANCELLED")
 # intake's rebalance listener logs each assignment it gets: "consuming topic:0, topic:2"
-ASSIGNED = re.compile(r"\] consuming ?(.*)$")
+ASSIGNED = re.compile(r"\] consuming ?([^(]*?)(?: \(kept .*)?$")
 
 
 def cluster_server() -> MessagesServer:
