@@ -64,16 +64,16 @@ demo: $(STAMP)
 ## daemons): the first runs everything but the toolchain tests; the second runs the
 ## integration tests once more with jobs.execution = "parallel" (with a broker of its own),
 ## then the toolchain tests (npm, tsc, pip, the generated app: the same in either mode, so
-## run once). Its output follows the first's.
-## The cluster tier (make cluster) is not part of it yet: it proves cluster mode, still to land.
+## run once), then the cluster tier (three daemons in one group). Its output follows the first's.
 test: $(TEST_STAMP)
 	@( CODEGEND_TEST_EXECUTION=parallel $(BIN)/python -m pytest tests/integration -q \
 		-m "not toolchain" -p no:cacheprovider; parallel=$$?; \
 	  $(BIN)/python -m pytest -q -m toolchain -p no:cacheprovider; toolchain=$$?; \
-	  exit $$(( parallel || toolchain )) ) > $(VENV)/second-pass.log 2>&1 & second=$$!; \
+	  $(BIN)/python -m pytest -q tests/cluster -m "not soak" -p no:cacheprovider; cluster=$$?; \
+	  exit $$(( parallel || toolchain || cluster )) ) > $(VENV)/second-pass.log 2>&1 & second=$$!; \
 	$(BIN)/python -m pytest -m "not toolchain and not cluster"; first=$$?; \
 	wait $$second; rest=$$?; \
-	echo "== integration tests in parallel execution, then the toolchain tests"; \
+	echo "== integration tests in parallel execution, the toolchain tests, the cluster tier"; \
 	cat $(VENV)/second-pass.log; \
 	exit $$(( first || rest ))
 
@@ -81,14 +81,16 @@ test: $(TEST_STAMP)
 unit: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-## chaos: the crash-anywhere soak: 100 SIGKILLs at random moments, then every invariant
+## chaos: the crash-anywhere soaks: 100 SIGKILLs of one daemon at random moments, then 100
+## kills of random daemons of three in one group; then every invariant
 chaos: $(TEST_STAMP)
 	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/chaos -q -s --timeout 1800
+	CODEGEND_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/cluster -m soak -q -s --timeout 1800
 
 ## cluster: three real daemons in one group: kills, a restart, a rolling restart, a duplicate
 ## after a move (docs/cluster-design.md 7.2)
 cluster: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests/cluster -q
+	$(BIN)/python -m pytest tests/cluster -m "not soak" -q
 
 ## bench: the benchmark (about 5 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
 ## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/)

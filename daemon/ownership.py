@@ -166,6 +166,16 @@ class Ownership:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(part.read.wait(), self._fresh_s)
 
+    def forget_dormant(self) -> set[int]:
+        """Delete this store's rows of the partitions it neither owns nor restores (lost,
+        or left from an earlier run): another daemon owns them, and a restore here would
+        replace them anyway. Call once their jobs' tasks have ended. Returns them."""
+        dormant = self._store.local_partitions() - set(self._parts)
+        for number in sorted(dormant):
+            jobs = self._store.forget_partition(number)
+            log.info("partition %d: %d jobs another daemon owns left this store", number, jobs)
+        return dormant
+
     # -- what the rebalance listener tells
 
     def suspend(self, partitions: Collection[int]) -> None:
@@ -289,8 +299,17 @@ class Ownership:
 
     @staticmethod
     async def _close(consumer: AIOKafkaConsumer) -> None:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+        """Stop the consumer, all of it, even when this task is cancelled meanwhile (a
+        consumer half stopped leaves its connections open)."""
+        stopping = asyncio.ensure_future(consumer.stop())
+        try:
+            await asyncio.shield(stopping)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await stopping
+            raise
+        except Exception:  # noqa: BLE001 - closing: nothing left to do with its error
+            log.debug("closing a changelog reader failed", exc_info=True)
 
     async def _restore(
         self, part: _Partition, consumer: AIOKafkaConsumer, tp: TopicPartition

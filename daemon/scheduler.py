@@ -99,17 +99,19 @@ class Scheduler:
         except Exception:
             log.exception("the failed job could not be ended", extra={"job_id": job_id})
 
-    def stop_jobs(self, partitions: Collection[int]) -> list[str]:
+    def stop_jobs(self, partitions: Collection[int]) -> list[asyncio.Task[JobState]]:
         """Cancel the running jobs of the requests partitions (another daemon owns them
-        now): their phases are interrupted, not failed. Returns the jobs stopped."""
-        stopped = [
-            job_id for job_id in self._tasks if self._store.partition_of_job(job_id) in partitions
-        ]
-        for job_id in stopped:
-            self._tasks[job_id].cancel()
+        now): their phases are interrupted, not failed. Returns their tasks."""
+        stopped = {
+            job_id: task
+            for job_id, task in self._tasks.items()
+            if self._store.partition_of_job(job_id) in partitions
+        }
+        for task in stopped.values():
+            task.cancel()
         if stopped:
             log.info("stopped %d jobs of partitions %s", len(stopped), sorted(partitions))
-        return stopped
+        return list(stopped.values())
 
     async def drain(self, grace_s: float) -> None:
         """Stop starting jobs; give running phases ``grace_s`` to finish, then cancel them.

@@ -33,6 +33,7 @@ from daemon.ratelimit import RateLimiter
 from daemon.retention import Pruner
 from daemon.scheduler import Scheduler
 from daemon.settings import EMBEDDED, Settings
+from daemon.states import JobState
 from daemon.store import Store
 from daemon.topics import ensure_daemon_topics
 
@@ -87,6 +88,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._resources = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[JobState]] = set()  # jobs of lost partitions
         self.bootstrap_servers = settings.kafka.bootstrap_servers
         self.started = asyncio.Event()
         self.metrics = Metrics()
@@ -196,7 +199,25 @@ class Daemon:
         self.relay.wake()
 
     def _on_partitions_lost(self, partitions: set[int]) -> None:
-        self.scheduler.stop_jobs(partitions)
+        self._retire(self.scheduler.stop_jobs(partitions))
+
+    def _retire(self, stopping: list[asyncio.Task[JobState]]) -> None:
+        """Once the stopped jobs' tasks have ended, drop the rows of partitions that are
+        not ours (a full disk leaves them for the next time)."""
+
+        self._stopping.update(stopping)
+
+        async def retire() -> None:
+            # every job stopped so far: a lost partition's tasks may still be ending
+            await asyncio.gather(*self._stopping, return_exceptions=True)
+            self._stopping.difference_update(t for t in list(self._stopping) if t.done())
+            if self.ownership is not None:
+                with contextlib.suppress(StoreFull):
+                    self.ownership.forget_dormant()
+
+        task = asyncio.create_task(retire(), name="retire-partitions")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     def _on_assigned(self, partitions: set[int]) -> None:
         """Each daemon takes the share of the account's rate limits that its partitions
@@ -204,6 +225,7 @@ class Daemon:
         every = self.consumer.partitions_for_topic(self.settings.kafka.requests_topic)
         if every:
             self.limiter.set_share(len(partitions & every) / len(every))
+        self._retire([])  # the rows of partitions left from an earlier run
 
     async def _on_revoked(self, partitions: set[int]) -> None:
         """Before partitions may move: publish what is committed for them, briefly (the
@@ -353,8 +375,8 @@ class Daemon:
             await self.scheduler.drain(self.settings.jobs.shutdown_grace_s)
             await self.relay.flush(FLUSH_TIMEOUT_S)
             self.relay.stop()
-        for task in self._tasks:
+        for task in (*self._tasks, *self._side_tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
         await self._resources.aclose()
         log.info("codegend stopped")

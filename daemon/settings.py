@@ -65,7 +65,7 @@ class KafkaSettings(_Section):
     ssl_keyfile: str = ""
     # Cluster mode (docs/cluster-design.md): on when changelog_topic is set and the broker
     # is not the embedded one, whose topics live in memory and are private to one daemon.
-    changelog_topic: str = ""
+    changelog_topic: str = "codegen.changelog"
     commands_topic: str = Field(default="codegen.commands", min_length=1)
     changelog_min_compaction_lag_ms: int = Field(default=3_600_000, ge=0)
     restore_timeout_s: float = Field(default=120.0, gt=0)

@@ -90,6 +90,9 @@ def make_settings(
                 "requests_topic": topic_names.requests,
                 "events_topic": topic_names.events,
                 "dead_letter_topic": topic_names.dlq,
+                # cluster mode is on by default against a broker: this test's own topics
+                "changelog_topic": topic_names.changelog,
+                "commands_topic": topic_names.commands,
                 "group_id": f"codegend-{topic_names.suffix}",
                 "topic_partitions": 2,
                 # tansu holds a group's join for half the session timeout: keep it short

@@ -38,6 +38,11 @@ class Partitions(Retention):
         ).fetchone()
         return None if row is None else int(row[0] or 0)
 
+    def local_partitions(self) -> set[int]:
+        """The requests partitions this store has jobs of."""
+        rows = self.db.conn.execute('SELECT DISTINCT "partition" FROM jobs').fetchall()
+        return {int(row[0] or 0) for row in rows}
+
     def partition_jobs(self, partition: int, unfinished: bool = False) -> list[str]:
         """The jobs of a requests partition, oldest first; only the unfinished ones if asked."""
         query = 'SELECT job_id FROM jobs WHERE "partition" = ?'

@@ -25,6 +25,8 @@ def env(tmp_path, kafka_bootstrap, topic_names):
         **{k: v for k, v in os.environ.items() if not k.startswith("CODEGEND_")},
         "CODEGEND_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "CODEGEND_KAFKA__REQUESTS_TOPIC": topic_names.requests,
+        "CODEGEND_KAFKA__CHANGELOG_TOPIC": topic_names.changelog,  # the test's own
+        "CODEGEND_KAFKA__COMMANDS_TOPIC": topic_names.commands,
         "CODEGEND_STORE__PATH": str(tmp_path / "codegend.db"),
         "COLUMNS": "200",
     }

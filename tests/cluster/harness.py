@@ -242,13 +242,7 @@ class ClusterHarness:
             events=f"codegend-events-{suffix}",
             dlq=f"codegend-dlq-{suffix}",
         )
-        overrides = cluster_env(
-            # cluster mode: a changelog topic of this test's own (and a non-embedded broker)
-            CODEGEND_KAFKA__CHANGELOG_TOPIC=f"codegend-changelog-{suffix}",
-            # remote operations on a topic of this test's own
-            CODEGEND_KAFKA__COMMANDS_TOPIC=f"codegend-commands-{suffix}",
-            **env,
-        )
+        overrides = cluster_env(**env)  # daemon_env gives the test's own cluster topics
         self.members: list[Member] = []
         for index in range(size):
             home = root / f"d{index}"

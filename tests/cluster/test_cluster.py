@@ -148,3 +148,65 @@ def test_duplicate_after_move(make_cluster):
         problems,
         harness,
     )
+
+
+@pytest.mark.timeout(150)
+def test_paused_zombie(make_cluster):
+    """SIGSTOP a daemon mid-phase until its partitions have new owners, then SIGCONT: what it
+    finishes after the pause never reaches the events topic as a second version of any
+    step (one event_id per seq, one phase.completed per phase), and every job completes."""
+    harness = make_cluster()
+    harness.start_all()
+    harness.submit(6)
+    running = harness.wait_all_running(completed=3)
+    victim = max(running, key=lambda i: (len(running[i]), -i))
+    member = harness.members[victim]
+    partitions = member.assigned() or set()
+    marks = {m.index: m.log_size() for m in harness.members}
+    paused_at = time.time()
+    harness.pause(victim)
+    try:
+        for partition in sorted(partitions):
+            owner = harness.wait_owner(partition, marks, timeout_s=30)
+            assert owner != victim, f"partition {partition} stayed with the paused {member.name}"
+        # The new owner resumed the moved jobs: a model call for one of them came after the
+        # pause from a live daemon (the paused one makes none).
+        moved = set(running[victim])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+            set(m.calls(since=paused_at)) & moved for m in harness.members if m.index != victim
+        ):
+            time.sleep(0.2)
+    finally:
+        harness.resume(victim)
+    harness.wait_completed(FINISH_TIMEOUT_S)
+    harness.check(what=f"{member.name} paused past its session, then resumed")
+
+
+RATE_LIMIT_PER_MIN = 30
+RATE_WINDOW_S = 20.0
+
+
+@pytest.mark.timeout(120)
+def test_the_daemons_share_the_accounts_rate_limit(make_cluster):
+    """Each daemon takes the share of llm.requests_per_min that its partitions are of the
+    topic's (design section 6.1): the three together never send more than the account's
+    limit allows, its burst included, although each alone could send it all."""
+    # low enough that the limit, not the model's latency, paces the calls within seconds
+    harness = make_cluster(CODEGEND_LLM__REQUESTS_PER_MIN=str(RATE_LIMIT_PER_MIN))
+    harness.start_all()
+    harness.wait_balanced()
+    harness.submit(9)
+    time.sleep(RATE_WINDOW_S + 2)
+    times = sorted(r.received_at for r in harness.server.requests)
+    assert times, f"no model call in {RATE_WINDOW_S:.0f} s\n{harness.logs()}"
+    window = [t for t in times if t <= times[0] + RATE_WINDOW_S]
+    # the buckets start full (the shares add up to one limit's burst), then refill at the
+    # limit's pace; without the share each of the three would allow as much
+    allowed = RATE_LIMIT_PER_MIN + RATE_LIMIT_PER_MIN * RATE_WINDOW_S / 60
+    assert len(window) <= allowed, (
+        f"{len(window)} model calls in {RATE_WINDOW_S:.0f} s from three daemons; the account's "
+        f"limit of {RATE_LIMIT_PER_MIN}/min allows {allowed:.0f}\n{harness.logs()}"
+    )
+    calls = {m.name: sum(m.calls().values()) for m in harness.members}
+    assert sum(1 for n in calls.values() if n) >= 2, f"the calls were not shared: {calls}"

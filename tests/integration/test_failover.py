@@ -14,18 +14,10 @@ from tests.support.topics import produce
 
 
 @pytest.fixture
-def cluster_settings(make_settings, topic_names):
-    """Cluster mode: a changelog and a commands topic of this test's own."""
-
-    def make(**sections):
-        kafka = {
-            "changelog_topic": f"codegend-changelog-{topic_names.suffix}",
-            "commands_topic": f"codegend-commands-{topic_names.suffix}",
-            **sections.pop("kafka", {}),
-        }
-        return make_settings(kafka=kafka, **sections)
-
-    return make
+def cluster_settings(make_settings):
+    """Cluster mode, as against any real broker by default (make_settings gives the test
+    its own changelog and commands topics)."""
+    return make_settings
 
 
 async def test_one_daemon_in_cluster_mode_runs_a_job_with_gapless_events(

@@ -62,6 +62,9 @@ def replay_settings(
             "requests_topic": kafka.requests_topic + "-replay",
             "events_topic": kafka.events_topic + "-replay",
             "group_id": kafka.group_id + "-replay",
+            # a changelog of its own: the live daemon's holds the live job of the same id
+            "changelog_topic": kafka.changelog_topic + "-replay",
+            "commands_topic": kafka.commands_topic + "-replay",
         },
         llm={"provider": "replay", "cassette_dir": cassette},
         store={"path": tmp_path / "replay.db"},

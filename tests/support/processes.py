@@ -43,6 +43,9 @@ def daemon_env(
         "CODEGEND_KAFKA__REQUESTS_TOPIC": topic_names.requests,
         "CODEGEND_KAFKA__EVENTS_TOPIC": topic_names.events,
         "CODEGEND_KAFKA__DEAD_LETTER_TOPIC": topic_names.dlq,
+        # cluster mode is on by default against a broker: this test's own topics
+        "CODEGEND_KAFKA__CHANGELOG_TOPIC": topic_names.changelog,
+        "CODEGEND_KAFKA__COMMANDS_TOPIC": topic_names.commands,
         "CODEGEND_KAFKA__GROUP_ID": f"g-{topic_names.suffix}",
         # tansu keeps a dead member's partitions until its session expires: keep it short
         "CODEGEND_KAFKA__SESSION_TIMEOUT_MS": "6000" if os.environ.get(BOOTSTRAP_ENV) else "2000",

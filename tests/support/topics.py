@@ -28,6 +28,15 @@ class TopicNames:
         """The three names, requests first."""
         return [self.requests, self.events, self.dlq]
 
+    @property
+    def changelog(self) -> str:
+        """The changelog topic of cluster mode, on by default against a real broker."""
+        return f"codegend-changelog-{self.suffix}"
+
+    @property
+    def commands(self) -> str:
+        return f"codegend-commands-{self.suffix}"
+
 
 async def produce(settings: Settings, *values: bytes, key: bytes | None = None) -> None:
     """Each value onto the requests topic, as it is."""

@@ -27,9 +27,10 @@ def cluster(**values: Any) -> KafkaSettings:
     return KafkaSettings(bootstrap_servers=BROKER, changelog_topic="codegen.changelog", **values)
 
 
-def test_cluster_mode_is_off_by_default_and_adds_no_topic():
-    kafka = KafkaSettings(bootstrap_servers=BROKER)
-    assert kafka.changelog_topic == ""
+def test_cluster_mode_is_on_by_default_against_a_broker_and_off_with_no_changelog():
+    assert KafkaSettings(bootstrap_servers=BROKER).cluster_mode
+    assert KafkaSettings(bootstrap_servers=BROKER).changelog_topic == "codegen.changelog"
+    kafka = KafkaSettings(bootstrap_servers=BROKER, changelog_topic="")
     assert not kafka.cluster_mode
     assert kafka.cluster_topics() == []
     assert list(topic_configs(kafka)) == [
@@ -80,7 +81,10 @@ def test_the_defaults_of_the_cluster_settings():
         ({"changelog_topic": "codegen.events"}, "must differ"),
         ({"changelog_topic": "x", "commands_topic": "x"}, "must differ"),
         ({"changelog_topic": "x", "commands_topic": "codegen.requests"}, "must differ"),
-        ({"transactions": True}, "kafka.transactions = true needs cluster mode"),
+        (
+            {"transactions": True, "changelog_topic": ""},
+            "kafka.transactions = true needs cluster mode",
+        ),
         (
             {"transactions": True, "changelog_topic": "x", "bootstrap_servers": "embedded"},
             "needs cluster mode",
