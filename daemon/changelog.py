@@ -1,8 +1,10 @@
 """The changelog's records: built at send time from a job's current rows, and applied back
 into a store (a restore). Keys and values are those of docs/cluster-design.md section 1.2:
 ``J`` the job's state (or, once the job is pruned, its pruned marker), ``J/request``,
-``J/plan``, ``J/phase/NAME``, ``J/file/PATH`` and ``J/event/SEQ``. Each value is JSON with
-``"v": 1``; None is a tombstone (the row is gone, the event published)."""
+``J/plan``, ``J/phase/NAME``, ``J/file/PATH`` and ``J/event/SEQ``; and a partition's
+``~commands``, how far its remote commands were applied (marked ``~commands/P``: a mark's
+key is unique across partitions). Each value is JSON with ``"v": 1``; None is a tombstone
+(the row is gone, the event published)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from daemon.contents import contents_left_out
 from daemon.contract import GenerationRequest, PhaseCompletedEvent, Verification, parse_event
 from daemon.states import ArchPlan
 from daemon.store import Store
+from daemon.store.partitions import COMMANDS_KEY, commands_mark_partition
 from daemon.store.replica import PHASE_RESULT, VERIFYING_PHASE
 from daemon.store.schema import USAGE_COLUMNS
 
@@ -52,13 +55,34 @@ def parse_key(key: str) -> Key:
     return Key(job_id, kind, name)
 
 
+def record_key(mark: str) -> str:
+    """The key of the record a mark's key names: the key itself, but ``~commands`` for a
+    partition's ``~commands/P``."""
+    return COMMANDS_KEY if commands_mark_partition(mark) is not None else mark
+
+
 def build(store: Store, key: str) -> bytes | None:
-    """The record of ``key`` from the store's current rows; None for a tombstone."""
+    """The record of ``key`` (a mark's key) from the store's current rows; None for a
+    tombstone."""
+    partition = commands_mark_partition(key)
+    if partition is not None:
+        return _dumped({"offset": store.commands_offset(partition)})
     parsed = parse_key(key)
     value = BUILDERS[parsed.kind](store, parsed)
-    if value is None:
-        return None
+    return None if value is None else _dumped(value)
+
+
+def _dumped(value: Json) -> bytes:
     return json.dumps({"v": VERSION, **value}, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def commands_offset(value: bytes | None) -> int | None:
+    """The offset a ``~commands`` record holds; None for a value that holds none."""
+    try:
+        offset = json.loads(value or b"")["offset"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
 
 
 def apply(store: Store, key: str, value: bytes | None) -> None:

@@ -157,11 +157,12 @@ class ChangelogWriter:
 
     async def _send_record(self, mark: Mark, fence: int) -> asyncio.Future[object]:
         # The job's request partition, never the partitioner's: the key only names the
-        # record for compaction (section 1.2). A None value is a tombstone.
+        # record for compaction (section 1.2). A None value is a tombstone. A partition's
+        # ``~commands/P`` mark is its ``~commands`` record.
         delivery: asyncio.Future[object] = await self._producer.send(
             self._topic,
             value=changelog.build(self._store, mark.key),
-            key=mark.key.encode(),
+            key=changelog.record_key(mark.key).encode(),
             partition=mark.partition,
             headers=fence_header(fence),
         )

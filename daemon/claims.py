@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from daemon.changelog import parse_key
+from daemon.changelog import commands_offset, parse_key
+from daemon.store.partitions import COMMANDS_KEY
 
 OWNER_KEY = "~owner"
-COMMANDS_KEY = "~commands"
 FENCE_HEADER = "fence"
 NO_FENCE = -1  # a record without a readable fence header: valid only before any claim
 
@@ -140,7 +140,9 @@ class PartitionLog:
             return "invalid"
         self.invalid.discard(name)
         if name == COMMANDS_KEY:
-            self.commands_offset = _commands_offset(value, self.commands_offset)
+            read = commands_offset(value)
+            if read is not None:
+                self.commands_offset = read
             return "valid"
         if self.keep_values:
             self.values.pop(name, None)
@@ -174,10 +176,3 @@ def _is_ours(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _commands_offset(value: bytes | None, current: int) -> int:
-    try:
-        return int(json.loads(value or b"")["offset"])
-    except (ValueError, TypeError, KeyError):
-        return current

@@ -423,7 +423,7 @@ class Ownership:
             store.record_death(job_id, phase, point)
         if part.log.invalid:
             store.mark_keys(number, part.log.invalid)  # corrections: section 3.3
-        store.set_partition(number, OWNED, claim.fence, claim.offset)
+        store.set_partition(number, OWNED, claim.fence, claim.offset, part.log.commands_offset)
         reason = "daemon restart" if ours else "failover"
         for job_id, state in store.announce_resumed(reason, partition=number):
             log.info("resuming at %s (%s)", state.name, reason, extra={"job_id": job_id})

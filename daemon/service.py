@@ -18,6 +18,7 @@ from pathlib import Path
 
 from daemon.broker import EmbeddedBroker
 from daemon.changelog_writer import ChangelogWriter
+from daemon.command_relay import CommandRelay
 from daemon.errors import ConfigError, StoreFull
 from daemon.generation import PhaseRunner
 from daemon.intake import Cluster, Intake
@@ -158,6 +159,8 @@ class Daemon:
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
             asyncio.create_task(self.intake.run(), name="intake"),
         ]
+        if self.commands is not None:
+            self._tasks.append(asyncio.create_task(self.commands.run(), name="commands"))
         if settings.store.retention_days > 0:
             pruner = Pruner(self.store, settings.store.retention_days)
             self._tasks.append(asyncio.create_task(pruner.run(), name="retention"))
@@ -175,6 +178,7 @@ class Daemon:
         kafka = self.settings.kafka
         self.ownership: Ownership | None = None
         self.writer: ChangelogWriter | None = None
+        self.commands: CommandRelay | None = None
         if not kafka.cluster_mode:
             return
         self.store.forget_ownership()  # nothing is ours until the group says so
@@ -193,10 +197,21 @@ class Daemon:
         self.writer = ChangelogWriter(
             self.store, self.producer, kafka.changelog_topic, tenures=self.ownership
         )
+        # remote cancel and resume of the owned partitions' jobs (section 5.1)
+        self.commands = CommandRelay(
+            kafka,
+            self.bootstrap_servers,
+            self.store,
+            self.producer,
+            self.ownership,
+            on_commit=self._on_new_work,
+        )
 
     def _on_partition_ready(self, partition: int) -> None:
         self.scheduler.wake()
         self.relay.wake()
+        if self.commands is not None:
+            self.commands.partition_ready(partition)
 
     def _on_partitions_lost(self, partitions: set[int]) -> None:
         self._retire(self.scheduler.stop_jobs(partitions))

@@ -96,12 +96,14 @@ def log_format_of(value: str) -> LogFormat:
 
 
 def open_store(settings: Settings) -> Store:
-    """The store of ``settings``, which must exist already (these commands create none)."""
+    """The store of ``settings``, which must exist already (these commands create none). In
+    cluster mode its writes mark their changelog keys, as the daemon's do, so that what
+    they change is replicated."""
     from daemon.store import Store
 
     if not settings.store.path.exists():
         raise StoreError(f"no store at {settings.store.path}")
-    return Store(settings.store.path)
+    return Store(settings.store.path, changelog=settings.kafka.cluster_mode)
 
 
 def cells(*values: str) -> list[Text]:

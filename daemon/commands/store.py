@@ -1,11 +1,17 @@
-"""The commands that work on the store file, on the daemon's host: ``status``, ``resume``,
-``cancel``, ``export`` and ``prune``."""
+"""The commands that work on the jobs: ``status``, ``resume``, ``cancel``, ``export`` and
+``prune``. Outside cluster mode they work on the store file, on the daemon's host. In
+cluster mode (docs/cluster-design.md section 5.2) ``cancel`` and ``resume`` send commands
+to the daemon that owns the job's partition (``--local``: write this host's store, for a
+partition it owns), and ``status`` and ``export`` read this host's store when it holds the
+job's partition, else (or with ``--remote``) the cluster's replicated state."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,16 +34,43 @@ from daemon.errors import CodegendError, ConfigError, UsageError
 from daemon.settings import Settings
 
 if TYPE_CHECKING:
+    from daemon.command_records import Reply
     from daemon.store import Store
+
+RemoteOption = Annotated[
+    bool,
+    typer.Option(
+        "--remote",
+        help="Cluster mode: read the cluster's replicated state (the changelog), not this "
+        "host's store.",
+    ),
+]
+LocalOption = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="Cluster mode: write this host's store (for a job of a partition it owns) "
+        "instead of sending the command to the job's owner.",
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option("--wait", help="Cluster mode: seconds to wait for the owner's answer.", min=0.0),
+]
+CLUSTER_MODE = (
+    "cluster mode (kafka.changelog_topic set and a Kafka cluster in kafka.bootstrap_servers)"
+)
 
 
 def status(
     job_id: Annotated[str | None, typer.Argument(help="One job; all jobs if omitted.")] = None,
     as_json: JsonOption = False,
+    remote: RemoteOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Jobs and their phases, from the store."""
-    with closing(open_store(load(config))) as store:
+    """Jobs and their phases, from the store (in cluster mode, from the cluster's
+    replicated state when this host's store does not hold the job)."""
+    with _view(load(config), job_id, remote) as store:
         if job_id is not None:
             _print_job(store, job_id, as_json)
         elif as_json:
@@ -103,23 +136,38 @@ def _print_job(store: Store, job_id: str, as_json: bool) -> None:
 
 def resume(
     job_id: Annotated[str | None, typer.Argument(help="The job to re-queue.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every failed and partial job.")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every failed, partial and cancelled job.")
+    ] = False,
+    local: LocalOption = False,
+    wait: WaitOption = 30.0,
     config: ConfigOption = None,
 ) -> None:
     """Re-queue failed, partial or interrupted jobs; only their unfinished phases run again."""
+    from daemon.command_records import RESUME, RESUME_ALL
     from daemon.states import JobState
 
     if (job_id is None) == (not all_):
         raise UsageError("give a JOB_ID or --all")
-    with closing(open_store(load(config))) as store:
-        ids = (
-            [job_id]
-            if job_id
-            else [
-                row["job_id"]
-                for row in store.jobs([JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED])
-            ]
-        )
+    settings = load(config)
+    if settings.kafka.cluster_mode and not local:
+        _send(settings, RESUME if job_id else RESUME_ALL, job_id, wait)
+        return
+    with closing(open_store(settings)) as store:
+        if job_id:
+            _check_writable(settings, store, job_id, "resume")
+            ids = [job_id]
+        else:
+            states = [JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED]
+            ended = [row["job_id"] for row in store.jobs(states)]
+            ids = [one for one in ended if _writable(settings, store, one)]
+            if left := len(ended) - len(ids):
+                out.print(
+                    f"{left} jobs of partitions this store does not own left alone; "
+                    "`codegend resume --all` without --local reaches them",
+                    markup=False,
+                    highlight=False,
+                )
         for one in ids:
             phase = store.reopen(one, reason="codegend resume")
             done = f"{one}: resumes at {phase}" if phase else f"{one}: nothing left to run"
@@ -128,12 +176,109 @@ def resume(
 
 def cancel(
     job_id: Annotated[str, typer.Argument(help="The job to stop.")],
+    local: LocalOption = False,
+    wait: WaitOption = 30.0,
     config: ConfigOption = None,
 ) -> None:
     """Stop a job cleanly after its running phase; it ends cancelled."""
-    with closing(open_store(load(config))) as store:
+    from daemon.command_records import CANCEL
+
+    settings = load(config)
+    if settings.kafka.cluster_mode and not local:
+        _send(settings, CANCEL, job_id, wait)
+        return
+    with closing(open_store(settings)) as store:
+        _check_writable(settings, store, job_id, "cancel")
         store.request_cancel(job_id)
     out.print(f"{job_id}: cancel requested", markup=False, highlight=False)
+
+
+def _send(settings: Settings, kind: str, job_id: str | None, wait_s: float) -> None:
+    """Send the command to the partition of the job (``resume_all``: to every partition),
+    print each reply; exit 1 if a reply says no or none came in ``wait_s``."""
+    from daemon import remote
+    from daemon.command_records import CANCEL, new_command
+
+    kafka = settings.kafka
+    reason = "codegend cancel" if kind == CANCEL else "codegend resume"
+    if job_id is None:
+        partitions = asyncio.run(remote.command_partitions(kafka))
+    else:
+        partitions = [remote.job_partition(settings, job_id)]
+    commands = {p: new_command(kind, job_id, reason) for p in partitions}
+    replies = asyncio.run(remote.send_commands(kafka, commands, wait_s))
+    for reply in replies.values():
+        if reply is not None and reply.ok:
+            out.print(reply.message, markup=False, highlight=False)
+    _raise_unanswered(kafka.commands_topic, replies, wait_s)
+
+
+def _raise_unanswered(topic: str, replies: dict[int, Reply | None], wait_s: float) -> None:
+    refused = [reply.message for reply in replies.values() if reply is not None and not reply.ok]
+    silent = [p for p, reply in replies.items() if reply is None]
+    problems = list(refused)
+    if len(silent) == 1:
+        problems.append(
+            f"queued on {topic} partition {silent[0]}; no daemon answered in {wait_s:g} s; "
+            "it applies when one owns the partition"
+        )
+    elif silent:
+        problems.append(
+            f"queued on {topic} partitions {', '.join(map(str, silent))}; no daemon answered "
+            f"in {wait_s:g} s; each applies when one owns its partition"
+        )
+    if problems:
+        raise CodegendError("; ".join(problems))
+
+
+def _writable(settings: Settings, store: Store, job_id: str) -> bool:
+    """Whether this host's store may be written for the job: outside cluster mode always;
+    in cluster mode only for a job of a partition the store owns, since a restore erases
+    the rest (a job it lacks: the store method says so)."""
+    if not settings.kafka.cluster_mode:
+        return True
+    return store.partition_of_job(job_id) is None or _holds(store, job_id)
+
+
+def _check_writable(settings: Settings, store: Store, job_id: str, command: str) -> None:
+    if not _writable(settings, store, job_id):
+        raise UsageError(
+            f"{job_id} is a job of partition {store.partition_of_job(job_id)}, which this "
+            f"store does not own; `codegend {command} {job_id}` without --local sends it to "
+            "its owner"
+        )
+
+
+@contextmanager
+def _view(settings: Settings, job_id: str | None, remote: bool) -> Iterator[Store]:
+    """The store to read ``job_id`` (all jobs: None) from: this host's, unless in cluster
+    mode it does not exist, does not hold the job's partition, or ``remote`` is asked for;
+    then the cluster's replicated state, read into a throwaway store."""
+    from daemon.remote import derived_partition, read_state
+
+    kafka = settings.kafka
+    if remote and not kafka.cluster_mode:
+        raise UsageError(f"--remote needs {CLUSTER_MODE}")
+    if not kafka.cluster_mode or (not remote and settings.store.path.exists()):
+        with closing(open_store(settings)) as store:
+            if job_id is None or not kafka.cluster_mode or _holds(store, job_id):
+                yield store
+                return
+    derived = None if job_id is None else derived_partition(kafka, job_id)
+    with read_state(settings, None if derived is None else [derived]) as state:
+        yield state.store
+
+
+def _holds(store: Store, job_id: str) -> bool:
+    """Whether this store holds the job as its owner does: it has the job, of a partition
+    it owns (or that it never owned in cluster mode: a store from before it)."""
+    from daemon.store.partitions import OWNED
+
+    partition = store.partition_of_job(job_id)
+    if partition is None:
+        return False
+    record = store.partition_record(partition)
+    return record is None or record.state == OWNED
 
 
 def export(
@@ -151,11 +296,14 @@ def export(
             **env("FORCE"),
         ),
     ] = False,
+    remote: RemoteOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Write a job's files from the store to DIR. Nothing below DIR is followed if it is a
-    symlink; exits 1 if a file cannot be written, 2 if DIR is not empty (see --force)."""
-    with closing(open_store(load(config))) as store:
+    """Write a job's files from the store (in cluster mode, from the cluster's replicated
+    state when this host's store does not hold the job) to DIR. Nothing below DIR is
+    followed if it is a symlink; exits 1 if a file cannot be written, 2 if DIR is not
+    empty (see --force)."""
+    with _view(load(config), job_id, remote) as store:
         store.job(job_id)
         files = store.files(job_id)
     _check_export_target(directory, force)

@@ -1,6 +1,7 @@
-"""Requests partitions in cluster mode: which this store owns, the jobs of each, and the
-forgetting of a partition's rows before a restore replaces them with the changelog's
-(docs/cluster-design.md sections 2.1 to 2.5)."""
+"""Requests partitions in cluster mode: which this store owns, the jobs of each, the
+forgetting of a partition's rows before a restore replaces them with the changelog's, and
+how far the partition's remote commands were applied (docs/cluster-design.md sections 2.1
+to 2.5 and 5.1)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,23 @@ DORMANT = "dormant"
 # The tables whose rows belong to a job, deleted with the job's partition. The model-call
 # records stay: they are diagnostics of the calls this process made.
 JOB_TABLES = ("phases", "files", "outbox", "sequences", "jobs")
+# The changelog key of a partition's commands offset (``{"offset": N}``: the next offset of
+# the partition's commands to apply). Its mark is ``~commands/P``, since a mark's key is
+# unique across partitions; the record goes to partition P with the key ``~commands``.
+COMMANDS_KEY = "~commands"
+
+
+def commands_mark(partition: int) -> str:
+    """The mark of the partition's ``~commands`` record."""
+    return f"{COMMANDS_KEY}/{partition}"
+
+
+def commands_mark_partition(key: str) -> int | None:
+    """The partition whose ``~commands`` record a mark's key names; None for another key."""
+    head, slash, number = key.partition("/")
+    if head != COMMANDS_KEY or not slash or not number.isdigit():
+        return None
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,7 @@ class PartitionRecord:
     fence: int
     claim_offset: int
     state: str
+    commands_offset: int = 0
 
 
 class Partitions(Retention):
@@ -97,29 +116,65 @@ class Partitions(Retention):
         with self.transaction():
             self.db.conn.executemany(
                 'INSERT OR REPLACE INTO changelog_marks (key, "partition") VALUES (?, ?)',
-                [(key, partition) for key in keys],
+                [
+                    (commands_mark(partition) if key == COMMANDS_KEY else key, partition)
+                    for key in keys
+                ],
             )
 
     def partition_record(self, partition: int) -> PartitionRecord | None:
         row = self.db.conn.execute(
-            'SELECT "partition", fence, claim_offset, state FROM partitions WHERE "partition" = ?',
+            'SELECT "partition", fence, claim_offset, state, coalesce(commands_offset, 0) '
+            'FROM partitions WHERE "partition" = ?',
             (partition,),
         ).fetchone()
         return None if row is None else PartitionRecord(*row)
 
     def set_partition(
-        self, partition: int, state: str, fence: int | None = None, claim_offset: int | None = None
+        self,
+        partition: int,
+        state: str,
+        fence: int | None = None,
+        claim_offset: int | None = None,
+        commands_offset: int | None = None,
     ) -> None:
-        """Record the partition's state here (and, when owned, the claim it is owned by)."""
+        """Record the partition's state here (and, when owned, the claim it is owned by and
+        the commands offset restored with it)."""
         with self.transaction():
             self.db.conn.execute(
-                'INSERT INTO partitions ("partition", fence, claim_offset, state, updated_at) '
-                'VALUES (?, ?, ?, ?, ?) ON CONFLICT("partition") DO UPDATE SET '
+                'INSERT INTO partitions ("partition", fence, claim_offset, state, '
+                "commands_offset, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                'ON CONFLICT("partition") DO UPDATE SET '
                 "fence = coalesce(excluded.fence, fence), "
                 "claim_offset = coalesce(excluded.claim_offset, claim_offset), "
+                "commands_offset = coalesce(excluded.commands_offset, commands_offset), "
                 "state = excluded.state, updated_at = excluded.updated_at",
-                (partition, fence, claim_offset, state, time.time()),
+                (partition, fence, claim_offset, state, commands_offset, time.time()),
             )
+
+    def commands_offset(self, partition: int) -> int:
+        """The next offset of the partition's commands to apply (0: from its beginning)."""
+        row = self.db.conn.execute(
+            'SELECT commands_offset FROM partitions WHERE "partition" = ?', (partition,)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def advance_commands(self, partition: int, offset: int) -> None:
+        """The partition's commands before ``offset`` are applied: call inside the
+        transaction of the command's effect, so the changelog gets the new offset (its
+        ``~commands`` record, marked here after the effect's keys) with the effect."""
+        with self.transaction():
+            self.db.conn.execute(
+                'INSERT INTO partitions ("partition", state, commands_offset, updated_at) '
+                'VALUES (?, ?, ?, ?) ON CONFLICT("partition") DO UPDATE SET '
+                "commands_offset = excluded.commands_offset, updated_at = excluded.updated_at",
+                (partition, OWNED, offset, time.time()),
+            )
+            if self.changelog:
+                self.db.conn.execute(
+                    'INSERT OR REPLACE INTO changelog_marks (key, "partition") VALUES (?, ?)',
+                    (commands_mark(partition), partition),
+                )
 
     def owned_partitions(self) -> set[int]:
         rows = self.db.conn.execute(

@@ -7,9 +7,11 @@ read from the raw events topic, the Messages API server's request log and the st
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from tests.cluster.harness import (
     phase_started_problems,
     silence_problems,
 )
+from tests.support.processes import codegend, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -88,6 +91,65 @@ def test_killed_daemon_restarts_silent(killed_for_good):
     )
     problems += silence_problems(member, restarted_at, run.moved, before, after)
     assert_none(f"the restarted {member.name} (moved jobs {sorted(run.moved)})", problems, harness)
+
+
+def ends(harness: ClusterHarness, job_id: str) -> list[str]:
+    """The statuses of the job's distinct job.completed events, in seq order."""
+    found = distinct(p.event for p in harness.events() if p.event.job_id == job_id)
+    completions = sorted(
+        (e for e in found.values() if e.type == "job.completed"), key=lambda e: e.seq
+    )
+    return [e.status for e in completions]
+
+
+def files_below(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.timeout(90)
+def test_remote_operations(make_cluster, tmp_path):
+    """A process on no daemon's host (its store.path does not exist) reads a job's state
+    from the changelog, cancels a running job and resumes it through the commands topic,
+    and exports a job's files, as the owner's own store would have them."""
+    harness = make_cluster()
+    harness.start_all()
+    finished, stopped = harness.submit(2)  # on two partitions, so two owners
+    elsewhere = {
+        **harness.members[0].variables,
+        # no daemon's host: no store here; the commands must read the changelog or the
+        # commands topic
+        "CODEGEND_STORE__PATH": str(tmp_path / "elsewhere" / "codegend.db"),
+    }
+    wait_for(lambda: any(stopped in m.running_jobs() for m in harness.members), 30)
+    [owner] = [m for m in harness.members if stopped in m.jobs()]
+
+    cancelled = codegend(elsewhere, "cancel", stopped)
+    assert cancelled.stdout.strip() == f"{stopped}: cancel requested", cancelled.stderr
+    wait_for(lambda: ends(harness, stopped) == ["cancelled"], 30, poll_s=0.3)
+
+    resumed = codegend(elsewhere, "resume", stopped)
+    assert resumed.stdout.startswith(f"{stopped}: resumes at "), resumed.stdout
+    wait_for(lambda: ends(harness, stopped) == ["cancelled", "completed"], 60, poll_s=0.5)
+    assert not harness.wait_completed(30), harness.logs()
+
+    # what the owner's store says, read from the changelog (every changelog record of a
+    # job is confirmed before its job.completed is published)
+    remote = json.loads(codegend(elsewhere, "status", stopped, "--json").stdout)
+    local = json.loads(codegend(owner.variables, "status", stopped, "--json").stdout)
+    assert remote == local
+    assert remote["state"] == "COMPLETED"
+    listed = json.loads(codegend(elsewhere, "status", "--json").stdout)
+    assert {(row["job_id"], row["state"]) for row in listed} == {
+        (finished, "COMPLETED"),
+        (stopped, "COMPLETED"),
+    }
+
+    [exporter] = [m for m in harness.members if finished in m.jobs()]
+    codegend(elsewhere, "export", finished, str(tmp_path / "remote"))
+    codegend(exporter.variables, "export", finished, str(tmp_path / "local"))
+    exported = files_below(tmp_path / "remote")
+    assert exported and exported == files_below(tmp_path / "local")
+    assert not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.timeout(150)
