@@ -96,13 +96,17 @@ def _check_security(kafka: KafkaSettings) -> None:
             )
 
 
-def make_producer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaProducer:
+def make_producer(
+    kafka: KafkaSettings, bootstrap_servers: str, max_request_size: int | None = None
+) -> AIOKafkaProducer:
+    """A producer of the daemon's settings; its records are at most ``max_request_size``
+    bytes (default kafka.max_publish_bytes, the events' limit)."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         **client_options(kafka),
         acks="all" if kafka.acks == "all" else int(kafka.acks),
         enable_idempotence=kafka.enable_idempotence,
-        max_request_size=kafka.max_publish_bytes,
+        max_request_size=max_request_size or kafka.max_publish_bytes,
         linger_ms=2,
     )
 

@@ -409,10 +409,17 @@ class Ownership:
         """The valid state read replaces this store's rows of the partition; returns how
         many jobs the partition has now."""
         store, number = self._store, part.number
+        commands_offset: int | None = part.log.commands_offset
         if previous is None and not part.log.values:
             # Never owned in cluster mode: what this store has of the partition (a store
             # from before cluster mode) is its state, and goes to the changelog.
             store.seed_partition(number)
+        elif self._holds_latest(number, previous):
+            # Nobody claimed it since this store's own last claim, whose rows are here: they
+            # are the newest state (what the changelog has came from them; what it lacks is
+            # still marked, and goes out now). Kafka Streams' restore from its checkpoint.
+            commands_offset = None  # this store's own, as new as its rows
+            log.info("partition %d: this store's rows are the latest; kept", number)
         else:
             store.forget_partition(number)
             changelog.apply_all(store, part.log.values.items())
@@ -423,11 +430,19 @@ class Ownership:
             store.record_death(job_id, phase, point)
         if part.log.invalid:
             store.mark_keys(number, part.log.invalid)  # corrections: section 3.3
-        store.set_partition(number, OWNED, claim.fence, claim.offset, part.log.commands_offset)
+        store.set_partition(number, OWNED, claim.fence, claim.offset, commands_offset)
         reason = "daemon restart" if ours else "failover"
         for job_id, state in store.announce_resumed(reason, partition=number):
             log.info("resuming at %s (%s)", state.name, reason, extra={"job_id": job_id})
         return len(store.partition_jobs(number))
+
+    def _holds_latest(self, number: int, previous: Claim | None) -> bool:
+        """Whether the latest claim before ours is this store's own, and its rows of the
+        partition are those written under it (not forgotten since)."""
+        if previous is None or previous.store_id != self._store_id:
+            return False
+        record = self._store.partition_record(number)
+        return record is not None and record.fence == previous.fence
 
     async def _tail(self, part: _Partition, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         """Read the partition for as long as it is ours: confirms what this daemon wrote,

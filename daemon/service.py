@@ -144,6 +144,15 @@ class Daemon:
         self.producer = make_producer(kafka, self.bootstrap_servers)
         await self.producer.start()
         resources.push_async_callback(self.producer.stop)
+        # Cluster mode: the changelog's records on a producer of their own, which takes a
+        # file or a request of any size the daemon handles (the events may be capped lower).
+        self.changelog_producer = self.producer
+        if kafka.cluster_mode:
+            self.changelog_producer = make_producer(
+                kafka, self.bootstrap_servers, kafka.changelog_max_bytes
+            )
+            await self.changelog_producer.start()
+            resources.push_async_callback(self.changelog_producer.stop)
         self.consumer = make_consumer(kafka, self.bootstrap_servers)
         await self.consumer.start()
         resources.push_async_callback(self.consumer.stop)
@@ -186,7 +195,7 @@ class Daemon:
             kafka,
             self.bootstrap_servers,
             self.store,
-            self.producer,
+            self.changelog_producer,
             self.consumer,
             metrics=self.metrics,
             progress=self.progress,
@@ -195,7 +204,7 @@ class Daemon:
         )
         self._resources.push_async_callback(self.ownership.close)
         self.writer = ChangelogWriter(
-            self.store, self.producer, kafka.changelog_topic, tenures=self.ownership
+            self.store, self.changelog_producer, kafka.changelog_topic, tenures=self.ownership
         )
         # remote cancel and resume of the owned partitions' jobs (section 5.1)
         self.commands = CommandRelay(

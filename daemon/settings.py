@@ -75,6 +75,12 @@ class KafkaSettings(_Section):
     def cluster_mode(self) -> bool:
         return bool(self.changelog_topic) and self.bootstrap_servers != EMBEDDED
 
+    @property
+    def changelog_max_bytes(self) -> int:
+        """The largest changelog record: a file as large as an event may be, or a request
+        as large as intake takes, with room for the record's fields and headers."""
+        return max(self.max_publish_bytes, self.max_request_bytes) + 64 * 1024
+
     def cluster_topics(self) -> list[str]:
         """The topics of cluster mode (changelog, commands); none when it is off."""
         return [self.changelog_topic, self.commands_topic] if self.cluster_mode else []

@@ -44,7 +44,7 @@ def topic_configs(kafka: KafkaSettings) -> dict[str, dict[str, str]]:
         configs[kafka.changelog_topic] = {
             "cleanup.policy": "compact",
             "min.compaction.lag.ms": str(kafka.changelog_min_compaction_lag_ms),
-            "max.message.bytes": publish,
+            "max.message.bytes": str(kafka.changelog_max_bytes + TOPIC_HEADROOM_BYTES),
         }
         configs[kafka.commands_topic] = {
             "cleanup.policy": "delete",

@@ -98,6 +98,11 @@ class Partitions(Retention):
                         f"DELETE FROM {table} WHERE job_id IN ({_marks(batch)})", batch
                     )
             self.db.conn.execute('DELETE FROM changelog_marks WHERE "partition" = ?', (partition,))
+            # no claim of this store covers rows of it any more
+            self.db.conn.execute(
+                'UPDATE partitions SET fence = NULL, claim_offset = NULL WHERE "partition" = ?',
+                (partition,),
+            )
         return len(jobs)
 
     def seed_partition(self, partition: int) -> int:

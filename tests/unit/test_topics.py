@@ -47,14 +47,19 @@ def test_the_embedded_broker_never_runs_cluster_mode():
     assert kafka.changelog_topic not in topic_configs(kafka)
 
 
-def test_the_changelog_is_compacted_kept_uncompacted_for_the_lag_and_takes_any_event():
-    kafka = cluster(changelog_min_compaction_lag_ms=7_200_000, max_publish_bytes=2_000_000)
+def test_the_changelog_is_compacted_kept_uncompacted_for_the_lag_and_takes_any_record():
+    kafka = cluster(changelog_min_compaction_lag_ms=7_200_000, max_publish_bytes=9_000_000)
     assert kafka.cluster_topics() == ["codegen.changelog", "codegen.commands"]
+    # a record holds a file as large as an event may be, or a request intake takes
+    assert kafka.changelog_max_bytes == 9_000_000 + 64 * 1024
     assert topic_configs(kafka)["codegen.changelog"] == {
         "cleanup.policy": "compact",
         "min.compaction.lag.ms": "7200000",
-        "max.message.bytes": str(2_000_000 + TOPIC_HEADROOM_BYTES),
+        "max.message.bytes": str(kafka.changelog_max_bytes + TOPIC_HEADROOM_BYTES),
     }
+    # events capped lower than requests: the changelog still takes any request
+    small_events = cluster(max_publish_bytes=2048)
+    assert small_events.changelog_max_bytes == small_events.max_request_bytes + 64 * 1024
 
 
 def test_the_commands_topic_keeps_a_week_of_commands():
