@@ -293,8 +293,8 @@ class Ownership:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_WAIT_MS,
-            max_partition_fetch_bytes=self._kafka.max_publish_bytes + 128 * 1024,
-            fetch_max_bytes=max(52_428_800, self._kafka.max_publish_bytes + 128 * 1024),
+            max_partition_fetch_bytes=self._kafka.changelog_max_bytes + 128 * 1024,
+            fetch_max_bytes=max(52_428_800, self._kafka.changelog_max_bytes + 128 * 1024),
         )
 
     @staticmethod

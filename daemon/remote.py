@@ -213,8 +213,8 @@ def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         # a file record can be as large as a file (design section 1.1)
-        max_partition_fetch_bytes=kafka.max_publish_bytes + 128 * 1024,
-        fetch_max_bytes=max(52_428_800, kafka.max_publish_bytes + 128 * 1024),
+        max_partition_fetch_bytes=kafka.changelog_max_bytes + 128 * 1024,
+        fetch_max_bytes=max(52_428_800, kafka.changelog_max_bytes + 128 * 1024),
     )
 
 

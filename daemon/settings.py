@@ -318,6 +318,13 @@ def _check_cluster(kafka: KafkaSettings) -> None:
         )
     if kafka.transactions and kafka.acks != "all":
         raise ConfigError(f'kafka.transactions = true needs kafka.acks = "all", not "{kafka.acks}"')
+    if kafka.transactions:
+        # Per-partition transactional producers (docs/cluster-design.md 3.5) are not built:
+        # refused rather than ignored. Cluster mode fences by claims without them.
+        raise ConfigError(
+            "kafka.transactions = true is not supported yet; cluster mode fences a lost "
+            "partition's writer by claims and read-back without transactions (leave it false)"
+        )
 
 
 # ---------------------------------------------------------------------------

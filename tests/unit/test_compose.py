@@ -19,8 +19,30 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 
 
-def test_the_three_services(compose):
-    assert set(compose["services"]) == {"kafka", "kafka-init", "codegend"}
+def test_the_three_services_and_two_more_daemons_in_the_cluster_profile(compose):
+    services = compose["services"]
+    assert {n for n, s in services.items() if "profiles" not in s} == {
+        "kafka",
+        "kafka-init",
+        "codegend",
+    }
+    members = ["codegend", "codegend-2", "codegend-3"]
+    assert all(services[n].get("profiles", ["cluster"]) == ["cluster"] for n in members[1:])
+    # one group, a store and a metrics port of each member's own
+    assert len({services[n]["volumes"][0].split(":")[0] for n in members}) == 3
+    assert len({services[n]["ports"][0] for n in members}) == 3
+    assert {services[n]["environment"]["CODEGEND_KAFKA__BOOTSTRAP_SERVERS"] for n in members} == {
+        "kafka:29092"
+    }
+
+
+def test_the_cluster_topics_are_made_with_the_requests_topics_partitions(compose):
+    script = "\n".join(compose["services"]["kafka-init"]["command"])
+    defaults = KafkaSettings(bootstrap_servers="kafka:29092")
+    assert f"--topic {defaults.changelog_topic} --partitions 3" in script
+    assert "cleanup.policy=compact" in script
+    assert f"max.message.bytes={defaults.changelog_max_bytes + 64 * 1024}" in script
+    assert f"--topic {defaults.commands_topic} --partitions 3" in script
 
 
 def test_kafka_runs_kraft_with_a_healthcheck(compose):
