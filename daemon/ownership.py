@@ -36,6 +36,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from daemon import changelog
 from daemon.claims import OWNER_KEY, Claim, PartitionLog, fence_header, new_claim
+from daemon.errors import StoreFull
 from daemon.kafka import client_options, group_generation
 from daemon.metrics import Metrics
 from daemon.progress import NoProgress, ProgressFile, job_key
@@ -105,6 +106,7 @@ class Ownership:
         self._parts: dict[int, _Partition] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # every partition's, until it ends
         self._closed = False
+        self._assigned = False  # the group gave this daemon an assignment (maybe empty)
         self._fresh_s = kafka.session_timeout_ms / 2000
         self.restores = 0  # how many partitions were restored (a figure for tests and metrics)
 
@@ -125,6 +127,11 @@ class Ownership:
     def restoring(self, partition: int) -> bool:
         part = self._parts.get(partition)
         return part is not None and part.state == RESTORING
+
+    @property
+    def settled(self) -> bool:
+        """The group has assigned this daemon its partitions and none is restoring."""
+        return self._assigned and not any(p.state == RESTORING for p in self._parts.values())
 
     def fence(self, partition: int) -> int | None:
         part = self._parts.get(partition)
@@ -194,6 +201,7 @@ class Ownership:
         new: set[int] = set()
         if self._closed:  # a join that completes while the consumer leaves the group
             return kept, lost, new
+        self._assigned = True
         for number in list(self._parts):
             if number not in assigned:
                 lost.add(number)
@@ -264,9 +272,11 @@ class Ownership:
                 await self._close(consumer)
                 self._lose(part.number, str(exc))
                 return
-            except (KafkaError, TimeoutError, OSError) as exc:
+            except (KafkaError, TimeoutError, OSError, StoreFull) as exc:
+                # The broker, the restore's time limit or a full disk: the partition stays
+                # paused and is restored again after a backoff.
                 await self._close(consumer)
-                why = "timed out" if isinstance(exc, TimeoutError) else repr(exc)
+                why = "timed out" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
                 self._metrics.readiness.set(
                     f"{READINESS_CAUSE}:{part.number}",
                     f"restoring partition {part.number}: {why}",
@@ -434,6 +444,8 @@ class Ownership:
         reason = "daemon restart" if ours else "failover"
         for job_id, state in store.announce_resumed(reason, partition=number):
             log.info("resuming at %s (%s)", state.name, reason, extra={"job_id": job_id})
+        if held := store.release_held(partition=number):
+            log.info("%d jobs put aside for the model API's refusal run again", held)
         return len(store.partition_jobs(number))
 
     def _holds_latest(self, number: int, previous: Claim | None) -> bool:

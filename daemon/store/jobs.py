@@ -138,12 +138,17 @@ class Jobs(Moves):
             )
             self._move_phase(job_id, phase, "defer")
 
-    def release_held(self) -> int:
-        """At start: jobs put aside for the model API's refusal may run at once."""
+    def release_held(self, partition: int | None = None) -> int:
+        """At start (in cluster mode, at a partition's restore): jobs put aside for the
+        model API's refusal may run at once."""
+        where, args = "", tuple[int, ...]()
+        if partition is not None:
+            where, args = ' AND "partition" = ?', (partition,)
         with self.transaction():
             released = self.db.conn.execute(
-                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL "
-                "RETURNING job_id"
+                "UPDATE jobs SET not_before = NULL, held = NULL WHERE held IS NOT NULL"
+                f"{where} RETURNING job_id",
+                args,
             ).fetchall()
             for (job_id,) in released:
                 self._mark(job_id, STATE)

@@ -60,7 +60,7 @@ async def test_the_cluster_topics_take_the_requests_topics_count_and_their_confi
         {
             "cleanup.policy": "compact",
             "min.compaction.lag.ms": "3600000",
-            "max.message.bytes": str(kafka.max_publish_bytes + TOPIC_HEADROOM_BYTES),
+            "max.message.bytes": str(kafka.changelog_max_bytes + TOPIC_HEADROOM_BYTES),
         },
     )
     assert found[kafka.commands_topic] == (

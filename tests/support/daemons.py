@@ -18,6 +18,7 @@ from tests.support.sample_requests import request_bytes
 from tests.support.topics import produce
 
 EVENT_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 15.0
 
 
 @contextlib.asynccontextmanager
@@ -30,11 +31,23 @@ async def running(settings: Settings, llm: LLMProvider | None = None) -> AsyncIt
     if task.done():
         started.cancel()
         await task
+    await _settled(daemon)
     try:
         yield daemon
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 60)
+
+
+async def _settled(daemon: Daemon, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """In cluster mode, until the group has assigned the daemon its partitions and they are
+    restored (``/readyz`` says ``restoring`` meanwhile), so a test starts from a daemon
+    that reads its requests; bounded, for the tests that start one that cannot."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while daemon.ownership is not None and not daemon.ownership.settled:
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def collect(
