@@ -16,6 +16,8 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
 from daemon.broker import EmbeddedBroker
 from daemon.changelog_writer import ChangelogWriter
 from daemon.command_relay import CommandRelay
@@ -46,6 +48,19 @@ FLUSH_ON_REVOKE_S = 5.0
 def broker_address_file(settings: Settings) -> Path:
     """Where a daemon with an embedded broker tells other commands its address."""
     return settings.store.path.with_name(settings.store.path.name + ".broker")
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka's fetcher, closing while a fetch waits out its retry
+    backoff (the broker was unreachable), awaits the fetch it cancelled and lets that
+    CancelledError out of ``stop()``; it is not a cancellation of this task."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("the consumer's fetcher was cancelled while it closed")
 
 
 def make_provider(settings: Settings, record_dir: Path | None = None) -> LLMProvider:
@@ -155,7 +170,7 @@ class Daemon:
             resources.push_async_callback(self.changelog_producer.stop)
         self.consumer = make_consumer(kafka, self.bootstrap_servers)
         await self.consumer.start()
-        resources.push_async_callback(self.consumer.stop)
+        resources.push_async_callback(stop_consumer, self.consumer)
         self._build_services()
         await self._serve_health()
         if restored := self.runner.restore_outputs():

@@ -246,7 +246,7 @@ def test_paused_zombie(make_cluster):
 
 
 RATE_LIMIT_PER_MIN = 30
-RATE_WINDOW_S = 20.0
+RATE_WINDOW_S = 12.0
 
 
 @pytest.mark.timeout(120)
