@@ -93,11 +93,15 @@ cluster: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests/cluster -m "not soak" -q
 
 ## bench: the benchmark (about 5 minutes on 2 cores): bench/RESULTS.md, the plot, the profile;
-## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/)
+## BENCH_ARGS=--quick for a one-minute smoke run (written to bench/.runs/quick/); then
+## bench/ROBUSTNESS.md, bench/VERIFICATION.md and bench/FAILOVER.md (cluster mode: failover,
+## restore, changelog bytes, scaling; about 5 minutes more, python -m bench.failover --quick
+## for a smoke run)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.robustness
 	$(BIN)/python -m bench.verification
+	$(BIN)/python -m bench.failover
 
 ## lint: ruff over everything, then mypy (strict, over daemon/: [tool.mypy] in pyproject.toml)
 lint: $(TEST_STAMP)
