@@ -59,23 +59,28 @@ lock: $(UV)
 demo: $(STAMP)
 	$(BIN)/codegend demo
 
-## test: the whole suite (unit, integration against a real broker, hostile, acceptance, chaos),
-## in two processes that share the cores well (most of the suite waits on brokers and
-## daemons): the first runs everything but the toolchain tests; the second runs the
-## integration tests once more with jobs.execution = "parallel" (with a broker of its own),
-## then the toolchain tests (npm, tsc, pip, the generated app: the same in either mode, so
-## run once), then the cluster tier (three daemons in one group). Its output follows the first's.
+## test: the whole suite (unit, integration against a real broker, hostile, acceptance, chaos,
+## cluster), in three processes that share the cores well (most of the suite waits on
+## brokers and daemons), each with a broker of its own: the first runs the unit, integration
+## and hostile tiers, then the cluster tier (three daemons in one group); the second the
+## acceptance and chaos tiers; the third the integration tests once more with
+## jobs.execution = "parallel", then the toolchain tests (npm, tsc, pip, the generated app:
+## the same in either mode, so run once). The others' output follows the first's.
 test: $(TEST_STAMP)
 	@( CODEGEND_TEST_EXECUTION=parallel $(BIN)/python -m pytest tests/integration -q \
 		-m "not toolchain" -p no:cacheprovider; parallel=$$?; \
 	  $(BIN)/python -m pytest -q -m toolchain -p no:cacheprovider; toolchain=$$?; \
-	  $(BIN)/python -m pytest -q tests/cluster -m "not soak" -p no:cacheprovider; cluster=$$?; \
-	  exit $$(( parallel || toolchain || cluster )) ) > $(VENV)/second-pass.log 2>&1 & second=$$!; \
-	$(BIN)/python -m pytest -m "not toolchain and not cluster"; first=$$?; \
-	wait $$second; rest=$$?; \
-	echo "== integration tests in parallel execution, the toolchain tests, the cluster tier"; \
-	cat $(VENV)/second-pass.log; \
-	exit $$(( first || rest ))
+	  exit $$(( parallel || toolchain )) ) > $(VENV)/third-pass.log 2>&1 & third=$$!; \
+	$(BIN)/python -m pytest -q tests/acceptance tests/chaos -m "not toolchain" \
+		-p no:cacheprovider > $(VENV)/second-pass.log 2>&1 & second=$$!; \
+	$(BIN)/python -m pytest tests/unit tests/integration tests/hostile -m "not toolchain"; \
+	first=$$?; \
+	$(BIN)/python -m pytest -q tests/cluster -m "not soak" -p no:cacheprovider; cluster=$$?; \
+	wait $$second; acceptance=$$?; wait $$third; parallel=$$?; \
+	echo "== the acceptance and chaos tiers"; cat $(VENV)/second-pass.log; \
+	echo "== integration tests in parallel execution, then the toolchain tests"; \
+	cat $(VENV)/third-pass.log; \
+	exit $$(( first || cluster || acceptance || parallel ))
 
 ## unit: the unit tier alone (in-process, no broker, no model: seconds)
 unit: $(TEST_STAMP)

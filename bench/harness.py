@@ -123,6 +123,9 @@ class Bench:
                 "requests_topic": f"{prefix}-requests",
                 "events_topic": f"{prefix}-events",
                 "dead_letter_topic": f"{prefix}-dlq",
+                # cluster mode, the default against a broker: the run's own changelog
+                "changelog_topic": f"{prefix}-changelog",
+                "commands_topic": f"{prefix}-commands",
                 "group_id": prefix,
                 "session_timeout_ms": SESSION_TIMEOUT_MS,
                 "heartbeat_interval_ms": HEARTBEAT_INTERVAL_MS,
