@@ -107,6 +107,7 @@ class Ownership:
         self._tasks: set[asyncio.Task[None]] = set()  # every partition's, until it ends
         self._closed = False
         self._assigned = False  # the group gave this daemon an assignment (maybe empty)
+        self._lost: set[int] = set()  # partitions this process owned or restored, then lost
         self._fresh_s = kafka.session_timeout_ms / 2000
         self.restores = 0  # how many partitions were restored (a figure for tests and metrics)
 
@@ -174,10 +175,13 @@ class Ownership:
                 await asyncio.wait_for(part.read.wait(), self._fresh_s)
 
     def forget_dormant(self) -> set[int]:
-        """Delete this store's rows of the partitions it neither owns nor restores (lost,
-        or left from an earlier run): another daemon owns them, and a restore here would
-        replace them anyway. Call once their jobs' tasks have ended. Returns them."""
-        dormant = self._store.local_partitions() - set(self._parts)
+        """Delete this store's rows of the partitions it lost (another daemon owns them,
+        and a restore here would replace them anyway). Call once their jobs' tasks have
+        ended. Returns them. The rows of partitions this store owned in an earlier run stay
+        until the group assigns them: the member that still holds one may be this store's
+        own previous process, whose session has not expired yet."""
+        dormant = (self._store.local_partitions() & self._lost) - set(self._parts)
+        self._lost -= dormant
         for number in sorted(dormant):
             jobs = self._store.forget_partition(number)
             log.info("partition %d: %d jobs another daemon owns left this store", number, jobs)
@@ -240,6 +244,7 @@ class Ownership:
         if part is None:
             return
         was_owned = part.state == OWNED
+        self._lost.add(number)
         self._stop(part)
         with contextlib.suppress(Exception):  # a full disk: the state row is only a hint
             self._store.set_partition(number, DORMANT)

@@ -264,7 +264,6 @@ class Daemon:
         every = self.consumer.partitions_for_topic(self.settings.kafka.requests_topic)
         if every:
             self.limiter.set_share(len(partitions & every) / len(every))
-        self._retire([])  # the rows of partitions left from an earlier run
 
     async def _on_revoked(self, partitions: set[int]) -> None:
         """Before partitions may move: publish what is committed for them, briefly (the
