@@ -42,11 +42,11 @@ def record_deaths(store: Store, progress: ProgressFile | NoProgress) -> int:
         death = store.record_death(job_id, phase, point)
         if death is not None:
             deaths += 1
-            _log_death(job_id, phase, death)
+            log_death(job_id, phase, death)
     return deaths
 
 
-def _log_death(job_id: str, phase: str, death: Death) -> None:
+def log_death(job_id: str, phase: str, death: Death) -> None:
     log.warning(
         "%s: the daemon died while this phase ran (%s; %d in a row at that point "
         "without progress, %d in all)",
@@ -205,7 +205,7 @@ class JobRunner:
         )
         if death is None:
             return store.deaths_in_a_row(*key)
-        _log_death(job.job_id, phase.name, death)
+        log_death(job.job_id, phase.name, death)
         self._last_death[key] = death
         return death.in_a_row
 

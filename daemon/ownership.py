@@ -37,6 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from daemon import changelog
 from daemon.claims import OWNER_KEY, Claim, PartitionLog, fence_header, new_claim
 from daemon.errors import StoreFull
+from daemon.jobs import log_death
 from daemon.kafka import client_options, group_generation
 from daemon.metrics import Metrics
 from daemon.progress import NoProgress, ProgressFile, job_key
@@ -442,7 +443,9 @@ class Ownership:
         for job_id, phase in store.running_phases_of(number):
             # Where a phase died is known only from this store's own progress file.
             point = self._progress.previous.get((job_key(job_id), phase)) if ours else None
-            store.record_death(job_id, phase, point)
+            death = store.record_death(job_id, phase, point)
+            if death is not None:
+                log_death(job_id, phase, death)
         if part.log.invalid:
             store.mark_keys(number, part.log.invalid)  # corrections: section 3.3
         store.set_partition(number, OWNED, claim.fence, claim.offset, commands_offset)
