@@ -111,6 +111,24 @@ def make_producer(
     )
 
 
+def make_changelog_reader(
+    kafka: KafkaSettings, bootstrap_servers: str, fetch_max_wait_ms: int
+) -> AIOKafkaConsumer:
+    """A consumer of no group that reads changelog partitions from their beginning, with
+    room for the largest record the writer sends (a file, a request)."""
+    fetch_bytes = kafka.changelog_max_bytes + 128 * 1024
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        max_partition_fetch_bytes=fetch_bytes,
+        fetch_max_bytes=max(52_428_800, fetch_bytes),
+    )
+
+
 def make_consumer(kafka: KafkaSettings, bootstrap_servers: str) -> AIOKafkaConsumer:
     """The requests consumer: in the daemons' group, committing by hand, assigning with a
     CodegendAssignor of its own (round robin while a member without one is in the group)."""

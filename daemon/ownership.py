@@ -38,7 +38,7 @@ from daemon import changelog
 from daemon.claims import OWNER_KEY, Claim, PartitionLog, fence_header, new_claim
 from daemon.errors import StoreFull
 from daemon.jobs import log_death
-from daemon.kafka import client_options, group_generation
+from daemon.kafka import group_generation, make_changelog_reader
 from daemon.metrics import Metrics
 from daemon.progress import NoProgress, ProgressFile, job_key
 from daemon.settings import KafkaSettings
@@ -302,16 +302,7 @@ class Ownership:
             await self._close(consumer)
 
     def _changelog_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            **client_options(self._kafka),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_WAIT_MS,
-            max_partition_fetch_bytes=self._kafka.changelog_max_bytes + 128 * 1024,
-            fetch_max_bytes=max(52_428_800, self._kafka.changelog_max_bytes + 128 * 1024),
-        )
+        return make_changelog_reader(self._kafka, self._bootstrap, FETCH_WAIT_MS)
 
     @staticmethod
     async def _close(consumer: AIOKafkaConsumer) -> None:

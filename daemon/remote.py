@@ -25,7 +25,7 @@ from daemon import changelog
 from daemon.claims import PartitionLog
 from daemon.command_records import Command, Reply, parse_reply, reply_key
 from daemon.errors import BrokerError, CodegendError, JobNotFound
-from daemon.kafka import client_options, make_producer
+from daemon.kafka import make_changelog_reader, make_producer
 from daemon.settings import KafkaSettings, Settings
 from daemon.store import Store
 
@@ -205,17 +205,7 @@ async def _replies(
 
 
 def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        **client_options(kafka),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        # a file record can be as large as a file (design section 1.1)
-        max_partition_fetch_bytes=kafka.changelog_max_bytes + 128 * 1024,
-        fetch_max_bytes=max(52_428_800, kafka.changelog_max_bytes + 128 * 1024),
-    )
+    return make_changelog_reader(kafka, kafka.bootstrap_servers, kafka.fetch_max_wait_ms)
 
 
 async def _started(client: AIOKafkaConsumer | AIOKafkaProducer, kafka: KafkaSettings) -> None:
